@@ -1,0 +1,3 @@
+from eosin.cli._main import entry
+
+entry()

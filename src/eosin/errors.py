@@ -1,0 +1,154 @@
+"""Every error eosin raises on purpose, in one place.
+
+Each error says what went wrong, with which file or value, and how to fix it. The CLI maps them to exit codes
+(:attr:`EosinError.exit_code`) and prints the message without a traceback; library users catch the classes.
+
+Hierarchy::
+
+    EosinError
+    ├── UsageError (exit 2)              bad arguments: wrong value, unknown name
+    │   └── UnknownNameError             unknown model/method/... name, with close matches
+    ├── SlideError                       a problem with one input file
+    │   ├── SlideNotFoundError
+    │   ├── UnsupportedFormatError       not a slide/image eosin can read
+    │   ├── CorruptSlideError            a readable format, but damaged (truncated, bad bytes)
+    │   ├── ResolutionError              mpp-based work on a slide whose mpp cannot be trusted
+    │   │   ├── MissingResolutionError
+    │   │   └── ImplausibleResolutionError
+    │   └── NoTissueError
+    ├── StoreError                       a per-slide store that is missing, foreign or from a newer schema
+    ├── NotFittedError                   a trainable object used before ``fit``
+    └── WeightsUnavailableError          model weights that cannot be had offline
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable
+
+__all__ = [
+    "EosinError",
+    "UsageError",
+    "UnknownNameError",
+    "SlideError",
+    "SlideNotFoundError",
+    "UnsupportedFormatError",
+    "CorruptSlideError",
+    "ResolutionError",
+    "MissingResolutionError",
+    "ImplausibleResolutionError",
+    "NoTissueError",
+    "StoreError",
+    "NotFittedError",
+    "WeightsUnavailableError",
+]
+
+
+class EosinError(Exception):
+    """Base of every error eosin raises on purpose.
+
+    Parameters
+    ----------
+    message
+        What went wrong, in one sentence.
+    path
+        The file or folder concerned, if any; it is named first in the message.
+    fix
+        What the user can do about it.
+    """
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, fix: str | None = None):
+        self.message = message
+        self.path = None if path is None else os.fspath(path)
+        self.fix = fix
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        if self.fix:
+            text += f" Fix: {self.fix}"
+        return text
+
+    def __reduce__(self):  # keep the keyword arguments across process boundaries (worker pools)
+        return _rebuild, (type(self), self.message, self.path, self.fix, self.__dict__)
+
+
+def _rebuild(cls, message, path, fix, state):
+    err = cls.__new__(cls)
+    Exception.__init__(err)
+    err.__dict__.update(state)
+    err.message, err.path, err.fix = message, path, fix
+    err.args = (str(err),)
+    return err
+
+
+class UsageError(EosinError, ValueError):
+    """An argument has a wrong value or type."""
+
+    exit_code = 2
+
+
+class UnknownNameError(UsageError, KeyError):
+    """A name (model, method, format...) that is not among the valid choices; suggests close matches."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str], *, fix: str | None = None):
+        self.kind, self.name = kind, name
+        self.choices = sorted(choices)
+        close = difflib.get_close_matches(name, self.choices, n=3, cutoff=0.5)
+        message = f"unknown {kind} {name!r}."
+        if close:
+            message += " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+        shown = ", ".join(self.choices[:20]) + (", ..." if len(self.choices) > 20 else "")
+        message += f" Valid choices: {shown}."
+        super().__init__(message, fix=fix)
+
+    __str__ = EosinError.__str__  # KeyError would otherwise quote the message
+
+
+class SlideError(EosinError):
+    """A problem with one input slide or image."""
+
+
+class SlideNotFoundError(SlideError, FileNotFoundError):
+    """The path does not exist."""
+
+    __str__ = EosinError.__str__
+
+
+class UnsupportedFormatError(SlideError):
+    """The file is not in a format eosin can read."""
+
+
+class CorruptSlideError(SlideError):
+    """The file is in a known format but damaged (truncated, corrupted bytes, inconsistent structure)."""
+
+
+class ResolutionError(SlideError):
+    """Resolution (microns per pixel) is needed but the slide's own value cannot be trusted."""
+
+
+class MissingResolutionError(ResolutionError):
+    """The slide does not record its microns per pixel."""
+
+
+class ImplausibleResolutionError(ResolutionError):
+    """The slide records a microns-per-pixel value outside the range of real microscopes."""
+
+
+class NoTissueError(SlideError):
+    """Tissue detection found no tissue."""
+
+
+class StoreError(EosinError):
+    """A per-slide store is missing, not an eosin store, or written by a newer schema."""
+
+
+class NotFittedError(EosinError, AttributeError):
+    """A trainable object was used before ``fit`` was called."""
+
+
+class WeightsUnavailableError(EosinError):
+    """Model weights are not available offline and cannot be downloaded."""

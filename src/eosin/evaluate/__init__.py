@@ -1,1 +1,86 @@
-"""(being built)"""
+"""Evaluation: classification metrics with bootstrap confidence intervals, reports, and segmentation metrics.
+
+Plain arrays (or a predictions CSV) in, dataclasses out. Names are loaded on first use, so importing
+:mod:`eosin.evaluate` loads neither numpy nor scikit-learn.
+
+>>> from eosin.evaluate import read_predictions_csv, aggregate_predictions, classification_metrics
+>>> tiles = read_predictions_csv("predictions.csv")  # doctest: +SKIP
+>>> patients = aggregate_predictions(tiles, by="patient", rule="mean")  # doctest: +SKIP
+>>> report = classification_metrics(patients.y_true, patients.y_pred, patients.proba,
+...                                 classes=patients.classes, level="patient")  # doctest: +SKIP
+>>> report["balanced_accuracy"]  # doctest: +SKIP
+Metric(value=0.83, ci_low=0.71, ci_high=0.93)
+>>> write_report(report, "report/")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> module that defines it
+_LAZY = {
+    "classification_metrics": "eosin.evaluate._classification",
+    "ClassificationReport": "eosin.evaluate._classification",
+    "Metric": "eosin.evaluate._classification",
+    "evaluate_predictions": "eosin.evaluate._classif_api",
+    "Predictions": "eosin.evaluate._classif_io",
+    "read_predictions_csv": "eosin.evaluate._classif_io",
+    "aggregate_predictions": "eosin.evaluate._classif_io",
+    "write_report": "eosin.evaluate._report",
+}
+
+# Segmentation metrics live in eosin.evaluate._segmentation (built separately); its public names are re-exported
+# here when that module exists, without importing it until one of them is used.
+_SEGMENTATION_MODULE = "eosin.evaluate._segmentation"
+_SEGMENTATION_NAMES = ("segmentation_metrics", "evaluate_segmentation_dirs")
+
+
+def _segmentation_names() -> tuple[str, ...]:
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec(_SEGMENTATION_MODULE) is None:
+            return ()
+    except (ImportError, ValueError):
+        return ()
+    return _SEGMENTATION_NAMES
+
+
+__all__ = [*_LAZY, *_SEGMENTATION_NAMES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SEGMENTATION_NAMES or (name.startswith("_") is False and _segmentation_names()):
+        try:
+            module = importlib.import_module(_SEGMENTATION_MODULE)
+        except ImportError:
+            raise AttributeError(f"module 'eosin.evaluate' has no attribute {name!r}") from None
+        public = getattr(module, "__all__", _SEGMENTATION_NAMES)
+        if name not in public:
+            raise AttributeError(f"module 'eosin.evaluate' has no attribute {name!r}")
+        value = getattr(module, name)
+    else:
+        raise AttributeError(f"module 'eosin.evaluate' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    names = set(_LAZY)
+    if _segmentation_names():
+        try:
+            module = importlib.import_module(_SEGMENTATION_MODULE)
+            names |= set(getattr(module, "__all__", _SEGMENTATION_NAMES))
+        except ImportError:
+            pass
+    return sorted(names)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eosin.evaluate._classif_api import evaluate_predictions
+    from eosin.evaluate._classif_io import Predictions, aggregate_predictions, read_predictions_csv
+    from eosin.evaluate._classification import ClassificationReport, Metric, classification_metrics
+    from eosin.evaluate._report import write_report

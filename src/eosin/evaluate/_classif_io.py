@@ -121,7 +121,7 @@ def read_predictions_csv(path: str | os.PathLike[str]) -> Predictions:
     ids = cols["id"]
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
-        shown = ", ".join(repr(x) for x in uniq[counts > 1][:5])
+        shown = ", ".join(repr(x) for x in uniq[counts > 1][:5].tolist())
         raise UsageError(
             f"{int((counts > 1).sum())} ids appear more than once ({shown}).",
             path=path,
@@ -143,7 +143,7 @@ def read_predictions_csv(path: str | os.PathLike[str]) -> Predictions:
             try:
                 proba[:, j] = cols[h].astype(np.float64)
             except ValueError:
-                bad = next(v for v in cols[h] if not _is_float(v))
+                bad = next(v for v in cols[h].tolist() if not _is_float(v))
                 raise UsageError(f"column {h!r} holds {bad!r}, not a number.", path=path, fix="fix that value") from None
         if not np.isfinite(proba).all() or (proba < 0).any():
             raise UsageError("probabilities must be finite and non-negative.", path=path, fix="fix the p_ columns")
@@ -244,7 +244,7 @@ def aggregate_predictions(data: Any, *, by: str = "patient", rule: str = "mean")
     k = len(pred.classes)
     class_index = {c: i for i, c in enumerate(pred.classes)}
     truth = []
-    for g, key in enumerate(keys):
+    for g, key in enumerate(keys.tolist()):
         labels = sorted(set(pred.y_true[inverse == g].tolist()))
         if len(labels) > 1:
             raise UsageError(

@@ -293,3 +293,29 @@ def test_tpr_tnr_ppv_are_aliases():
         assert r[f"tpr[{c}]"] == r[f"recall[{c}]"]
         assert r[f"tnr[{c}]"] == r[f"specificity[{c}]"]
         assert r[f"ppv[{c}]"] == r[f"precision[{c}]"]
+
+
+def test_cluster_bootstrap_strata():
+    rng = np.random.default_rng(0)
+    # pure groups (one class per patient): each class keeps its number of patients in every replicate
+    groups = np.repeat(np.arange(10), 3)
+    y = np.repeat([0, 0, 0, 1, 1, 1, 1, 1, 1, 1], 3)
+    w = np.concatenate(list(bs.bootstrap_weights(y, n_bootstrap=40, rng=rng, groups=groups)))
+    assert np.all(w[:, y == 0].sum(axis=1) == 9) and np.all(w[:, y == 1].sum(axis=1) == 21)
+    assert np.all(w[:, groups == 4] == w[:, [12]])  # a group's samples share its weight
+    # mixed groups (slides with several classes) are drawn from one pool of ten groups
+    y_mixed = np.tile([0, 1, 1], 10)
+    w = np.concatenate(list(bs.bootstrap_weights(y_mixed, n_bootstrap=40, rng=rng, groups=groups)))
+    assert np.all(w.sum(axis=1) == 30) and np.all(w[:, y_mixed == 0].sum(axis=1) == 10)
+    counts_per_group = w[:, ::3]
+    assert counts_per_group.std() > 0.5  # groups really are resampled
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, eosin.evaluate, eosin.cli._evaluate; "
+            "print(any(m in sys.modules for m in ('numpy', 'sklearn', 'matplotlib')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -45,8 +45,10 @@ def bootstrap_weights(
 
     Without ``groups`` the bootstrap is stratified by true class: each replicate draws, with replacement, as many
     samples of each class as the class has, so every class keeps its support. With ``groups`` (patient ids,
-    integer codes ``0..G-1``) it is a cluster bootstrap: whole groups are drawn with replacement, stratified by
-    each group's most frequent true class, and a sample's weight is the number of times its group was drawn.
+    integer codes ``0..G-1``) it is a cluster bootstrap: whole groups are drawn with replacement, and a sample's
+    weight is the number of times its group was drawn. When every group holds a single true class the draw is
+    stratified by that class (each class keeps its number of groups); groups that mix classes are drawn from one
+    pool. Few groups (under ~20) give unreliable intervals whatever the method.
 
     Parameters
     ----------
@@ -72,11 +74,13 @@ def bootstrap_weights(
     else:
         groups = np.asarray(groups)
         n_units = int(groups.max()) + 1 if n else 0
-        # each group's most frequent true class (ties: lowest class index) is its stratum
+        # when every group holds one true class (patient-level labels), that class is the group's stratum;
+        # groups mixing classes (slides with several tissue types) are resampled as one stratum
         k = int(y_index.max()) + 1 if n else 1
         table = np.zeros((n_units, k), dtype=np.int64)
         np.add.at(table, (groups, y_index), 1)
-        units = table.argmax(axis=1)
+        pure = bool(np.all((table > 0).sum(axis=1) <= 1))
+        units = table.argmax(axis=1) if pure else np.zeros(n_units, dtype=np.int64)
         members = groups
     strata = [np.flatnonzero(units == s) for s in np.unique(units)]
     done = 0

@@ -174,8 +174,9 @@ def classification_metrics(
         Class order; by default the sorted labels seen. Must be given when some class appears in neither label
         array but has a probability column.
     groups
-        ``(n,)`` cluster ids (patients). When given, the bootstrap resamples whole groups (stratified by each
-        group's majority true class), so the intervals honour correlation between a patient's samples.
+        ``(n,)`` cluster ids (patients). When given, the bootstrap resamples whole groups (stratified by class
+        when each group has one true class), so the intervals honour correlation between a patient's samples.
+        With few groups (under ~20) any bootstrap interval is unreliable; the report states the group count.
         Otherwise the bootstrap resamples samples within each true class.
     level
         ``"tile"``, ``"slide"`` or ``"patient"``: recorded in the report (aggregate first with

@@ -12,12 +12,16 @@ Undefined values (zero denominators, a class absent from a replicate) are NaN; n
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = [
     "bootstrap_weights",
+    "confusion_index",
     "confusion_from_weights",
+    "score_index",
+    "ranking_metrics",
     "metrics_from_confusion",
     "weighted_auc",
     "weighted_average_precision",
@@ -61,12 +65,12 @@ def bootstrap_weights(
     groups
         ``(n,)`` integer group code of each sample, or None.
     chunk
-        Replicates per block; by default chosen to keep a block near 4 million weights.
+        Replicates per block; by default chosen to keep a block near 1 million weights.
     """
     y_index = np.asarray(y_index)
     n = y_index.size
     if chunk is None:
-        chunk = max(1, min(n_bootstrap, 4_000_000 // max(n, 1)))
+        chunk = max(1, min(n_bootstrap, 1_000_000 // max(n, 1)))
     if groups is None:
         units = y_index
         n_units = n
@@ -97,15 +101,37 @@ def bootstrap_weights(
         done += b
 
 
-def confusion_from_weights(y_index: np.ndarray, p_index: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+class _RowIndex(NamedTuple):
+    """Which of ``n_rows`` output rows each sample adds its weight to: ``(n,)`` int ``rows``."""
+
+    rows: np.ndarray
+    n_rows: int
+
+
+def _weighted_sums(index: _RowIndex, weights: np.ndarray) -> np.ndarray:
+    """``(B, R)`` per-row sums of each replicate's weights (one bincount over all replicates, O(B n))."""
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    b = weights.shape[0]
+    if index.n_rows == 0:
+        return np.zeros((b, 0))
+    flat = (index.rows[None, :] + (np.arange(b) * index.n_rows)[:, None]).ravel()
+    return np.bincount(flat, weights=weights.ravel(), minlength=b * index.n_rows).reshape(b, index.n_rows)
+
+
+def confusion_index(y_index: np.ndarray, p_index: np.ndarray, k: int) -> _RowIndex:
+    """Each sample's confusion-matrix cell (row-major: true * K + predicted), for :func:`confusion_from_weights`."""
+    return _RowIndex(np.asarray(y_index, dtype=np.int64) * k + np.asarray(p_index, dtype=np.int64), k * k)
+
+
+def confusion_from_weights(y_index: np.ndarray, p_index: np.ndarray, weights: np.ndarray, k: int, *, index=None):
     """Weighted confusion matrices ``(B, K, K)`` (rows: true class, columns: predicted class).
 
-    ``weights`` is ``(B, n)``; a row of ones gives the ordinary confusion matrix of the sample.
+    ``weights`` is ``(B, n)``; a row of ones gives the ordinary confusion matrix of the sample. ``index`` is
+    :func:`confusion_index` of the same labels, to reuse across blocks of replicates.
     """
-    cells = np.asarray(y_index) * k + np.asarray(p_index)
-    onehot = np.zeros((cells.size, k * k))
-    onehot[np.arange(cells.size), cells] = 1.0
-    return (np.asarray(weights, dtype=np.float64) @ onehot).reshape(-1, k, k)
+    if index is None:
+        index = confusion_index(y_index, p_index, k)
+    return _weighted_sums(index, weights).reshape(-1, k, k)
 
 
 def metrics_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
@@ -158,26 +184,55 @@ def metrics_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _score_blocks(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Order samples by descending score and return (order, start index of each block of tied scores)."""
+def score_index(positive: np.ndarray, scores: np.ndarray) -> _RowIndex:
+    """Rows for the weighted ROC/PR formulas of one binary problem, for :func:`ranking_metrics`.
+
+    With ``U`` distinct scores in descending order, a positive sample with the ``u``-th highest score goes to row
+    ``u`` and a negative one to row ``U + u``.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
     s = scores[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    return order, starts
+    new_block = np.r_[True, s[1:] != s[:-1]] if s.size else np.zeros(0, dtype=bool)
+    block = np.empty(s.size, dtype=np.int64)
+    block[order] = np.cumsum(new_block) - 1
+    u = int(new_block.sum())
+    return _RowIndex(block + u * (~positive), 2 * u)
 
 
-def _block_sums(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted positive and negative counts per distinct score, descending: two ``(B, U)`` arrays."""
-    order, starts = _score_blocks(scores)
-    w = weights[:, order]
-    pos = positive[order]
-    pos_w = np.add.reduceat(w * pos, starts, axis=1)
-    neg_w = np.add.reduceat(w * ~pos, starts, axis=1)
-    return pos_w, neg_w
+def ranking_metrics(index, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC-AUC and average precision of each weighted replicate, from a :func:`score_index`.
+
+    ROC-AUC is the Mann-Whitney statistic with ties counted one half; average precision is scikit-learn's
+    step-wise PR-AUC, ``sum over thresholds of (R_t - R_t-1) P_t``. Both ``(B,)``; AUC is NaN where a replicate has
+    no positive or no negative weight, AP where it has no positive weight.
+    """
+    sums = _weighted_sums(index, weights)  # (B, 2U)
+    u = sums.shape[1] // 2
+    if u == 0:
+        nan = np.full(sums.shape[0], np.nan)
+        return nan, nan.copy()
+    pos_w, neg_w = sums[:, :u], sums[:, u:]
+    tp = np.cumsum(pos_w, axis=1)
+    fp = np.cumsum(neg_w, axis=1)
+    pos_total, neg_total = tp[:, -1], fp[:, -1]
+    # sum_u pos_u * (negatives strictly below u + half the tied negatives), in row-wise dot products
+    auc_num = (
+        pos_total * neg_total
+        - np.einsum("bu,bu->b", pos_w, fp)
+        + 0.5 * np.einsum("bu,bu->b", pos_w, neg_w)
+    )
+    auc = _safe_div(auc_num, pos_total * neg_total)
+    precision = np.add(tp, fp, out=fp)  # tp + fp, reusing fp's memory
+    np.maximum(precision, np.finfo(np.float64).tiny, out=precision)  # 0 only where tp = 0 too: precision 0
+    np.divide(tp, precision, out=precision)
+    ap = _safe_div(np.einsum("bu,bu->b", pos_w, precision), pos_total)
+    return auc, ap
 
 
 def weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC-AUC of each weighted replicate (Mann-Whitney with ties counted one half).
+    """ROC-AUC of each weighted replicate.
 
     Parameters
     ----------
@@ -193,32 +248,12 @@ def weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) 
     numpy.ndarray
         ``(B,)``; NaN where a replicate has no positive or no negative weight.
     """
-    positive = np.asarray(positive, dtype=bool)
-    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    if positive.size == 0:
-        return np.full(weights.shape[0], np.nan)
-    pos_w, neg_w = _block_sums(positive, np.asarray(scores, dtype=np.float64), weights)
-    # negatives strictly below each block = total negatives minus those at or above it (descending order)
-    neg_above_incl = np.cumsum(neg_w, axis=1)
-    neg_total = neg_above_incl[:, -1:]
-    neg_below = neg_total - neg_above_incl
-    num = (pos_w * (neg_below + 0.5 * neg_w)).sum(axis=1)
-    return _safe_div(num, pos_w.sum(axis=1) * neg_total[:, 0])
+    return ranking_metrics(score_index(positive, scores), weights)[0]
 
 
 def weighted_average_precision(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Average precision (scikit-learn's step-wise PR-AUC) of each weighted replicate, ``(B,)``; NaN without positives."""
-    positive = np.asarray(positive, dtype=bool)
-    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    if positive.size == 0:
-        return np.full(weights.shape[0], np.nan)
-    pos_w, neg_w = _block_sums(positive, np.asarray(scores, dtype=np.float64), weights)
-    tp = np.cumsum(pos_w, axis=1)
-    fp = np.cumsum(neg_w, axis=1)
-    precision = _safe_div(tp, tp + fp)
-    total = tp[:, -1]
-    num = (pos_w * np.nan_to_num(precision)).sum(axis=1)
-    return _safe_div(num, total)
+    return ranking_metrics(score_index(positive, scores), weights)[1]
 
 
 def percentile_ci(replicates: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:

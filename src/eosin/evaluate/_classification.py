@@ -263,9 +263,11 @@ def classification_metrics(
     names, values, low, high = _names_and_values(point, classes, proba is not None)
     if n_bootstrap > 0:
         rng = np.random.default_rng(seed)
+        cm_index = bs.confusion_index(yt, yp, k)
+        score_indices = None if proba is None else [bs.score_index(yt == j, proba[:, j]) for j in range(k)]
         reps = []
         for weights in bs.bootstrap_weights(yt, n_bootstrap=n_bootstrap, rng=rng, groups=group_codes):
-            reps.append(_replicate_values(yt, yp, proba, weights, k))
+            reps.append(_replicate_values(cm_index, score_indices, weights, k))
         low, high = bs.percentile_ci(np.concatenate(reps, axis=0), ci)
     metrics = {name: Metric(float(v), float(lo), float(hi)) for name, v, lo, hi in zip(names, values, low, high)}
     metrics = _add_aliases(metrics, classes)
@@ -316,21 +318,21 @@ def _names_and_values(point, classes, with_proba):
     return names, np.asarray(values, dtype=np.float64), nan, nan.copy()
 
 
-def _replicate_values(yt, yp, proba, weights, k) -> np.ndarray:
+def _replicate_values(cm_index, score_indices, weights, k) -> np.ndarray:
     """``(b, M)`` metric values of a block of replicates, columns in the order of :func:`_names_and_values`."""
-    cm = bs.confusion_from_weights(yt, yp, weights, k)
-    d = bs.metrics_from_confusion(cm)
+    d = bs.metrics_from_confusion(bs.confusion_from_weights(None, None, weights, k, index=cm_index))
     cols = [d[m] for m in _OVERALL]
-    if proba is not None:
-        roc = np.stack([bs.weighted_auc(yt == j, proba[:, j], weights) for j in range(k)], axis=1)
-        ap = np.stack([bs.weighted_average_precision(yt == j, proba[:, j], weights) for j in range(k)], axis=1)
+    if score_indices is not None:
+        ranked = [bs.ranking_metrics(index, weights) for index in score_indices]
+        roc = np.stack([r[0] for r in ranked], axis=1)
+        ap = np.stack([r[1] for r in ranked], axis=1)
         if k == 2:
             cols += [roc[:, 1], ap[:, 1]]
         else:
             cols += [_row_nanmean(roc), _row_nanmean(ap)]
     for j in range(k):
         cols += [d[m][:, j] for m in _CLASS_KEYS]
-        if proba is not None:
+        if score_indices is not None:
             cols += [roc[:, j], ap[:, j]]
     return np.stack(cols, axis=1)
 

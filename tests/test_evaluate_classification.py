@@ -10,8 +10,8 @@ import pytest
 from sklearn import metrics as skm
 
 from eosin.errors import UsageError
-from eosin.evaluate import classification_metrics
 from eosin.evaluate import _bootstrap as bs
+from eosin.evaluate import classification_metrics
 
 
 def _random_case(seed: int, k: int, n: int, *, drop_true: int | None = None, drop_pred: int | None = None):
@@ -115,8 +115,13 @@ def test_bootstrap_engine_equals_sklearn_on_resampled_data(case, seed):
         oracle = _sklearn_oracle(y[idx], pred[idx], proba[idx], k)
         got = {m: d[m][b] for m in ("accuracy", "balanced_accuracy", "cohen_kappa", "macro_f1")}
         for c in range(k):
-            for m, key in (("precision", "precision"), ("recall", "recall"), ("specificity", "specificity"),
-                           ("npv", "npv"), ("f1", "f1")):
+            for m, key in (
+                ("precision", "precision"),
+                ("recall", "recall"),
+                ("specificity", "specificity"),
+                ("npv", "npv"),
+                ("f1", "f1"),
+            ):
                 got[f"{key}[{c}]"] = d[m][b, c]
             got[f"roc_auc[{c}]"] = bs.weighted_auc(y == c, proba[:, c], weights[b : b + 1])[0]
             got[f"pr_auc[{c}]"] = bs.weighted_average_precision(y == c, proba[:, c], weights[b : b + 1])[0]
@@ -186,10 +191,20 @@ def test_undefined_values_are_nan_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         # every prediction "a": PPV of "b" undefined; one class only in the truth: kappa's chance agreement is 1
-        r = classification_metrics(["a", "a", "a"], ["a", "a", "a"], np.array([[0.9, 0.1]] * 3), classes=["a", "b"])
+        r = classification_metrics(
+            ["a", "a", "a"], ["a", "a", "a"], np.array([[0.9, 0.1]] * 3), classes=["a", "b"]
+        )
     assert r["accuracy"].value == 1.0
-    for name in ("precision[b]", "recall[b]", "f1[b]", "roc_auc[a]", "roc_auc[b]", "roc_auc", "pr_auc[b]",
-                 "cohen_kappa"):
+    for name in (
+        "precision[b]",
+        "recall[b]",
+        "f1[b]",
+        "roc_auc[a]",
+        "roc_auc[b]",
+        "roc_auc",
+        "pr_auc[b]",
+        "cohen_kappa",
+    ):
         assert math.isnan(r[name].value), name
         assert math.isnan(r[name].ci_low) and math.isnan(r[name].ci_high), name
     assert r.to_json()["roc_auc"] == {"value": None, "ci_low": None, "ci_high": None}
@@ -315,7 +330,9 @@ def test_import_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, eosin.evaluate, eosin.cli._evaluate; "
-            "print(any(m in sys.modules for m in ('numpy', 'sklearn', 'matplotlib')))")
+    code = (
+        "import sys, eosin.evaluate, eosin.cli._evaluate; "
+        "print(any(m in sys.modules for m in ('numpy', 'sklearn', 'matplotlib')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

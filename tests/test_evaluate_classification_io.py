@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import DATA, require
 from PIL import Image
 
+from conftest import DATA, require
 from eosin.cli import _evaluate as cli_evaluate
 from eosin.cli._main import main
 from eosin.errors import EosinError, UsageError
@@ -48,8 +48,16 @@ def predictions_csv(tmp_path_factory) -> Path:
                 p = rng.dirichlet(np.ones(3))
                 p[label] += rng.random() * 1.5
                 p /= p.sum()
-                rows.append([f"P{patient}-S{slide}-T{t}", CLASSES[label], CLASSES[int(p.argmax())],
-                             *[f"{v:.6f}" for v in p], f"P{patient}", f"P{patient}-S{slide}"])
+                rows.append(
+                    [
+                        f"P{patient}-S{slide}-T{t}",
+                        CLASSES[label],
+                        CLASSES[int(p.argmax())],
+                        *[f"{v:.6f}" for v in p],
+                        f"P{patient}",
+                        f"P{patient}-S{slide}",
+                    ]
+                )
     header = ["id", "label", "pred", *[f"p_{c}" for c in CLASSES], "patient", "slide"]
     return _write_csv(tmp_path_factory.mktemp("pred") / "predictions.csv", header, rows)
 
@@ -67,13 +75,25 @@ def test_read_predictions_csv(predictions_csv):
 @pytest.mark.parametrize(
     ("header", "rows", "error", "pattern"),
     [
-        (["id", "truth", "pred", "p_a", "p_b"], [["1", "a", "a", "1", "0"]], UsageError,
-         r"missing column 'label'; columns seen: \['id', 'truth', 'pred', 'p_a', 'p_b'\]"),
-        (["id", "label", "pred", "p_a", "p_b"], [["1", "a", "c", "1", "0"]], UsageError,
-         r"column 'pred' holds \['c'\], not among the classes .*\['a', 'b'\]"),
+        (
+            ["id", "truth", "pred", "p_a", "p_b"],
+            [["1", "a", "a", "1", "0"]],
+            UsageError,
+            r"missing column 'label'; columns seen: \['id', 'truth', 'pred', 'p_a', 'p_b'\]",
+        ),
+        (
+            ["id", "label", "pred", "p_a", "p_b"],
+            [["1", "a", "c", "1", "0"]],
+            UsageError,
+            r"column 'pred' holds \['c'\], not among the classes .*\['a', 'b'\]",
+        ),
         (["id", "label", "pred", "p_a", "p_b"], [], EosinError, "no rows"),
-        (["id", "label", "pred", "p_a", "p_b"], [["1", "a", "a", "1", "0"], ["1", "b", "b", "0", "1"]], UsageError,
-         "appear more than once"),
+        (
+            ["id", "label", "pred", "p_a", "p_b"],
+            [["1", "a", "a", "1", "0"], ["1", "b", "b", "0", "1"]],
+            UsageError,
+            "appear more than once",
+        ),
         (["id", "label", "pred", "p_a", "p_b"], [["1", "a", "a", "x", "0"]], UsageError, "'x', not a number"),
         (["id", "label", "pred", "p_a", "p_b"], [["1", "a", "a", "-0.5", "1.5"]], UsageError, "non-negative"),
         (["id", "label", "pred", "p_a", "p_b"], [["1", "a", "a", "1"]], UsageError, "row 2 has 4 fields"),
@@ -96,15 +116,20 @@ def test_empty_and_missing_files(tmp_path):
 
 
 def test_probabilities_not_summing_to_one_are_renormalized_with_a_warning(tmp_path):
-    path = _write_csv(tmp_path / "p.csv", ["id", "label", "pred", "p_a", "p_b"],
-                      [["1", "a", "a", "0.8", "0.4"], ["2", "b", "b", "0.3", "0.7"]])
+    path = _write_csv(
+        tmp_path / "p.csv",
+        ["id", "label", "pred", "p_a", "p_b"],
+        [["1", "a", "a", "0.8", "0.4"], ["2", "b", "b", "0.3", "0.7"]],
+    )
     with pytest.warns(UserWarning, match=r"1 of 2 rows do not sum to 1"):
         table = read_predictions_csv(path)
     assert table.proba.ravel() == pytest.approx([2 / 3, 1 / 3, 0.3, 0.7])
 
 
 def test_csv_without_probabilities_gives_label_metrics_only(tmp_path):
-    path = _write_csv(tmp_path / "p.csv", ["id", "label", "pred"], [["1", "x", "x"], ["2", "y", "x"], ["3", "y", "y"]])
+    path = _write_csv(
+        tmp_path / "p.csv", ["id", "label", "pred"], [["1", "x", "x"], ["2", "y", "x"], ["3", "y", "y"]]
+    )
     table = read_predictions_csv(path)
     assert table.proba is None and table.classes == ("x", "y")
     report = evaluate_predictions(table, n_bootstrap=0)
@@ -135,8 +160,13 @@ def test_aggregate_mean_and_majority_by_hand():
 
 
 def test_aggregate_rejects_inconsistent_labels_and_bad_options():
-    data = {"label": ["a", "b", "b"], "pred": ["a", "b", "b"], "p_a": [1, 0, 0], "p_b": [0, 1, 1],
-            "slide": ["S1", "S1", "S2"]}
+    data = {
+        "label": ["a", "b", "b"],
+        "pred": ["a", "b", "b"],
+        "p_a": [1, 0, 0],
+        "p_b": [0, 1, 1],
+        "slide": ["S1", "S1", "S2"],
+    }
     with pytest.raises(UsageError, match=r"slide 'S1' has samples with different true labels \['a', 'b'\]"):
         aggregate_predictions(data, by="slide")
     with pytest.raises(UsageError, match="no such column"):
@@ -164,8 +194,15 @@ def test_write_report(predictions_csv, tmp_path):
     report = evaluate_predictions(read_predictions_csv(predictions_csv), n_bootstrap=100)
     files = write_report(report, tmp_path / "rep", title="Test report", source=str(predictions_csv))
     names = {p.name for p in (tmp_path / "rep").iterdir()}
-    assert names == {"report.md", "report.html", "metrics.json", "roc.png", "pr.png", "confusion.png",
-                     "calibration.png"}  # no temporary files left behind
+    assert names == {
+        "report.md",
+        "report.html",
+        "metrics.json",
+        "roc.png",
+        "pr.png",
+        "confusion.png",
+        "calibration.png",
+    }  # no temporary files left behind
     for key in ("roc", "pr", "confusion", "calibration"):
         with Image.open(files[key]) as im:
             im.load()
@@ -185,7 +222,17 @@ def test_write_report(predictions_csv, tmp_path):
 def test_cli_json_matches_api(predictions_csv):
     result = CliRunner().invoke(
         cli_evaluate.evaluate,
-        ["classification", str(predictions_csv), "--json", "--level", "slide", "--bootstrap", "150", "--seed", "7"],
+        [
+            "classification",
+            str(predictions_csv),
+            "--json",
+            "--level",
+            "slide",
+            "--bootstrap",
+            "150",
+            "--seed",
+            "7",
+        ],
     )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output)  # exactly one JSON object
@@ -196,9 +243,14 @@ def test_cli_json_matches_api(predictions_csv):
 
 def test_cli_nan_is_null_and_table_output(tmp_path):
     # class "c" is never true nor predicted: its recall is undefined
-    path = _write_csv(tmp_path / "p.csv", ["id", "label", "pred", "p_a", "p_b", "p_c"],
-                      [[str(i), "ab"[i % 2], "ab"[(i // 3) % 2], "0.5", "0.5", "0"] for i in range(12)])
-    out = CliRunner().invoke(cli_evaluate.evaluate, ["classification", str(path), "--json", "--bootstrap", "20"])
+    path = _write_csv(
+        tmp_path / "p.csv",
+        ["id", "label", "pred", "p_a", "p_b", "p_c"],
+        [[str(i), "ab"[i % 2], "ab"[(i // 3) % 2], "0.5", "0.5", "0"] for i in range(12)],
+    )
+    out = CliRunner().invoke(
+        cli_evaluate.evaluate, ["classification", str(path), "--json", "--bootstrap", "20"]
+    )
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["recall[c]"] == {"value": None, "ci_low": None, "ci_high": None}
     table = CliRunner().invoke(cli_evaluate.evaluate, ["classification", str(path), "--bootstrap", "20"])
@@ -219,15 +271,28 @@ def test_cli_errors_through_main(tmp_path, capsys):
 
 
 def test_cli_report_option(predictions_csv, tmp_path):
-    code = main(["evaluate", "classification", str(predictions_csv), "--report", str(tmp_path / "r"),
-                 "--bootstrap", "50", "--level", "patient"])
+    code = main(
+        [
+            "evaluate",
+            "classification",
+            str(predictions_csv),
+            "--report",
+            str(tmp_path / "r"),
+            "--bootstrap",
+            "50",
+            "--level",
+            "patient",
+        ]
+    )
     assert code == 0
     assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "roc.png").is_file()
 
 
 def test_evaluate_group_loads_plugged_subcommands(monkeypatch):
     """Another module's subcommand plugs into ``evaluate`` lazily, like ``segmentation``."""
-    monkeypatch.setitem(cli_evaluate._PLUGINS, "dummy", ("eosin.cli._evaluate:classification", "A test plug."))
+    monkeypatch.setitem(
+        cli_evaluate._PLUGINS, "dummy", ("eosin.cli._evaluate:classification", "A test plug.")
+    )
     monkeypatch.setitem(cli_evaluate._PLUGINS, "absent", ("eosin.cli._no_such_module:cmd", "Not installed."))
     result = CliRunner().invoke(cli_evaluate.evaluate, ["--help"])
     assert "dummy" in result.output and "absent" not in result.output
@@ -297,6 +362,11 @@ def test_real_kather_slide_held_out_with_cluster_bootstrap():
     for m in cluster.metrics.values():
         assert math.isnan(m.value) or math.isnan(m.ci_low) or m.ci_low <= m.ci_high
     # a slide holds several tissue classes, so slide-level aggregation of these labels is refused by name
-    table = {"label": y, "pred": pred, **{f"p_{c}": proba[:, j] for j, c in enumerate(classes)}, "slide": slides}
+    table = {
+        "label": y,
+        "pred": pred,
+        **{f"p_{c}": proba[:, j] for j, c in enumerate(classes)},
+        "slide": slides,
+    }
     with pytest.raises(UsageError, match=r"slide 'CRC-Prim-HE-03' has samples with different true labels"):
         aggregate_predictions(table, by="slide")

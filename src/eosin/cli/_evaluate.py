@@ -11,7 +11,10 @@ import click
 
 # subcommands defined in other modules, imported on first use: name -> ("module:attribute", short help)
 _PLUGINS = {
-    "segmentation": ("eosin.cli._evaluate_segmentation:segmentation", "Segmentation metrics of predicted masks."),
+    "segmentation": (
+        "eosin.cli._evaluate_segmentation:segmentation",
+        "Segmentation metrics of predicted masks.",
+    ),
 }
 
 
@@ -56,7 +59,9 @@ def evaluate() -> None:
 
 @evaluate.command()
 @click.argument("predictions", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: metric -> {value, ci_low, ci_high}.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object: metric -> {value, ci_low, ci_high}."
+)
 @click.option(
     "--level",
     type=click.Choice(["tile", "slide", "patient"]),
@@ -76,12 +81,28 @@ def evaluate() -> None:
     show_default=True,
     help="Aggregation: mean probability (argmax) or majority vote of the row predictions.",
 )
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=str), default=None,
-              help="Write report.md, report.html, metrics.json and PNG figures into this folder.")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap replicates for the confidence intervals (0: none).")
-@click.option("--ci", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True,
-              help="Confidence interval coverage.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Write report.md, report.html, metrics.json and PNG figures into this folder.",
+)
+@click.option(
+    "--bootstrap",
+    "n_bootstrap",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Bootstrap replicates for the confidence intervals (0: none).",
+)
+@click.option(
+    "--ci",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Confidence interval coverage.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 def classification(
     predictions: str,
@@ -128,7 +149,9 @@ def _print_table(report) -> None:
         return f"{m.value:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]"
 
     groups = report.counts.get("n_groups")
-    boot = f"{report.n_bootstrap} {report.bootstrap} bootstrap" + (f" over {groups} patients" if groups else "")
+    boot = f"{report.n_bootstrap} {report.bootstrap} bootstrap" + (
+        f" over {groups} patients" if groups else ""
+    )
     click.echo(f"level: {report.level}   n: {report.counts['n']}   {round(report.ci * 100)}% CI: {boot}")
     overall, per_class = metrics_table(report)
     width = max(len(r[0]) for r in overall)
@@ -137,10 +160,13 @@ def _print_table(report) -> None:
     click.echo("")
     widths = [max(len(r[i]) for r in per_class) for i in range(len(per_class[0]))]
     for row in per_class:
-        click.echo("  " + "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+        click.echo(
+            "  "
+            + "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+        )
     click.echo("")
     click.echo("confusion matrix (rows: true, columns: predicted)")
     cw = max(max(len(c) for c in report.classes), len(str(report.confusion_matrix.max())))
     click.echo("  " + " " * cw + "  " + "  ".join(c.rjust(cw) for c in report.classes))
-    for c, row in zip(report.classes, report.confusion_matrix):
+    for c, row in zip(report.classes, report.confusion_matrix, strict=True):
         click.echo("  " + c.ljust(cw) + "  " + "  ".join(str(int(v)).rjust(cw) for v in row))

@@ -91,7 +91,10 @@ def bootstrap_weights(
     while done < n_bootstrap:
         b = min(chunk, n_bootstrap - done)
         drawn = np.concatenate(
-            [members_of[rng.integers(0, members_of.size, size=(b, members_of.size))] for members_of in strata],
+            [
+                members_of[rng.integers(0, members_of.size, size=(b, members_of.size))]
+                for members_of in strata
+            ],
             axis=1,
         )
         offsets = (np.arange(b) * n_units)[:, None]
@@ -123,7 +126,9 @@ def confusion_index(y_index: np.ndarray, p_index: np.ndarray, k: int) -> _RowInd
     return _RowIndex(np.asarray(y_index, dtype=np.int64) * k + np.asarray(p_index, dtype=np.int64), k * k)
 
 
-def confusion_from_weights(y_index: np.ndarray, p_index: np.ndarray, weights: np.ndarray, k: int, *, index=None):
+def confusion_from_weights(
+    y_index: np.ndarray, p_index: np.ndarray, weights: np.ndarray, k: int, *, index=None
+):
     """Weighted confusion matrices ``(B, K, K)`` (rows: true class, columns: predicted class).
 
     ``weights`` is ``(B, n)``; a row of ones gives the ordinary confusion matrix of the sample. ``index`` is
@@ -219,9 +224,7 @@ def ranking_metrics(index, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     pos_total, neg_total = tp[:, -1], fp[:, -1]
     # sum_u pos_u * (negatives strictly below u + half the tied negatives), in row-wise dot products
     auc_num = (
-        pos_total * neg_total
-        - np.einsum("bu,bu->b", pos_w, fp)
-        + 0.5 * np.einsum("bu,bu->b", pos_w, neg_w)
+        pos_total * neg_total - np.einsum("bu,bu->b", pos_w, fp) + 0.5 * np.einsum("bu,bu->b", pos_w, neg_w)
     )
     auc = _safe_div(auc_num, pos_total * neg_total)
     precision = np.add(tp, fp, out=fp)  # tp + fp, reusing fp's memory

@@ -88,11 +88,15 @@ def read_predictions_csv(path: str | os.PathLike[str]) -> Predictions:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise EosinError(f"cannot read it as CSV ({exc}).", path=path, fix="write a UTF-8 CSV with a header") from None
+        raise EosinError(
+            f"cannot read it as CSV ({exc}).", path=path, fix="write a UTF-8 CSV with a header"
+        ) from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if not rows:
         raise EosinError(
-            "the file is empty.", path=path, fix=f"write a header {','.join(REQUIRED)},p_<class>... and one row per sample"
+            "the file is empty.",
+            path=path,
+            fix=f"write a header {','.join(REQUIRED)},p_<class>... and one row per sample",
         )
     header = [h.strip() for h in rows[0]]
     body = rows[1:]
@@ -111,7 +115,9 @@ def read_predictions_csv(path: str | os.PathLike[str]) -> Predictions:
     for i, r in enumerate(body):
         if len(r) != len(header):
             raise UsageError(
-                f"row {i + 2} has {len(r)} fields, the header has {len(header)}.", path=path, fix="fix that row"
+                f"row {i + 2} has {len(r)} fields, the header has {len(header)}.",
+                path=path,
+                fix="fix that row",
             )
     cols = {h: np.array([r[j].strip() for r in body], dtype=str) for j, h in enumerate(header)}
     p_cols = [h for h in header if h.startswith("p_")]
@@ -144,9 +150,13 @@ def read_predictions_csv(path: str | os.PathLike[str]) -> Predictions:
                 proba[:, j] = cols[h].astype(np.float64)
             except ValueError:
                 bad = next(v for v in cols[h].tolist() if not _is_float(v))
-                raise UsageError(f"column {h!r} holds {bad!r}, not a number.", path=path, fix="fix that value") from None
+                raise UsageError(
+                    f"column {h!r} holds {bad!r}, not a number.", path=path, fix="fix that value"
+                ) from None
         if not np.isfinite(proba).all() or (proba < 0).any():
-            raise UsageError("probabilities must be finite and non-negative.", path=path, fix="fix the p_ columns")
+            raise UsageError(
+                "probabilities must be finite and non-negative.", path=path, fix="fix the p_ columns"
+            )
         sums = proba.sum(axis=1)
         if (sums <= 0).any():
             row = int(np.flatnonzero(sums <= 0)[0]) + 2
@@ -163,7 +173,9 @@ def read_predictions_csv(path: str | os.PathLike[str]) -> Predictions:
     else:
         classes = tuple(sorted(set(cols["label"].tolist()) | set(cols["pred"].tolist())))
     other = {h: cols[h] for h in header if h not in REQUIRED and h not in p_cols}
-    return Predictions(ids=ids, y_true=cols["label"], y_pred=cols["pred"], proba=proba, classes=classes, columns=other)
+    return Predictions(
+        ids=ids, y_true=cols["label"], y_pred=cols["pred"], proba=proba, classes=classes, columns=other
+    )
 
 
 def _is_float(v: str) -> bool:
@@ -195,9 +207,15 @@ def _as_predictions(data: Any) -> Predictions:
     proba = np.column_stack([np.asarray(data[c], dtype=np.float64) for c in p_cols]) if p_cols else None
     y_pred = np.asarray(data["pred"]).astype(str)
     classes = (
-        tuple(str(c)[2:] for c in p_cols) if p_cols else tuple(sorted(set(y_true.tolist()) | set(y_pred.tolist())))
+        tuple(str(c)[2:] for c in p_cols)
+        if p_cols
+        else tuple(sorted(set(y_true.tolist()) | set(y_pred.tolist())))
     )
-    other = {str(c): np.asarray(data[c]).astype(str) for c in data if c not in ("id", "label", "pred") and c not in p_cols}
+    other = {
+        str(c): np.asarray(data[c]).astype(str)
+        for c in data
+        if c not in ("id", "label", "pred") and c not in p_cols
+    }
     return Predictions(ids=ids, y_true=y_true, y_pred=y_pred, proba=proba, classes=classes, columns=other)
 
 
@@ -267,7 +285,9 @@ def aggregate_predictions(data: Any, *, by: str = "patient", rule: str = "mean")
         pred_idx = np.array([class_index.get(p, -1) for p in pred.y_pred.tolist()])
         if (pred_idx < 0).any():
             bad = sorted(set(pred.y_pred[pred_idx < 0].tolist()))
-            raise UsageError(f"pred holds {bad}, not among the classes {list(pred.classes)}.", fix="correct pred")
+            raise UsageError(
+                f"pred holds {bad}, not among the classes {list(pred.classes)}.", fix="correct pred"
+            )
         np.add.at(votes, (inverse, pred_idx), 1.0)
         tie_break = mean_p if mean_p is not None else -np.arange(k)[None, :] * np.ones((n_groups, 1))
         best = np.where(votes == votes.max(axis=1, keepdims=True), tie_break, -np.inf).argmax(axis=1)

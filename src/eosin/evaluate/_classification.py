@@ -129,7 +129,9 @@ def _encode(
     if len(set(classes)) != len(classes):
         raise UsageError(f"classes has duplicates: {list(classes)}.", fix="list each class once")
     if len(classes) < 2:
-        raise UsageError(f"need at least two classes, got {list(classes)}.", fix="pass classes= with every class")
+        raise UsageError(
+            f"need at least two classes, got {list(classes)}.", fix="pass classes= with every class"
+        )
     lookup = {c: i for i, c in enumerate(classes)}
     # also accept labels given as strings of the classes (CSV round trips)
     lookup_str = {str(c): i for i, c in enumerate(classes)}
@@ -204,9 +206,13 @@ def classification_metrics(
     if level not in LEVELS:
         raise UsageError(f"level must be one of {list(LEVELS)}, got {level!r}.", fix="pick one of them")
     if not 0 < ci < 1:
-        raise UsageError(f"ci must be between 0 and 1 (e.g. 0.95), got {ci!r}.", fix="pass a coverage like 0.95")
+        raise UsageError(
+            f"ci must be between 0 and 1 (e.g. 0.95), got {ci!r}.", fix="pass a coverage like 0.95"
+        )
     if int(n_bootstrap) != n_bootstrap or n_bootstrap < 0:
-        raise UsageError(f"n_bootstrap must be a non-negative integer, got {n_bootstrap!r}.", fix="pass e.g. 1000")
+        raise UsageError(
+            f"n_bootstrap must be a non-negative integer, got {n_bootstrap!r}.", fix="pass e.g. 1000"
+        )
     n_bootstrap = int(n_bootstrap)
     if proba is not None:
         proba = np.asarray(proba, dtype=np.float64)
@@ -269,7 +275,9 @@ def classification_metrics(
         for weights in bs.bootstrap_weights(yt, n_bootstrap=n_bootstrap, rng=rng, groups=group_codes):
             reps.append(_replicate_values(cm_index, score_indices, weights, k))
         low, high = bs.percentile_ci(np.concatenate(reps, axis=0), ci)
-    metrics = {name: Metric(float(v), float(lo), float(hi)) for name, v, lo, hi in zip(names, values, low, high)}
+    metrics = {
+        name: Metric(float(v), float(lo), float(hi)) for name, v, lo, hi in zip(names, values, low, high)
+    }
     metrics = _add_aliases(metrics, classes)
     counts = {
         "n": int(n),
@@ -350,5 +358,5 @@ def _add_aliases(metrics: Mapping[str, Metric], classes) -> dict[str, Metric]:
         out[name] = m
         base = name.split("[", 1)[0]
         if base in alias and "[" in name:
-            out[alias[base] + name[len(base):]] = m
+            out[alias[base] + name[len(base) :]] = m
     return out

@@ -63,8 +63,13 @@ def plot_roc(report: ClassificationReport, path: Path) -> Path:
         m = report.metrics[f"roc_auc[{c}]"]
         ax.plot(fpr, tpr, lw=1.6, label=f"{c}: AUC {_fmt(m.value)} [{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="chance")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="false positive rate (1 - specificity)",
-           ylabel="true positive rate (sensitivity)", aspect="equal")
+    ax.set(
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+        xlabel="false positive rate (1 - specificity)",
+        ylabel="true positive rate (sensitivity)",
+        aspect="equal",
+    )
     ax.set_title(f"ROC ({report.level} level, n={report.counts['n']})")
     ax.legend(loc="lower right", fontsize=7.5, framealpha=0.9)
     ax.grid(alpha=0.3)
@@ -85,8 +90,13 @@ def plot_pr(report: ClassificationReport, path: Path) -> Path:
             continue
         precision, recall, _ = precision_recall_curve(pos, report.proba[:, j])
         m = report.metrics[f"pr_auc[{c}]"]
-        (line,) = ax.step(recall, precision, where="post", lw=1.6,
-                          label=f"{c}: AP {_fmt(m.value)} [{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]")
+        (line,) = ax.step(
+            recall,
+            precision,
+            where="post",
+            lw=1.6,
+            label=f"{c}: AP {_fmt(m.value)} [{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]",
+        )
         ax.axhline(pos.mean(), ls=":", lw=0.8, c=line.get_color())
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="recall (sensitivity)", ylabel="precision (PPV)")
     ax.set_title(f"Precision-recall ({report.level} level; dotted: prevalence)")
@@ -112,8 +122,15 @@ def plot_confusion(report: ClassificationReport, path: Path) -> Path:
         ax.imshow(scale, cmap="Blues", vmin=0, vmax=1)
         for r in range(k):
             for c in range(k):
-                ax.text(c, r, fmt(data[r, c]), ha="center", va="center", fontsize=8 if k <= 8 else 6,
-                        color="white" if scale[r, c] > 0.6 else "black")
+                ax.text(
+                    c,
+                    r,
+                    fmt(data[r, c]),
+                    ha="center",
+                    va="center",
+                    fontsize=8 if k <= 8 else 6,
+                    color="white" if scale[r, c] > 0.6 else "black",
+                )
         ax.set_xticks(range(k), report.classes, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(k), report.classes, fontsize=8)
         ax.set(xlabel="predicted", ylabel="true")
@@ -141,7 +158,14 @@ def calibration_data(report: ClassificationReport, *, bins: int = 10) -> dict[st
     frequency = np.divide(np.bincount(which, hit, bins), count, out=np.full(bins, np.nan), where=count > 0)
     filled = count > 0
     ece = float(np.sum(count[filled] * np.abs(mean_score[filled] - frequency[filled])) / count.sum())
-    return {"edges": edges, "count": count, "mean_score": mean_score, "frequency": frequency, "ece": ece, "what": what}
+    return {
+        "edges": edges,
+        "count": count,
+        "mean_score": mean_score,
+        "frequency": frequency,
+        "ece": ece,
+        "what": what,
+    }
 
 
 def plot_calibration(report: ClassificationReport, path: Path, *, bins: int = 10) -> Path:
@@ -151,8 +175,14 @@ def plot_calibration(report: ClassificationReport, path: Path, *, bins: int = 10
     ax, hx = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     centers = (d["edges"][:-1] + d["edges"][1:]) / 2
     width = d["edges"][1] - d["edges"][0]
-    ax.bar(centers, np.nan_to_num(d["frequency"]), width=width * 0.9, color="#8fb3d9", edgecolor="#3a6ea5",
-           label="observed frequency")
+    ax.bar(
+        centers,
+        np.nan_to_num(d["frequency"]),
+        width=width * 0.9,
+        color="#8fb3d9",
+        edgecolor="#3a6ea5",
+        label="observed frequency",
+    )
     ax.plot(d["mean_score"], d["frequency"], "o-", c="#1f3f66", ms=4, label="per bin: mean score vs observed")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="perfect calibration")
     ax.set(ylim=(0, 1.02), ylabel="observed frequency" if len(report.classes) == 2 else "accuracy")

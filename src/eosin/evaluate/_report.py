@@ -16,8 +16,15 @@ __all__ = ["write_report", "metrics_table"]
 
 _OVERALL = ("accuracy", "balanced_accuracy", "cohen_kappa", "macro_f1", "roc_auc", "pr_auc")
 _PER_CLASS = ("recall", "specificity", "ppv", "npv", "f1", "roc_auc", "pr_auc")
-_HEADINGS = {"recall": "TPR (recall)", "specificity": "TNR (specificity)", "ppv": "PPV (precision)",
-             "npv": "NPV", "f1": "F1", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC (AP)"}
+_HEADINGS = {
+    "recall": "TPR (recall)",
+    "specificity": "TNR (specificity)",
+    "ppv": "PPV (precision)",
+    "npv": "NPV",
+    "f1": "F1",
+    "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC (AP)",
+}
 
 
 def _umask() -> int:
@@ -59,7 +66,9 @@ def metrics_table(report: ClassificationReport) -> tuple[list[list[str]], list[l
     cols = [m for m in _PER_CLASS if f"{m}[{report.classes[0]}]" in report.metrics]
     per_class = [["class", "support", *[_HEADINGS[m] for m in cols]]]
     for c in report.classes:
-        per_class.append([c, str(report.counts["support"][c]), *[_cell(report.metrics[f"{m}[{c}]"]) for m in cols]])
+        per_class.append(
+            [c, str(report.counts["support"][c]), *[_cell(report.metrics[f"{m}[{c}]"]) for m in cols]]
+        )
     return overall, per_class
 
 
@@ -129,8 +138,11 @@ def write_report(
     n_groups = report.counts.get("n_groups")
     method = (
         f"{report.n_bootstrap} {report.bootstrap} bootstrap replicates"
-        + (f" resampling {n_groups} patients (cluster bootstrap)" if report.bootstrap == "cluster" else
-           " resampling samples within each true class")
+        + (
+            f" resampling {n_groups} patients (cluster bootstrap)"
+            if report.bootstrap == "cluster"
+            else " resampling samples within each true class"
+        )
         + f", seed {report.seed}; {pct}% percentile intervals over the replicates where a metric is defined"
         if report.n_bootstrap
         else "no bootstrap (intervals not computed)"
@@ -145,8 +157,22 @@ def write_report(
     md = [f"# {title}", ""]
     if source:
         md += [f"Source: `{source}`", ""]
-    md += [*[f"- {f}" for f in facts], "", "## Overall", "", _md_table(overall), "", "## Per class", "",
-           _md_table(per_class), "", "## Confusion matrix (rows: true, columns: predicted)", "", _md_table(confusion), ""]
+    md += [
+        *[f"- {f}" for f in facts],
+        "",
+        "## Overall",
+        "",
+        _md_table(overall),
+        "",
+        "## Per class",
+        "",
+        _md_table(per_class),
+        "",
+        "## Confusion matrix (rows: true, columns: predicted)",
+        "",
+        _md_table(confusion),
+        "",
+    ]
     md += ["## Figures", ""] + [f"![{k}]({name})" for k, name in figures] + [""]
     files["markdown"] = out / "report.md"
     _write_text(files["markdown"], "\n".join(md))
@@ -170,11 +196,20 @@ def write_report(
     if source:
         doc.append(f"<p>Source: <code>{html.escape(source)}</code></p>")
     doc.append("<ul>" + "".join(f"<li>{md_inline(f)}</li>" for f in facts) + "</ul>")
-    doc += ["<h2>Overall</h2>", _html_table(overall), "<h2>Per class</h2>", _html_table(per_class),
-            "<h2>Confusion matrix (rows: true, columns: predicted)</h2>", _html_table(confusion), "<h2>Figures</h2>",
-            '<div class="figs">']
-    doc += [f'<figure><img src="{html.escape(name)}" alt="{k}"><figcaption>{k}</figcaption></figure>'
-            for k, name in figures]
+    doc += [
+        "<h2>Overall</h2>",
+        _html_table(overall),
+        "<h2>Per class</h2>",
+        _html_table(per_class),
+        "<h2>Confusion matrix (rows: true, columns: predicted)</h2>",
+        _html_table(confusion),
+        "<h2>Figures</h2>",
+        '<div class="figs">',
+    ]
+    doc += [
+        f'<figure><img src="{html.escape(name)}" alt="{k}"><figcaption>{k}</figcaption></figure>'
+        for k, name in figures
+    ]
     doc += ["</div>", "</body></html>", ""]
     files["html"] = out / "report.html"
     _write_text(files["html"], "\n".join(doc))

@@ -30,38 +30,41 @@ _LAZY = {
     "write_report": "eosin.evaluate._report",
 }
 
-# Segmentation metrics live in eosin.evaluate._segmentation (built separately); its public names are re-exported
-# here when that module exists, without importing it until one of them is used.
+# Segmentation metrics live in eosin.evaluate._segmentation (built separately). When that module exists, its public
+# names (its ``__all__``: segmentation_metrics, evaluate_segmentation_dirs and per-metric functions) are re-exported
+# here, imported on first use like the names above.
 _SEGMENTATION_MODULE = "eosin.evaluate._segmentation"
 _SEGMENTATION_NAMES = ("segmentation_metrics", "evaluate_segmentation_dirs")
 
 
-def _segmentation_names() -> tuple[str, ...]:
+def _has_segmentation() -> bool:
     import importlib.util
 
     try:
-        if importlib.util.find_spec(_SEGMENTATION_MODULE) is None:
-            return ()
+        return importlib.util.find_spec(_SEGMENTATION_MODULE) is not None
     except (ImportError, ValueError):
+        return False
+
+
+def _segmentation_public() -> tuple[str, ...]:
+    """The segmentation module's public names (imports it), or () when it is absent or broken."""
+    if not _has_segmentation():
         return ()
-    return _SEGMENTATION_NAMES
+    try:
+        module = importlib.import_module(_SEGMENTATION_MODULE)
+    except ImportError:
+        return ()
+    return tuple(getattr(module, "__all__", _SEGMENTATION_NAMES))
 
 
-__all__ = [*_LAZY, *_SEGMENTATION_NAMES]
+__all__ = [*_LAZY, *(_SEGMENTATION_NAMES if _has_segmentation() else ())]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
-    elif name in _SEGMENTATION_NAMES or (name.startswith("_") is False and _segmentation_names()):
-        try:
-            module = importlib.import_module(_SEGMENTATION_MODULE)
-        except ImportError:
-            raise AttributeError(f"module 'eosin.evaluate' has no attribute {name!r}") from None
-        public = getattr(module, "__all__", _SEGMENTATION_NAMES)
-        if name not in public:
-            raise AttributeError(f"module 'eosin.evaluate' has no attribute {name!r}")
-        value = getattr(module, name)
+    elif not name.startswith("_") and name in _segmentation_public():
+        value = getattr(importlib.import_module(_SEGMENTATION_MODULE), name)
     else:
         raise AttributeError(f"module 'eosin.evaluate' has no attribute {name!r}")
     globals()[name] = value
@@ -69,14 +72,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    names = set(_LAZY)
-    if _segmentation_names():
-        try:
-            module = importlib.import_module(_SEGMENTATION_MODULE)
-            names |= set(getattr(module, "__all__", _SEGMENTATION_NAMES))
-        except ImportError:
-            pass
-    return sorted(names)
+    return sorted({*_LAZY, *_segmentation_public()})
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -394,3 +394,13 @@ def test_segmentation_names_are_reexported_when_that_module_exists(monkeypatch):
     finally:
         for name in ("segmentation_metrics", "dice"):
             vars(ev).pop(name, None)
+
+
+def test_report_states_when_intervals_are_unreliable(tmp_path):
+    y = ["a"] * 4 + ["b"] * 30
+    pred = ["a"] * 4 + ["b"] * 30
+    few = classification_metrics(y, pred, groups=[f"P{i % 6}" for i in range(34)], n_bootstrap=50)
+    text = write_report(few, tmp_path / "few")["markdown"].read_text()
+    assert "only 6 patients" in text and "smallest class has 4 samples" in text
+    many = classification_metrics(["a", "b"] * 30, ["a", "b"] * 30, n_bootstrap=50)
+    assert "Caution" not in write_report(many, tmp_path / "many")["markdown"].read_text()

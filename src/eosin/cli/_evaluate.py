@@ -139,7 +139,7 @@ def classification(
 
 
 def _print_table(report) -> None:
-    from eosin.evaluate._report import metrics_table
+    from eosin.evaluate._report import caveats, metrics_table
 
     def fmt(m) -> str:
         if math.isnan(m.value):
@@ -154,6 +154,8 @@ def _print_table(report) -> None:
     )
     click.echo(f"level: {report.level}   n: {report.counts['n']}   {round(report.ci * 100)}% CI: {boot}")
     overall, per_class = metrics_table(report)
+    for line in caveats(report):
+        click.echo(line)
     width = max(len(r[0]) for r in overall)
     for name, _ in overall[1:]:
         click.echo(f"  {name:<{width}}  {fmt(report.metrics[name])}")
@@ -162,7 +164,9 @@ def _print_table(report) -> None:
     for row in per_class:
         click.echo(
             "  "
-            + "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+            + "  ".join(
+                v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            )
         )
     click.echo("")
     click.echo("confusion matrix (rows: true, columns: predicted)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from eosin.errors import UsageError
 from eosin.evaluate._classification import ClassificationReport
 
-__all__ = ["write_report", "metrics_table"]
+__all__ = ["write_report", "metrics_table", "caveats"]
 
 _OVERALL = ("accuracy", "balanced_accuracy", "cohen_kappa", "macro_f1", "roc_auc", "pr_auc")
 _PER_CLASS = ("recall", "specificity", "ppv", "npv", "f1", "roc_auc", "pr_auc")
@@ -91,6 +91,23 @@ def _confusion_rows(report: ClassificationReport) -> list[list[str]]:
     return rows
 
 
+def caveats(report: ClassificationReport) -> list[str]:
+    """Plain warnings about how far the intervals can be trusted on these data."""
+    out = []
+    n_groups = report.counts.get("n_groups")
+    if report.n_bootstrap and n_groups is not None and n_groups < 20:
+        out.append(
+            f"Caution: only {n_groups} patients (clusters); bootstrap intervals from so few are unreliable."
+        )
+    support = [v for v in report.counts["support"].values() if v > 0]
+    if report.n_bootstrap and support and min(support) < 10:
+        out.append(
+            f"Caution: the smallest class has {min(support)} samples; its per-class intervals are unreliable, and a "
+            "value of exactly 0 or 1 gets a zero-width interval that does not mean certainty."
+        )
+    return out
+
+
 def write_report(
     report: ClassificationReport,
     out_dir: str | os.PathLike[str],
@@ -152,6 +169,7 @@ def write_report(
         f"Intervals: {method}.",
         "n/a: undefined on these data (e.g. a class never predicted has no PPV).",
     ]
+    facts += caveats(report)
     figures = [(k, f.name) for k, f in files.items()]
 
     md = [f"# {title}", ""]

@@ -336,3 +336,31 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_interval_coverage_by_simulation():
+    """95% intervals cover the population value about 95% of the time; with correlated tiles only the cluster
+    bootstrap does, the tile bootstrap under-covers (the reason to pass patient ids)."""
+    rng = np.random.default_rng(0)
+    trials = 150
+    covered = {"iid": 0, "tile": 0, "cluster": 0}
+    for t in range(trials):
+        # independent samples, true accuracy 0.8
+        y = rng.integers(0, 2, 200)
+        pred = np.where(rng.random(200) < 0.8, y, 1 - y)
+        m = classification_metrics(y, pred, n_bootstrap=400, seed=t)["accuracy"]
+        covered["iid"] += m.ci_low <= 0.8 <= m.ci_high
+        # 30 patients x 20 tiles; a patient's tiles share its accuracy, drawn from Beta(4, 1) (mean 0.8)
+        patients = np.repeat(np.arange(30), 20)
+        y = np.repeat(rng.integers(0, 2, 30), 20)
+        p_right = np.repeat(rng.beta(4, 1, 30), 20)
+        pred = np.where(rng.random(600) < p_right, y, 1 - y)
+        tile = classification_metrics(y, pred, n_bootstrap=400, seed=t)["accuracy"]
+        cluster = classification_metrics(y, pred, groups=patients, n_bootstrap=400, seed=t)["accuracy"]
+        covered["tile"] += tile.ci_low <= 0.8 <= tile.ci_high
+        covered["cluster"] += cluster.ci_low <= 0.8 <= cluster.ci_high
+    rate = {k: v / trials for k, v in covered.items()}
+    assert 0.88 <= rate["iid"] <= 0.99, rate
+    assert 0.85 <= rate["cluster"] <= 0.99, rate
+    assert rate["tile"] < rate["cluster"] - 0.15, rate

@@ -404,3 +404,13 @@ def test_report_states_when_intervals_are_unreliable(tmp_path):
     assert "only 6 patients" in text and "smallest class has 4 samples" in text
     many = classification_metrics(["a", "b"] * 30, ["a", "b"] * 30, n_bootstrap=50)
     assert "Caution" not in write_report(many, tmp_path / "many")["markdown"].read_text()
+
+
+def test_tile_level_by_column_names_the_cluster_column(predictions_csv):
+    table = read_predictions_csv(predictions_csv)
+    by_slide = evaluate_predictions(table, level="tile", by="slide", n_bootstrap=50)
+    assert by_slide.bootstrap == "cluster" and by_slide.counts["n_groups"] == 40
+    with pytest.raises(UsageError, match="no column 'donor'"):
+        evaluate_predictions(table, level="tile", by="donor")
+    no_patient = {"label": table.y_true, "pred": table.y_pred}
+    assert evaluate_predictions(no_patient, n_bootstrap=20).bootstrap == "stratified"

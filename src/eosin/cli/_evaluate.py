@@ -72,7 +72,8 @@ def evaluate() -> None:
 @click.option(
     "--by-column",
     default=None,
-    help="Column to aggregate by at slide/patient level (default: 'slide' or 'patient').",
+    help="Column to aggregate by at slide/patient level (default: 'slide' or 'patient'); at tile level, the "
+    "patient column whose ids the bootstrap resamples (default: 'patient' if present).",
 )
 @click.option(
     "--rule",
@@ -119,7 +120,8 @@ def classification(
 
     PREDICTIONS.csv has columns id, label (truth), pred (predicted class), one p_<class> probability column per
     class, and optionally patient and slide. At tile level a patient column makes the bootstrap resample patients,
-    since tiles of one patient are correlated.
+    since tiles of one patient are correlated. With two classes, the second p_ column is the positive class of
+    roc_auc and pr_auc.
     """
     from eosin.evaluate import evaluate_predictions, read_predictions_csv, write_report
 

@@ -33,16 +33,24 @@ def evaluate_predictions(
         first aggregated by the ``by`` column with ``rule`` (see :func:`aggregate_predictions`); at slide level a
         ``patient`` column (constant per slide) again makes the bootstrap resample patients.
     by
-        Group column for slide/patient level; default the level's name (``"slide"`` or ``"patient"``).
+        At slide/patient level, the column to aggregate by (default the level's name); at tile level, the column of
+        patient ids for the cluster bootstrap (default ``"patient"`` when present).
     rule, n_bootstrap, ci, seed
         Passed to :func:`aggregate_predictions` and :func:`classification_metrics`.
     """
     if level not in LEVELS:
         raise UsageError(f"level must be one of {list(LEVELS)}, got {level!r}.", fix="pick one of them")
     table = _as_predictions(data)
-    if level != "tile":
+    if level == "tile":
+        if by is not None and by not in table.columns:
+            raise UsageError(
+                f"no column {by!r} to resample by; columns seen: {['id', 'label', 'pred', *table.columns]}.",
+                fix="name an existing patient column, or leave the option out",
+            )
+        groups = table.columns.get(by or "patient")
+    else:
         table = aggregate_predictions(table, by=by or level, rule=rule)
-    groups = table.columns.get("patient") if (level != "patient" and (by or level) != "patient") else None
+        groups = table.columns.get("patient") if (by or level) != "patient" else None
     return classification_metrics(
         table.y_true,
         table.y_pred,

@@ -153,17 +153,18 @@ def write_report(
     confusion = _confusion_rows(report)
     pct = round(report.ci * 100)
     n_groups = report.counts.get("n_groups")
-    method = (
-        f"{report.n_bootstrap} {report.bootstrap} bootstrap replicates"
-        + (
-            f" resampling {n_groups} patients (cluster bootstrap)"
+    if not report.n_bootstrap:
+        method = "no bootstrap (intervals not computed)"
+    else:
+        resampled = (
+            f"whole patients ({n_groups} clusters; cluster bootstrap)"
             if report.bootstrap == "cluster"
-            else " resampling samples within each true class"
+            else "samples within each true class (stratified bootstrap)"
         )
-        + f", seed {report.seed}; {pct}% percentile intervals over the replicates where a metric is defined"
-        if report.n_bootstrap
-        else "no bootstrap (intervals not computed)"
-    )
+        method = (
+            f"{report.n_bootstrap} bootstrap replicates resampling {resampled}, seed {report.seed}; "
+            f"{pct}% percentile intervals over the replicates where a metric is defined"
+        )
     facts = [
         f"Level: **{report.level}**, n = {report.counts['n']}, classes: {', '.join(report.classes)}.",
         f"Intervals: {method}.",

@@ -1,0 +1,63 @@
+"""Atomic file writes: write beside the target, flush, then rename over it.
+
+A crash (or a kill) leaves either the previous file or the new one, never a half-written file. The temporary
+file lives in the target's folder so the final :func:`os.replace` never crosses file systems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on a clean exit it is renamed to ``path``, else removed.
+
+    For writers that want a file name (``cv2.imwrite``, ``PIL.Image.save``). ``suffix`` defaults to the
+    target's own, so writers that choose a format by extension keep working.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix, dir=target.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        _fsync_file(tmp_path)
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs) -> Iterator[IO]:
+    """``open`` for writing that replaces ``path`` only when the block finishes without an exception."""
+    if not any(m in mode for m in "wx"):
+        raise ValueError(f"atomic_open writes only; mode {mode!r} does not")
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    with atomic_open(path, "w", encoding=encoding, newline="") as handle:
+        handle.write(text)
+
+
+def _fsync_file(path: Path) -> None:
+    with contextlib.suppress(OSError), open(path, "rb+") as handle:
+        os.fsync(handle.fileno())

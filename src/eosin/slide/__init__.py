@@ -1,1 +1,39 @@
-"""(being built)"""
+"""Reading slides: one :class:`Slide` type over OpenSlide, tiffslide, DICOM and plain-image backends, and the slide
+doctor.
+
+Importing this package loads no slide library; a backend is imported when a slide is opened with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Level", "Slide", "diagnose", "diagnose_path", "list_backends", "open_slide"]
+
+_LAZY = {
+    "open_slide": "eosin.slide._open",
+    "list_backends": "eosin.slide._open",
+    "Slide": "eosin.slide._base",
+    "Level": "eosin.slide._base",
+    "diagnose": "eosin.slide._doctor",
+    "diagnose_path": "eosin.slide._doctor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'eosin.slide' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eosin.slide._base import Level, Slide
+    from eosin.slide._doctor import diagnose, diagnose_path
+    from eosin.slide._open import list_backends, open_slide

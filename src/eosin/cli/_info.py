@@ -1,0 +1,94 @@
+"""``eosin info``: the slide doctor on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from eosin.cli._common import echo_json, expand_inputs
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of records on stdout.")
+@click.option(
+    "--slide-mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Level-0 microns per pixel to use instead of the slide's own (missing or wrong) value.",
+)
+@click.option(
+    "--backend", default=None, help="Reader to use: openslide, tiffslide, dicom, image (default: automatic)."
+)
+def info(paths, as_json, slide_mpp, backend):
+    """Describe slides and list their problems (the slide doctor).
+
+    PATHS are slide files or folders (the slides inside). Each slide is opened and part of its pixels decoded;
+    a file that cannot be read gets an 'unreadable' problem and the exit code is 1 (the others are still shown).
+    """
+    from eosin.errors import EosinError
+    from eosin.slide._doctor import diagnose_path, unreadable_record
+    from eosin.slide._open import list_backends
+
+    if backend is not None and backend not in list_backends():
+        from eosin.errors import UnknownNameError
+
+        raise UnknownNameError("backend", backend, list_backends())
+    records = []
+    for path in _inputs(paths):
+        try:
+            records.append(diagnose_path(path, backend=backend, slide_mpp=slide_mpp))
+        except EosinError as exc:  # e.g. a path that vanished
+            records.append(unreadable_record(path, exc))
+    if as_json:
+        echo_json(records)
+    else:
+        for i, record in enumerate(records):
+            if i:
+                click.echo()
+            click.echo(_describe(record))
+    bad = sum(any(p["code"] == "unreadable" for p in r["problems"]) for r in records)
+    if bad:
+        click.echo(f"{bad} of {len(records)} file(s) could not be read.", err=True)
+    return 1 if bad else 0
+
+
+def _inputs(paths) -> list[Path]:
+    """Every input, a missing one kept (it becomes an unreadable record instead of stopping the others)."""
+    out: list[Path] = []
+    for path in paths:
+        out.extend(expand_inputs([path]) if Path(path).exists() else [Path(path)])
+    return out
+
+
+def _describe(record: dict) -> str:
+    lines = [click.style(record["path"], bold=True)]
+    if record["width"] is not None:
+        levels = record["levels"]
+        pyramid = ", ".join(f"{lv['width']}x{lv['height']} (/{lv['downsample']:.4g})" for lv in levels)
+        if record["mpp_x"] is None:
+            mpp = "unknown"
+        else:
+            mpp = f"{record['mpp_x']:.4g} x {record['mpp_y']:.4g} µm/px ({record['mpp_source']})"
+        rows = [
+            ("format", f"{record['format']} (read by {record['backend']})"),
+            ("size", f"{record['width']} x {record['height']} px"),
+            (f"levels ({len(levels)})", pyramid),
+            ("mpp", mpp),
+            (
+                "objective",
+                "unknown" if record["objective_power"] is None else f"{record['objective_power']:g}x",
+            ),
+            ("channels", ", ".join(record["channel_names"])),
+            ("associated", ", ".join(record["associated_images"]) or "none"),
+        ]
+        if record["bounds"] and list(record["bounds"][2:]) != [record["width"], record["height"]]:
+            rows.append(("bounds", "x={} y={} {}x{}".format(*record["bounds"])))
+        lines += [f"  {name:<12} {value}" for name, value in rows]
+    if record["problems"]:
+        lines.append("  problems:")
+        lines += [f"    - {p['code']}: {p['message']}" for p in record["problems"]]
+    else:
+        lines.append("  problems:    none")
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""Open any slide or image as a :class:`~eosin.slide.Slide`: sniff the file, try the backends that fit, in order.
+
+Errors are typed and say what to do: a missing path is :class:`~eosin.errors.SlideNotFoundError`, a file that is
+not a slide or image is :class:`~eosin.errors.UnsupportedFormatError`, and a file whose signature says it is a
+TIFF, DICOM, JPEG or PNG but that no backend can read is :class:`~eosin.errors.CorruptSlideError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from pathlib import Path
+
+from eosin.errors import (
+    CorruptSlideError,
+    SlideNotFoundError,
+    UnknownNameError,
+    UnsupportedFormatError,
+    UsageError,
+)
+from eosin.slide._base import Slide
+
+__all__ = ["list_backends", "open_slide"]
+
+# backend name -> module:class
+_BACKENDS = {
+    "openslide": "eosin.slide._openslide:OpenSlideSlide",
+    "tiffslide": "eosin.slide._tiffslide:TiffSlideSlide",
+    "dicom": "eosin.slide._dicom:DicomSlide",
+    "image": "eosin.slide._image:ImageSlide",
+}
+
+#: formats OpenSlide reads whose files are not TIFFs (MIRAX index, Hamamatsu VMS/VMU)
+_OPENSLIDE_ONLY = {".mrxs", ".vms", ".vmu"}
+_SUPPORTED_TEXT = (
+    "TIFF-based slides (svs, ndpi, scn, bif, tif/tiff, qptiff, ome.tiff), MIRAX (mrxs), DICOM, PNG, JPEG"
+)
+
+
+def list_backends() -> list[str]:
+    """Names of the readers :func:`open_slide` can use, in the order it tries them for a TIFF."""
+    return list(_BACKENDS)
+
+
+def open_slide(
+    path: str | os.PathLike[str], *, backend: str | None = None, slide_mpp: float | None = None
+) -> Slide:
+    """Open a whole-slide image or a plain image.
+
+    Parameters
+    ----------
+    path
+        A slide file, a plain image, or a folder holding one DICOM whole-slide series.
+    backend
+        Force one reader: ``openslide``, ``tiffslide``, ``dicom`` or ``image``. Default: chosen from the file's
+        signature and extension (OpenSlide first for TIFFs, then tiffslide, then the plain-image reader).
+    slide_mpp
+        Level-0 microns per pixel to use instead of the file's own value (missing or wrong); sets
+        ``mpp_source="override"``.
+
+    Returns
+    -------
+    Slide
+
+    Raises
+    ------
+    SlideNotFoundError, UnsupportedFormatError, CorruptSlideError
+        The path does not exist; it is not a slide or image; it is one but damaged.
+
+    Examples
+    --------
+    >>> slide = open_slide("CMU-1-Small-Region.svs")  # doctest: +SKIP
+    >>> slide.dimensions, slide.mpp  # doctest: +SKIP
+    ((2220, 2967), (0.499, 0.499))
+    """
+    path = Path(path)
+    if backend is not None and backend not in _BACKENDS:
+        raise UnknownNameError("backend", backend, _BACKENDS)
+    if slide_mpp is not None and not (
+        isinstance(slide_mpp, (int, float)) and slide_mpp > 0 and math.isfinite(slide_mpp)
+    ):
+        raise UsageError(f"slide_mpp must be a positive number of microns per pixel, got {slide_mpp!r}.")
+    if not path.exists():
+        raise SlideNotFoundError("no such file or folder.", path=path, fix="check the path and its spelling")
+    kind = sniff(path)
+    if kind == "empty":
+        raise CorruptSlideError(
+            "the file is empty (0 bytes).",
+            path=path,
+            fix="copy or download the slide again; the copy was interrupted",
+        )
+    candidates = [backend] if backend else _candidates(path, kind)
+    if not candidates:
+        raise UnsupportedFormatError(
+            "this is not a slide or image eosin can read.",
+            path=path,
+            fix=f"give a slide in a supported format ({_SUPPORTED_TEXT})",
+        )
+    errors: list[str] = []
+    for name in candidates:
+        cls = _backend_class(name)
+        try:
+            slide = cls.open(path)
+        except (CorruptSlideError, UnsupportedFormatError) as exc:
+            errors.append(f"{name}: {exc.message}")
+            continue
+        except Exception as exc:  # noqa: BLE001 - any library error is summarised, never a traceback
+            errors.append(f"{name}: {_one_line(exc)}")
+            continue
+        slide.open_kwargs = {"backend": name, "slide_mpp": slide_mpp}
+        if slide_mpp is not None:
+            slide.mpp_x = slide.mpp_y = float(slide_mpp)
+            slide.mpp_source = "override"
+        return slide
+    detail = "; ".join(errors)
+    if backend:
+        raise UnsupportedFormatError(
+            f"the {backend} reader cannot open it ({detail}).",
+            path=path,
+            fix="leave out --backend to let eosin choose, or pick another: " + ", ".join(_BACKENDS),
+        )
+    if kind in ("tiff", "dicom", "jpeg", "png", "dicom-folder") or path.suffix.lower() in _OPENSLIDE_ONLY:
+        raise CorruptSlideError(
+            f"it looks like a {kind.replace('-folder', ' folder')} file but cannot be read ({detail}).",
+            path=path,
+            fix="the file is probably truncated or damaged: copy or download it again, or export it anew from the scanner",
+        )
+    raise UnsupportedFormatError(
+        f"this is not a slide or image eosin can read ({detail}).",
+        path=path,
+        fix=f"give a slide in a supported format ({_SUPPORTED_TEXT})",
+    )
+
+
+def sniff(path: Path) -> str:
+    """What a file's leading bytes say it is: ``tiff``, ``dicom``, ``jpeg``, ``png``, ``empty``, ``dicom-folder``,
+    ``folder`` or ``other``."""
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+        return "dicom-folder" if files and all(sniff(p) == "dicom" for p in files[:4]) else "folder"
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if not head:
+        return "empty"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    return "other"
+
+
+def _candidates(path: Path, kind: str) -> list[str]:
+    suffix = path.suffix.lower()
+    if kind in ("dicom", "dicom-folder"):
+        return ["dicom"]
+    if kind == "tiff":
+        if suffix in (".qptiff",) or path.name.lower().endswith((".ome.tif", ".ome.tiff")):
+            return ["tiffslide", "image"]  # OpenSlide reads neither multichannel QPTIFF nor OME series well
+        return ["openslide", "tiffslide", "image"]
+    if kind in ("jpeg", "png"):
+        return ["image"]
+    if kind == "other" and suffix in _OPENSLIDE_ONLY:
+        return ["openslide"]
+    return []
+
+
+def _backend_class(name: str):
+    module, attr = _BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]

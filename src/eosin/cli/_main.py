@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tissue": ("eosin.cli._tissue:tissue", "Detect tissue, pen marks and cross-sections; write masks and overlays."),
     "tile": ("eosin.cli._tile:tile", "Build tissue tile grids at a resolution into one store per slide."),
     "export": ("eosin.cli._export:export", "Export a store's tiles (CSV) or tissue contours (GeoJSON for QuPath)."),
+    "import": ("eosin.cli._import:import_", "Bring other tools' results (CLAM/TRIDENT/STAMP features) into stores."),
     "evaluate": ("eosin.cli._evaluate:evaluate", "Evaluate predictions: classification or segmentation metrics."),
     "models": ("eosin.cli._models:models", "List the model registry."),
     "embed": ("eosin.cli._embed:embed", "Embed a store's tiles with an encoder from the registry."),

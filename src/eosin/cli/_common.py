@@ -1,0 +1,137 @@
+"""What the slide-processing commands share: input expansion, common options, running and reporting."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from eosin.errors import SlideNotFoundError
+
+__all__ = ["expand_inputs", "slide_options", "run_over_slides", "echo_json"]
+
+
+#: file name endings of slides and images; files with other endings inside a folder are skipped (with a note)
+SLIDE_SUFFIXES = frozenset(
+    ".svs .tif .tiff .ndpi .vms .vmu .mrxs .scn .svslide .bif .qptiff .dcm .png .jpg .jpeg .bmp .isyntax .czi".split()
+)
+
+
+def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named and slide files inside folders named (not recursive, hidden files skipped), sorted per folder.
+
+    A file named explicitly is always tried (an unknown format then fails with its own error); inside a folder,
+    files whose ending is not a slide or image format (:data:`SLIDE_SUFFIXES`) are skipped with a note on stderr.
+    A MIRAX slide (``.mrxs`` with its data folder) and a DICOM folder count as one slide: a folder that holds
+    ``.dcm`` files and nothing else is taken whole, and the data folder beside a ``.mrxs`` file is not entered.
+    """
+    out: list[Path] = []
+    skipped: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise SlideNotFoundError("no such file or folder.", path=path, fix="check the path")
+        if path.is_file():
+            out.append(path)
+            continue
+        entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        files = [p for p in entries if p.is_file()]
+        if files and all(p.suffix.lower() == ".dcm" for p in files) and len(files) > 1:
+            out.append(path)  # a DICOM WSI series: one slide
+            continue
+        mirax_dirs = {p.with_suffix("") for p in files if p.suffix.lower() == ".mrxs"}
+        out.extend(p for p in files if p.suffix.lower() in SLIDE_SUFFIXES)
+        skipped.extend(p for p in files if p.suffix.lower() not in SLIDE_SUFFIXES)
+        out.extend(p for p in entries if p.is_dir() and p not in mirax_dirs and _is_dicom_dir(p))
+    if skipped:
+        names = ", ".join(p.name for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        click.echo(f"note: skipped {len(skipped)} file(s) that are not slides or images: {names}", err=True)
+    if not out:
+        from eosin.errors import UsageError
+
+        raise UsageError(
+            "no slide or image files in the inputs given.", fix="name slide files or folders holding them"
+        )
+    return out
+
+
+def _is_dicom_dir(path: Path) -> bool:
+    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+    return bool(files) and all(p.suffix.lower() == ".dcm" for p in files)
+
+
+def slide_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every slide-processing command takes."""
+    options = [
+        click.option(
+            "--slide-mpp",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Level-0 microns per pixel to use instead of the slide's own (missing or wrong) value.",
+        ),
+        click.option(
+            "--backend",
+            default=None,
+            help="Reader to use: openslide, tiffslide, dicom, image (default: automatic).",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Slides processed in parallel (0: in this process; default: one per CPU, at most the number of slides).",
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def echo_json(record: Any) -> None:
+    click.echo(json.dumps(record, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def run_over_slides(
+    stage: Callable[..., dict[str, Any]], jobs: Sequence[Any], *, workers: int | None, quiet: bool, desc: str
+) -> int:
+    """Run ``stage`` on every job; print one JSON line per success on stdout and one line per failure on stderr.
+
+    Returns the exit code: 0 when every slide succeeded, 1 when some failed.
+    """
+    from eosin.run import map_slides
+
+    n_workers = min(len(jobs), workers if workers is not None else _cpus()) if jobs else 0
+    results = map_slides(
+        stage, jobs, workers=max(n_workers, 1), progress=not quiet and len(jobs) > 1, desc=desc
+    )
+    failed = 0
+    for result in results:
+        if result.error is None:
+            echo_json(result.value)
+        else:
+            failed += 1
+            click.echo(f"error: {result.error}", err=True)
+    if failed:
+        click.echo(f"{failed} of {len(jobs)} slide(s) failed.", err=True)
+    sys.stdout.flush()
+    return 1 if failed else 0
+
+
+def _cpus() -> int:
+    from eosin.tiles import default_workers
+
+    return default_workers()

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def export():
+    """Export a slide store's contents for other tools."""
+
+
+@export.command("tiles")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--csv",
+    "csv_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file to write.",
+)
+@click.option("--key", default=None, help="Which grid, when the store holds several.")
+def tiles(store, csv_path, key):
+    """Tiles of a grid as CSV: x, y, width, height (level-0 pixels), tissue_fraction, pen_fraction, section."""
+    from eosin.io import SlideStore
+    from eosin.io._export import grid_to_csv
+
+    n = grid_to_csv(SlideStore.open(store), csv_path, key=key)
+    click.echo(f"{n} tiles -> {csv_path}", err=True)
+    return 0
+
+
+@export.command("geojson")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="GeoJSON file to write.",
+)
+@click.option("--key", default=None, help="Which tissue detection, when the store holds several.")
+def geojson(store, out, key):
+    """Tissue and pen contours as a GeoJSON FeatureCollection QuPath imports (level-0 pixels)."""
+    from eosin.io import SlideStore
+    from eosin.io._export import tissue_to_geojson
+
+    n = tissue_to_geojson(SlideStore.open(store), out, key=key)
+    click.echo(f"{n} features -> {out}", err=True)
+    return 0
+
+
+@export.command("features")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--h5",
+    "h5_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="HDF5 file to write.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["clam", "trident", "stamp"]),
+    default="clam",
+    show_default=True,
+    help="Dataset names of the tool that will read the file.",
+)
+@click.option("--key", default=None, help="Which features, when the store holds several.")
+def features(store, h5_path, layout, key):
+    """Tile features as HDF5 for CLAM, TRIDENT or STAMP (features/feats + level-0 coords)."""
+    from eosin.io import SlideStore
+    from eosin.io._features_h5 import export_features
+
+    n = export_features(SlideStore.open(store), key, h5_path, layout=layout)
+    click.echo(f"{n} feature rows -> {h5_path}", err=True)
+    return 0

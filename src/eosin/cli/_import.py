@@ -12,8 +12,13 @@ def import_():
 
 @import_.command("features")
 @click.argument("h5", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--store", "store_path", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The slide's store (created when absent).")
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The slide's store (created when absent).",
+)
 @click.option("--key", default=None, help="Store key (default: <file stem>--imported).")
 def features(h5, store_path, key):
     """A CLAM/TRIDENT/STAMP feature file (features or feats, coords) into a store's features group."""

@@ -50,7 +50,9 @@ def read_features_h5(path: str | os.PathLike[str]) -> FeatureBag:
     try:
         handle = h5py.File(path, "r")
     except (OSError, ValueError) as exc:
-        raise EosinError(f"not a readable HDF5 file ({exc}).", path=path, fix="give a features .h5 file") from None
+        raise EosinError(
+            f"not a readable HDF5 file ({exc}).", path=path, fix="give a features .h5 file"
+        ) from None
     with handle:
         name = next((n for n in _FEATURE_NAMES if n in handle), None)
         if name is None:
@@ -74,10 +76,13 @@ def read_features_h5(path: str | os.PathLike[str]) -> FeatureBag:
             attrs.update({k: _plain(v) for k, v in handle["coords"].attrs.items()})
             if coords.shape != (features.shape[0], 2):
                 raise EosinError(
-                    f"coords has shape {coords.shape} but there are {features.shape[0]} feature rows.", path=path
+                    f"coords has shape {coords.shape} but there are {features.shape[0]} feature rows.",
+                    path=path,
                 )
         if "metadata" in handle:
-            names = [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(handle["metadata"]).ravel()]
+            names = [
+                v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(handle["metadata"]).ravel()
+            ]
             if len(names) != features.shape[0]:
                 names = None
     return FeatureBag(features=features, coords=coords, names=names, attrs=attrs)
@@ -110,7 +115,9 @@ def write_features_h5(
                 coords.attrs["patch_level"] = 0
                 coords.attrs["patch_size_level0"] = int(size)
         if bag.names is not None:
-            handle.create_dataset("metadata", data=np.array(bag.names, dtype=object), dtype=h5py.string_dtype())
+            handle.create_dataset(
+                "metadata", data=np.array(bag.names, dtype=object), dtype=h5py.string_dtype()
+            )
 
 
 def import_features(store: Any, path: str | os.PathLike[str], *, key: str | None = None) -> str:
@@ -120,12 +127,20 @@ def import_features(store: Any, path: str | os.PathLike[str], *, key: str | None
     arrays: dict[str, np.ndarray] = {"features": bag.features}
     if bag.coords is not None:
         arrays["coords"] = bag.coords
-    attrs = {**bag.attrs, "names": bag.names, "source": str(Path(path).resolve()), "n_tiles": len(bag), "dim": int(bag.features.shape[1])}
+    attrs = {
+        **bag.attrs,
+        "names": bag.names,
+        "source": str(Path(path).resolve()),
+        "n_tiles": len(bag),
+        "dim": int(bag.features.shape[1]),
+    }
     store.write_group("features", key, arrays, attrs, overwrite=True)
     return key
 
 
-def export_features(store: Any, key: str | None, path: str | os.PathLike[str], *, layout: str = "clam") -> int:
+def export_features(
+    store: Any, key: str | None, path: str | os.PathLike[str], *, layout: str = "clam"
+) -> int:
     """Write a stored ``features/<key>`` group as an HDF5 file in ``layout``; returns the number of tiles."""
     from eosin.io._export import pick_key
 

@@ -11,7 +11,7 @@ import numpy as np
 from eosin.errors import CorruptSlideError, UnsupportedFormatError, UsageError
 from eosin.evaluate._seg_overlap import label_instances
 
-__all__ = ["MASK_SUFFIXES", "read_mask", "read_aperio_xml", "pair_masks"]
+__all__ = ["MASK_SUFFIXES", "pair_masks", "read_aperio_xml", "read_mask"]
 
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _PRED_LAYOUT = ("instances.png", "mask.png")  # what ``eosin segment`` writes in DIR/<stem>/, preferred first

@@ -30,7 +30,7 @@ from scipy.spatial import cKDTree
 
 from eosin.evaluate._seg_overlap import Overlap, overlap
 
-__all__ = ["ObjectCounts", "object_f1", "object_counts", "object_dice", "object_hausdorff"]
+__all__ = ["ObjectCounts", "object_counts", "object_dice", "object_f1", "object_hausdorff"]
 
 
 class ObjectCounts(NamedTuple):

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from eosin.errors import UsageError
 
-__all__ = ["Overlap", "overlap", "label_instances"]
+__all__ = ["Overlap", "label_instances", "overlap"]
 
 
 def label_instances(mask: np.ndarray, *, connectivity: int = 2) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 
 from eosin.errors import UsageError
 
-__all__ = ["pixel_dice", "pixel_iou", "pixel_counts"]
+__all__ = ["pixel_counts", "pixel_dice", "pixel_iou"]
 
 
 def pixel_counts(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:

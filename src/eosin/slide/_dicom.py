@@ -133,9 +133,15 @@ class _TiledInstance:
     """One single-resolution tiled DICOM instance read frame by frame with pydicom."""
 
     def __init__(self, path: Path):
+        import warnings
+
         import pydicom
 
-        ds = pydicom.dcmread(str(path), defer_size="1 KB")
+        with (
+            warnings.catch_warnings()
+        ):  # over-long UIDs and names are common and harmless; damage raises below
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(str(path), defer_size="1 KB")
         if "TotalPixelMatrixColumns" not in ds or "NumberOfFrames" not in ds:
             raise UnsupportedFormatError(
                 "this DICOM file is not a tiled whole-slide image (no total pixel matrix or frames).",

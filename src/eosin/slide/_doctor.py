@@ -16,6 +16,8 @@ Problem codes (``problems`` is a list of ``{"code", "message"}``):
     a single level with a side longer than 10,000 pixels: every thumbnail reads the full image.
 ``level-downsample-mismatch``
     a level whose size differs by more than a pixel or 1 % from level 0 divided by its downsample.
+``damaged-associated-image``
+    a label, macro or thumbnail image that cannot be decoded (found only when probing pixels).
 ``fluorescence``
     not brightfield RGB: the channels are shown as a false-colour composite; brightfield steps (tissue detection,
     stain normalization) do not apply as they are.
@@ -85,7 +87,10 @@ def diagnose(
         try:
             probe(slide)
         except EosinError as exc:
-            record["problems"].insert(0, {"code": "unreadable", "message": str(exc)})
+            record["problems"].insert(
+                0, {"code": "unreadable", "message": str(exc), "error": type(exc).__name__}
+            )
+        record["problems"] += _probe_associated(slide)
     return record
 
 
@@ -122,20 +127,31 @@ def unreadable_record(path: str | os.PathLike[str], error: BaseException) -> dic
 
 
 def probe(slide: Slide) -> None:
-    """Decode part of the coarsest level (all of it when small); raises :class:`CorruptSlideError` on damage."""
-    level = len(slide.levels) - 1
-    lv = slide.levels[level]
-    ds = lv.downsample
-    if lv.width * lv.height <= _PROBE_FULL_PIXELS:
-        slide._read_level(level, 0, 0, lv.width, lv.height)
-        return
+    """Decode a sample of every level: the whole coarsest level when small, else patches at its corners and centre,
+    and such patches on the finer levels. Raises :class:`CorruptSlideError` on damage; a sample, not a full check."""
     size = 256
-    for fx in (0.0, 0.5, 1.0):
-        for fy in (0.0, 0.5, 1.0):
-            x = int(max(0, lv.width - size) * fx)
-            y = int(max(0, lv.height - size) * fy)
-            w, h = min(size, lv.width - x), min(size, lv.height - y)
-            slide._read_level(level, round(x * ds), round(y * ds), w, h)
+    for level, lv in enumerate(slide.levels):
+        ds = lv.downsample
+        if level == len(slide.levels) - 1 and lv.width * lv.height <= _PROBE_FULL_PIXELS:
+            slide._read_level(level, 0, 0, lv.width, lv.height)
+            continue
+        for fx in (0.0, 0.5, 1.0):
+            for fy in (0.0, 0.5, 1.0):
+                x = int(max(0, lv.width - size) * fx)
+                y = int(max(0, lv.height - size) * fy)
+                w, h = min(size, lv.width - x), min(size, lv.height - y)
+                slide._read_level(level, round(x * ds), round(y * ds), w, h)
+
+
+def _probe_associated(slide: Slide) -> list[dict[str, str]]:
+    out = []
+    for name in slide.associated_images:
+        try:
+            slide.associated_images[name]
+        except Exception as exc:  # noqa: BLE001 - decoders raise many types; all mean damaged bytes
+            message = f"the associated image {name!r} cannot be decoded ({' '.join(str(exc).split())[:200]})."
+            out.append({"code": "damaged-associated-image", "message": message})
+    return out
 
 
 def _problems(slide: Slide) -> list[dict[str, str]]:

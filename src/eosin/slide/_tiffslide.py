@@ -40,8 +40,12 @@ class TiffSlideSlide(Slide):
 
     @classmethod
     def open(cls, path: Path) -> TiffSlideSlide:
+        import logging
+
         import tiffslide
 
+        # tifffile logs damaged page offsets itself; the caller gets them as one typed error instead
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
         handle = tiffslide.TiffSlide(str(path))
         props = {k: "" if v is None else str(v) for k, v in handle.properties.items()}
         levels = [

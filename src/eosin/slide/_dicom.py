@@ -20,7 +20,7 @@ import numpy as np
 
 from eosin.errors import UnsupportedFormatError
 from eosin.slide._base import PLAUSIBLE_MPP, Level, Slide, _LazyImages
-from eosin.slide._read_errors import read_error
+from eosin.slide._pixels import as_rgb, read_error
 
 __all__ = ["DicomSlide"]
 
@@ -249,10 +249,8 @@ class _TiledInstance:
         return arr
 
     def _decode(self, index: int) -> np.ndarray:
-        from eosin.slide._tiffslide import _rgb
-
         if not self._encapsulated:
-            return _rgb(self._ds.pixel_array[index] if self.n_frames > 1 else self._ds.pixel_array)
+            return as_rgb(self._ds.pixel_array[index] if self.n_frames > 1 else self._ds.pixel_array)
         if self._frames_bytes is None:
             from pydicom.encaps import generate_frames
 
@@ -264,7 +262,7 @@ class _TiledInstance:
         from PIL import Image
 
         with Image.open(io.BytesIO(self._frames_bytes[index])) as im:
-            return _rgb(np.asarray(im.convert("RGB")))
+            return as_rgb(np.asarray(im.convert("RGB")))
 
     def read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
         out = np.full((height, width, 3), 255, np.uint8)

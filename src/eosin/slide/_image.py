@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from eosin.slide._base import PLAUSIBLE_MPP, Level, Slide
-from eosin.slide._read_errors import read_error
+from eosin.slide._pixels import as_rgb, read_error
 
 __all__ = ["ImageSlide"]
 
@@ -73,9 +73,7 @@ class ImageSlide(Slide):
                     )
                     with Image.open(self.path) as im:
                         arr = np.asarray(im.convert("RGB"))
-                from eosin.slide._tiffslide import _rgb
-
-                self._pixels = _rgb(arr)
+                self._pixels = as_rgb(arr)
         return self._pixels
 
     def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from eosin.slide._base import BACKGROUND, Level, Slide, _LazyImages
-from eosin.slide._read_errors import read_error
+from eosin.slide._pixels import read_error
 
 __all__ = ["OpenSlideSlide"]
 

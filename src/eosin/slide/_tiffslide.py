@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from eosin.slide._base import Level, Slide, _LazyImages
-from eosin.slide._read_errors import read_error
+from eosin.slide._pixels import as_rgb, read_error
 
 __all__ = ["TiffSlideSlide"]
 
@@ -97,7 +97,7 @@ class TiffSlideSlide(Slide):
             channel_names=channel_names,
             properties=props,
             associated_images=_LazyImages(
-                {n: (lambda n=n: _rgb(np.asarray(handle.associated_images[n]))) for n in names}
+                {n: (lambda n=n: as_rgb(np.asarray(handle.associated_images[n]))) for n in names}
             ),
         )
         slide._handle = handle
@@ -121,7 +121,7 @@ class TiffSlideSlide(Slide):
     def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         arr = self.read_channels(level, x, y, width, height)
         if self._colours is None:
-            return _rgb(arr)
+            return as_rgb(arr)
         # false colour: each channel minus its offset, times its gain and display colour, added and clipped
         composite = (arr.reshape(-1, arr.shape[-1]).astype(np.float32) - self._offsets) @ self._colours
         return np.clip(composite, 0, 255).astype(np.uint8).reshape(arr.shape[0], arr.shape[1], 3)
@@ -130,18 +130,6 @@ class TiffSlideSlide(Slide):
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-
-
-def _rgb(arr: np.ndarray) -> np.ndarray:
-    """Any grey, RGB or RGBA array as RGB uint8."""
-    if arr.dtype != np.uint8:
-        top = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else max(float(arr.max()), 1e-12)
-        arr = np.clip(arr.astype(np.float32) * (255.0 / top), 0, 255).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.shape[-1] == 1:
-        return np.repeat(arr, 3, axis=-1)
-    return np.ascontiguousarray(arr[..., :3])
 
 
 def _xml_tag(text: str, tag: str) -> str | None:

@@ -1,0 +1,241 @@
+"""Per-slide stages: pure functions of (slide path, parameters) that write one slide's outputs.
+
+Each stage opens the slide itself, so an executor can run it in any process (or on any machine of a cluster).
+Outputs of one slide go to ``OUT/<name>/``: pictures for people (PNG) and the slide's store ``store.zarr``.
+A stage whose store group already exists for the same parameters reuses it (resumable runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eosin.errors import NoTissueError
+
+__all__ = [
+    "SlideJob",
+    "plan_outputs",
+    "tissue_stage",
+    "tile_stage",
+    "tissue_key",
+    "load_or_detect_tissue",
+    "STORE_NAME",
+]
+
+STORE_NAME = "store.zarr"
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """One slide to process: its path and the folder its outputs go to."""
+
+    path: Path
+    out_dir: Path
+
+    @property
+    def store_path(self) -> Path:
+        return self.out_dir / STORE_NAME
+
+
+def plan_outputs(paths: Sequence[Path], out: Path) -> list[SlideJob]:
+    """Give each slide its own output folder ``out/<stem>``; slides sharing a stem use their full file name."""
+    stems: dict[str, int] = {}
+    for p in paths:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    return [
+        SlideJob(Path(p), out / (Path(p).stem if stems[Path(p).stem] == 1 else Path(p).name)) for p in paths
+    ]
+
+
+def _open(path: Path, slide_mpp: float | None, backend: str | None):
+    from eosin.slide import open_slide
+
+    return open_slide(path, slide_mpp=slide_mpp, backend=backend)
+
+
+def tissue_key(params: dict[str, Any]) -> str:
+    """Store key of a tissue detection: its resolution and a digest of all its parameters."""
+    mpp = params.get("mpp")
+    res = f"mpp{mpp:g}" if mpp else "auto"
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"{res}_{digest}"
+
+
+def _store_for(job: SlideJob, slide: Any):
+    from eosin.io import SlideStore
+    from eosin.slide import diagnose
+
+    return SlideStore.create(job.store_path, slide=diagnose(slide))
+
+
+def load_or_detect_tissue(slide: Any, store: Any, *, tissue_mpp: float = 8.0) -> tuple[Any, bool]:
+    """The slide's tissue masks from its store when present with the same parameters, else detected and stored.
+
+    Returns the masks and whether they came from the store.
+    """
+    from eosin.tissue import TissueMasks, detect_tissue
+
+    request = {"mpp": tissue_mpp, "slide_mpp": slide.mpp_x if slide.mpp_source == "override" else None}
+    for key in store.keys("tissue") if "tissue" in store.kinds() else []:
+        group = store.read_group("tissue", key)
+        if group.attrs.get("request") == request:
+            masks = TissueMasks(
+                tissue=np.asarray(group["tissue"], bool),
+                pen=np.asarray(group["pen"], bool),
+                sections=np.asarray(group["sections"], np.int32),
+                downsample=tuple(group.attrs["downsample"]),
+                origin=tuple(group.attrs["origin"]),
+                mpp=group.attrs.get("mpp"),
+                params=dict(group.attrs.get("params", {})),
+            )
+            return masks, True
+    masks = detect_tissue(slide, mpp=tissue_mpp)
+    params = dict(masks.params)
+    store.write_group(
+        "tissue",
+        tissue_key({**params, **request}),
+        {
+            "tissue": masks.tissue.astype(np.uint8),
+            "pen": masks.pen.astype(np.uint8),
+            "sections": masks.sections.astype(np.int32),
+        },
+        {
+            "downsample": list(_pair(masks.downsample)),
+            "origin": list(_pair(masks.origin)),
+            "mpp": masks.mpp,
+            "params": params,
+            "request": request,
+            "n_sections": int(masks.sections.max(initial=0)),
+            "encoding": "tissue, pen: uint8 0/1; sections: int32 labels, 0 = none",
+        },
+        overwrite=True,
+    )
+    return masks, False
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    if np.ndim(value) == 0:
+        return float(value), float(value)
+    return float(value[0]), float(value[1])
+
+
+def tissue_stage(
+    job: SlideJob, *, tissue_mpp: float = 8.0, slide_mpp: float | None = None, backend: str | None = None
+) -> dict[str, Any]:
+    """Detect tissue, pen and sections; write ``tissue.png``, ``pen.png``, ``overlay.png`` and the store group.
+
+    Raises :class:`~eosin.errors.NoTissueError` after writing the pictures when no tissue is found.
+    """
+    from eosin.viz import overlay, save_png
+
+    t0 = time.perf_counter()
+    with _open(job.path, slide_mpp, backend) as slide:
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        store = _store_for(job, slide)
+        masks, cached = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)
+        thumb = _thumbnail_like(slide, masks)
+        save_png(job.out_dir / "tissue.png", masks.tissue.astype(np.uint8) * 255)
+        save_png(job.out_dir / "pen.png", masks.pen.astype(np.uint8) * 255)
+        save_png(job.out_dir / "overlay.png", overlay(thumb, masks))
+    summary = {
+        "slide": str(job.path),
+        "out": str(job.out_dir),
+        "store": str(job.store_path),
+        "tissue_fraction": round(float(masks.tissue.mean()), 5),
+        "pen_fraction": round(float(masks.pen.mean()), 5),
+        "n_sections": int(masks.sections.max(initial=0)),
+        "mask_shape": list(masks.tissue.shape),
+        "mask_mpp": masks.mpp,
+        "mask_downsample": list(_pair(masks.downsample)),
+        "cached": cached,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if not masks.tissue.any():
+        raise NoTissueError(
+            "no tissue was found (the masks and overlay were written so you can look).",
+            path=job.path,
+            fix=f"look at {job.out_dir / 'overlay.png'}; if the slide holds tissue, check that it is a brightfield "
+            "scan and that the background is glass",
+        )
+    return summary
+
+
+def _thumbnail_like(slide: Any, masks: Any) -> np.ndarray:
+    """A thumbnail of the slide at the masks' resolution and shape."""
+    import cv2
+
+    dx, dy = _pair(masks.downsample)
+    thumb = slide.thumbnail(downsample=(dx + dy) / 2)
+    rows, cols = masks.tissue.shape
+    if thumb.shape[:2] != (rows, cols):
+        thumb = cv2.resize(thumb, (cols, rows), interpolation=cv2.INTER_AREA)
+    return thumb
+
+
+def tile_stage(
+    job: SlideJob,
+    *,
+    mpp: float | None = None,
+    magnification: float | None = None,
+    tile_size: int = 256,
+    overlap: int = 0,
+    min_tissue: float = 0.5,
+    tissue_mpp: float = 8.0,
+    slide_mpp: float | None = None,
+    backend: str | None = None,
+) -> dict[str, Any]:
+    """Build (or reuse) the slide's tile grid and store it under ``grids/<key>``; draw ``tiles.png``.
+
+    Raises :class:`~eosin.errors.NoTissueError` when no tile reaches ``min_tissue``.
+    """
+    from eosin.tiles import TileGrid, make_grid
+    from eosin.viz import draw_grid, save_png
+
+    t0 = time.perf_counter()
+    with _open(job.path, slide_mpp, backend) as slide:
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        store = _store_for(job, slide)
+        masks, _ = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)
+        grid = make_grid(
+            slide,
+            masks,
+            mpp=mpp,
+            magnification=magnification,
+            tile_size=tile_size,
+            overlap=overlap,
+            min_tissue=min_tissue,
+        )
+        cached = store.has("grids", grid.key)
+        if cached:
+            group = store.read_group("grids", grid.key)
+            grid = TileGrid.from_group(group, group.attrs)
+        if len(grid) == 0:
+            raise NoTissueError(
+                f"no tile of {tile_size} px at {grid.mpp} µm/px has at least {min_tissue:.0%} tissue.",
+                path=job.path,
+                fix="lower --min-tissue, or look at the tissue overlay (eosin tissue) to check the detection",
+            )
+        if not cached:
+            arrays, attrs = grid.to_group()
+            store.write_group("grids", grid.key, arrays, attrs)
+        thumb = _thumbnail_like(slide, masks)
+        save_png(job.out_dir / "tiles.png", draw_grid(thumb, grid, masks))
+    return {
+        "slide": str(job.path),
+        "store": str(job.store_path),
+        "grid": grid.key,
+        "n_tiles": len(grid),
+        "mpp": grid.mpp,
+        "tile_size": grid.tile_size,
+        "overlap": grid.overlap,
+        "level0_extent": grid.extent,
+        "cached": cached,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

@@ -99,6 +99,7 @@ def test_qptiff_opens_as_fluorescence_composite():
         assert "fluorescence" in _codes(diagnose(slide))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the file's over-long UIDs
 def test_dicom_column_major_frames_are_placed_contiguously():
     import io
 
@@ -220,3 +221,58 @@ def test_import_does_not_load_slide_libraries():
         ).stdout.strip()
         == "False"
     )
+
+
+def _tiled_full_copy(source, out):
+    """A standard-conformant TILED_FULL copy of the column-major DICOM: frames reordered row by row (on the
+    column-major reading), pixel spacing 0.5 µm, the attributes wsidicom needs."""
+    import warnings
+
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.encaps import encapsulate, generate_frames
+    from pydicom.sequence import Sequence
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(str(source))
+        frames = list(generate_frames(ds.PixelData, number_of_frames=42))
+        ds.PixelData = encapsulate([frames[(i % 7) * 6 + i // 7] for i in range(42)])  # 6 rows x 7 columns
+        ds.DimensionOrganizationType = "TILED_FULL"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+        ds.TotalPixelMatrixFocalPlanes = ds.NumberOfOpticalPaths = 1
+        path = Dataset()
+        path.OpticalPathIdentifier = "1"
+        path.IlluminationTypeCodeSequence = Sequence([])
+        ds.OpticalPathSequence = Sequence([path])
+        measures = Dataset()
+        measures.PixelSpacing, measures.SliceThickness = [0.0005, 0.0005], 0.001
+        shared = Dataset()
+        shared.PixelMeasuresSequence = Sequence([measures])
+        ds.SharedFunctionalGroupsSequence = Sequence([shared])
+        ds.FrameOfReferenceUID = pydicom.uid.generate_uid()
+        organization = Dataset()
+        organization.DimensionOrganizationUID = pydicom.uid.generate_uid()
+        ds.DimensionOrganizationSequence = Sequence([organization])
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+        ds.ContainerIdentifier, ds.AcquisitionDateTime = "1", "20210107000000"
+        ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def test_conformant_dicom_is_read_by_wsidicom_and_agrees_with_the_column_major_reading(tmp_path):
+    source = require(SLIDES / "prostate-he-dicom-sm.dcm")
+    folder = tmp_path / "series"
+    folder.mkdir()
+    copy = _tiled_full_copy(source, folder / "level0.dcm")
+    with open_slide(source) as original, open_slide(copy) as conformant, open_slide(folder) as series:
+        assert (
+            conformant.properties["eosin.reader"] == "wsidicom"
+            and series.properties["eosin.reader"] == "wsidicom"
+        )
+        assert conformant.mpp == (0.5, 0.5) and conformant.dimensions == (3236, 2638)
+        box = ((0, 0), (3236, 2638))
+        assert np.array_equal(conformant.read_region(*box), original.read_region(*box))
+        assert np.array_equal(
+            series.read_region((1000, 900), (300, 200)), original.read_region((1000, 900), (300, 200))
+        )

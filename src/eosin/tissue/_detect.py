@@ -88,7 +88,7 @@ def detect_tissue(
     max_hole_area: float = 5_000.0,
     section_gap: float = 100.0,
     min_chroma: float = 0.04,
-    max_chroma: float = 0.10,
+    max_chroma: float = 0.05,
     pen: bool = True,
     min_pen_area: float = 10_000.0,
 ) -> TissueMasks:
@@ -144,14 +144,12 @@ def detect_tissue(
     thresh = _chroma_threshold(chroma, min_chroma, max_chroma)
     stained = chroma > thresh * 255
 
-    pen_mask = np.zeros((rows, cols), bool)
+    pen_mask = halo = np.zeros((rows, cols), bool)
     if pen:
-        pen_mask = _pen_mask(hsv, px_area=px_area, px_len=px_len, min_pen_area=min_pen_area)
+        pen_mask, halo = _pen_mask(hsv, px_area=px_area, px_len=px_len, min_pen_area=min_pen_area)
 
-    # ink fades into anti-aliased, paler rims: keep a pixel's margin around marks out of tissue too
-    no_pen = (
-        ~cv2.dilate(pen_mask.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool) if pen_mask.any() else True
-    )
+    # ink fades into paler rims: marks and rims both stay out of tissue
+    no_pen = ~halo
     tissue = stained & no_pen
     close_r = max(1, round(8.0 / px_len))  # bridge gaps of ~16 µm
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * close_r + 1, 2 * close_r + 1))
@@ -299,31 +297,51 @@ def _chroma_threshold(chroma: np.ndarray, lo: float, hi: float) -> float:
     return float(np.clip(t / 255.0, lo, hi))
 
 
-def _pen_mask(hsv: np.ndarray, *, px_area: float, px_len: float, min_pen_area: float) -> np.ndarray:
-    """Marker ink: pixels of ink colour, grown into their paler rims (hysteresis), as marks of a real size."""
+def _pen_mask(
+    hsv: np.ndarray, *, px_area: float, px_len: float, min_pen_area: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Marker ink as marks of a real size, and the marks with their paler rims (kept out of tissue).
+
+    Ink-coloured pixels are grown into connected paler pixels of the same colour (hysteresis): mildly for the
+    marks themselves, generously for the rims, which are neither ink enough to call pen nor tissue.
+    """
     import cv2
 
     strong = pen_colours(hsv)
-    weak = pen_colours(hsv, saturation_factor=0.6)
-    ink = strong["green"] | strong["blue"] | strong["red"]
-    rims = weak["green"] | weak["blue"] | weak["red"]
     # black ink: dark blobs thick enough to survive an opening (thin dark lines are edges and dust)
     r = max(1, round(12.0 / px_len))
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     black = cv2.morphologyEx(strong["black"].view(np.uint8), cv2.MORPH_OPEN, k) > 0
-    ink |= black
-    rims |= black | ink
+    ink = strong["green"] | strong["blue"] | strong["red"] | black
     if not ink.any():
-        return ink
-    # a rim pixel belongs to a mark when connected to a strongly inked pixel
-    n, labels = cv2.connectedComponents(rims.view(np.uint8), connectivity=8)
-    inked = np.zeros(n, bool)
-    inked[labels[ink]] = True
-    inked[0] = False
-    marks = inked[labels]
+        return ink, ink
     k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    marks = cv2.morphologyEx(marks.view(np.uint8), cv2.MORPH_CLOSE, k3) > 0
-    return _drop_small(marks, min_pen_area / px_area)
+    grown = []
+    for factor in (0.75, 0.35):
+        weak = pen_colours(hsv, saturation_factor=factor)
+        rims = weak["green"] | weak["blue"] | weak["red"] | ink
+        n, labels = cv2.connectedComponents(rims.view(np.uint8), connectivity=8)
+        inked = np.zeros(n, bool)
+        inked[labels[ink]] = True
+        inked[0] = False
+        marks = cv2.morphologyEx(inked[labels].view(np.uint8), cv2.MORPH_CLOSE, k3) > 0
+        grown.append(marks)
+    marks = _drop_small(grown[0], min_pen_area / px_area)
+    halo = cv2.dilate((grown[1] & _grow_within(marks, grown[1])).view(np.uint8), k3) > 0
+    return marks, halo | marks
+
+
+def _grow_within(seed: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The pieces of ``region`` that touch ``seed``."""
+    import cv2
+
+    if not seed.any():
+        return seed
+    n, labels = cv2.connectedComponents(region.view(np.uint8), connectivity=8)
+    hit = np.zeros(n, bool)
+    hit[labels[seed & region]] = True
+    hit[0] = False
+    return hit[labels]
 
 
 def _drop_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:

@@ -63,7 +63,7 @@ def _draw_numbers(out: np.ndarray, sections: np.ndarray) -> None:
     count = np.bincount(labels, minlength=n + 1)
     cx = np.bincount(labels, xs, minlength=n + 1) / np.maximum(count, 1)
     cy = np.bincount(labels, ys, minlength=n + 1) / np.maximum(count, 1)
-    scale = max(0.35, max(out.shape[:2]) / 1500)
+    scale = max(0.3, float(np.sqrt(out.shape[0] * out.shape[1])) / 2500)
     thick = max(1, round(scale * 2))
     for i in range(1, n + 1):
         if count[i] == 0:

@@ -1,1 +1,29 @@
-"""(being built)"""
+"""Model registry: tile encoders by name, in the manner of timm.
+
+>>> from eosin.models import list_encoders, get_spec
+>>> "uni2-h" in list_encoders("uni*")
+True
+>>> get_spec("virchow2").embedding_dim
+2560
+
+Listing and describing models needs no PyTorch; :func:`create_encoder` (and :class:`Encoder`) import it on use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from eosin.models._registry import EncoderSpec, get_spec, list_encoders, register_encoder
+
+__all__ = ["Encoder", "EncoderSpec", "create_encoder", "get_spec", "list_encoders", "register_encoder"]
+
+_LAZY = {"create_encoder": "eosin.models._create", "Encoder": "eosin.models._create"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'eosin.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

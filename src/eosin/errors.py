@@ -19,6 +19,7 @@ Hierarchy::
     ├── StoreError                       a per-slide store that is missing, foreign or from a newer schema
     ├── NotFittedError                   a trainable object used before ``fit``
     └── WeightsUnavailableError          model weights that cannot be had offline
+        └── WeightsMismatchError         a weights file that is not the expected one (checksum, parameter names)
 """
 
 from __future__ import annotations
@@ -28,19 +29,20 @@ import os
 from collections.abc import Iterable
 
 __all__ = [
+    "CorruptSlideError",
     "EosinError",
-    "UsageError",
-    "UnknownNameError",
+    "ImplausibleResolutionError",
+    "MissingResolutionError",
+    "NoTissueError",
+    "NotFittedError",
+    "ResolutionError",
     "SlideError",
     "SlideNotFoundError",
-    "UnsupportedFormatError",
-    "CorruptSlideError",
-    "ResolutionError",
-    "MissingResolutionError",
-    "ImplausibleResolutionError",
-    "NoTissueError",
     "StoreError",
-    "NotFittedError",
+    "UnknownNameError",
+    "UnsupportedFormatError",
+    "UsageError",
+    "WeightsMismatchError",
     "WeightsUnavailableError",
 ]
 
@@ -152,3 +154,7 @@ class NotFittedError(EosinError, AttributeError):
 
 class WeightsUnavailableError(EosinError):
     """Model weights are not available offline and cannot be downloaded."""
+
+
+class WeightsMismatchError(WeightsUnavailableError):
+    """A weights file was found but is not the expected one: wrong checksum, or parameters that do not fit."""

@@ -1,0 +1,518 @@
+"""Build an encoder from its registry entry and fill it with weights: :func:`create_encoder`.
+
+Every architecture is built locally (``timm.create_model(..., pretrained=False)`` or a torchvision constructor
+without weights), so building never touches the network; weights come from :mod:`eosin.models._weights`.
+Checkpoints in other libraries' layouts (Hugging Face transformers, open_clip, CONCH, CTransPath, KimiaNet) are
+converted to the built model's parameter names here, then loaded strictly.
+
+Tiny models
+-----------
+``create_encoder(name, weights=None, tiny=True)`` builds the same architecture family at a toy width so that tests
+can run every entry in milliseconds: ViTs get ``embed_dim=32, depth=1, num_heads=2`` (their input size and patch
+size stay), Swin gets ``embed_dim=32`` with one block per stage, CLIP projections and CONCH poolers 16 outputs.
+CNNs keep their architecture (they are small already). The tiny embedding size follows the entry's pooling rule
+(``cls+mean`` doubles the width) and is reported by :attr:`Encoder.embedding_dim`. Any keyword argument given to
+:func:`create_encoder` is passed on to the builder after the tiny settings (e.g. ``depth=2``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from eosin.errors import UsageError, WeightsMismatchError
+from eosin.models._registry import EncoderSpec, get_spec
+from eosin.models._weights import read_state_dict, resolve_weights
+
+__all__ = ["Encoder", "create_encoder"]
+
+_TOKEN_POOLINGS = ("cls", "cls+mean", "mean")
+_VIT_LOADERS = ("hf_vit", "hf_dinov2", "hf_clip", "hf_siglip", "open_clip", "conch")
+_TINY_VIT = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+
+
+class Encoder(nn.Module):
+    """A tile encoder: normalized images ``(N, 3, H, W)`` float in, embeddings ``(N, embedding_dim)`` out.
+
+    Attributes
+    ----------
+    spec
+        The registry entry it was built from.
+    model
+        The underlying network (timm or torchvision module).
+    embedding_dim
+        Length of one output vector (``spec.embedding_dim`` unless built tiny or with overrides).
+    input_size
+        Side in pixels of the square input the model expects.
+    """
+
+    def __init__(self, spec: EncoderSpec, model: nn.Module, *, embedding_dim: int, input_size: int):
+        super().__init__()
+        self.spec = spec
+        self.model = model
+        self.embedding_dim = embedding_dim
+        self.input_size = input_size
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """What inputs must look like: ``input_size`` (px), ``mean``/``std`` (on 0-1 RGB), ``native_mpp``."""
+        return {
+            "input_size": self.input_size,
+            "mean": self.spec.mean,
+            "std": self.spec.std,
+            "native_mpp": self.spec.native_mpp,
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed a batch of normalized images ``(N, 3, H, W)`` into ``(N, embedding_dim)``."""
+        pooling = self.spec.pooling
+        if pooling not in _TOKEN_POOLINGS:
+            return self.model(x)
+        tokens = self.model.forward_features(x)
+        prefix = self.model.num_prefix_tokens
+        if pooling == "cls":
+            return tokens[:, 0]
+        patches = tokens[:, prefix:].mean(dim=1)
+        return patches if pooling == "mean" else torch.cat([tokens[:, 0], patches], dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"name={self.spec.name!r}, embedding_dim={self.embedding_dim}, input_size={self.input_size}"
+
+
+def create_encoder(
+    name: str | EncoderSpec,
+    *,
+    weights: str | os.PathLike[str] | None = "hub",
+    device: str | torch.device = "cpu",
+    tiny: bool = False,
+    **overrides: Any,
+) -> Encoder:
+    """Build the encoder registered as ``name``, with its weights, in eval mode on ``device``.
+
+    Parameters
+    ----------
+    name
+        Registry name (see :func:`eosin.models.list_encoders`) or an :class:`EncoderSpec`.
+    weights
+        ``"hub"`` (default): the local copy or the Hugging Face hub (see :mod:`eosin.models._weights` for the
+        search order and offline rules); a path to a weights file or a folder holding it; ``None`` for random
+        weights (tests, benchmarks).
+    device
+        Where the model lives.
+    tiny
+        Build a toy-width version of the architecture (see the module docstring); for tests.
+    **overrides
+        Builder keyword arguments replacing the entry's (e.g. ``depth=2``, ``img_size=512``).
+
+    Returns
+    -------
+    Encoder
+        In eval mode; ``encoder(x)`` maps ``(N, 3, S, S)`` normalized images to ``(N, embedding_dim)``.
+
+    Raises
+    ------
+    UnknownNameError
+        No encoder of that name.
+    WeightsUnavailableError
+        The weights cannot be found offline nor downloaded; the message names the hub id and where to put them.
+    WeightsMismatchError
+        The weights file has the wrong checksum or parameters that do not fit the architecture.
+
+    Examples
+    --------
+    >>> enc = create_encoder("uni", weights=None, tiny=True)
+    >>> enc(torch.zeros(2, 3, 224, 224)).shape
+    torch.Size([2, 32])
+    """
+    spec = get_spec(name)
+    path = resolve_weights(spec, weights)
+    kwargs = {**spec.arch_kwargs, **_tiny_kwargs(spec, tiny), **overrides}
+    model, embedding_dim = _build(spec, kwargs)
+    if path is not None:
+        _load(spec, model, read_state_dict(path), path)
+    input_size = kwargs.get("img_size", spec.input_size)
+    return Encoder(spec, model, embedding_dim=embedding_dim, input_size=input_size).eval().to(device)
+
+
+# --- building --------------------------------------------------------------------------------------------------------
+def _is_vit(spec: EncoderSpec) -> bool:
+    return spec.loader in _VIT_LOADERS or (spec.loader == "timm" and spec.architecture.startswith("vit_"))
+
+
+def _tiny_kwargs(spec: EncoderSpec, tiny: bool) -> dict[str, Any]:
+    if not tiny:
+        return {}
+    if _is_vit(spec):
+        extra = {key: 16 for key in ("proj_dim", "pool_dim") if key in spec.arch_kwargs}
+        return {**_TINY_VIT, **extra}
+    if spec.loader == "ctranspath":
+        return {"embed_dim": 32, "depths": (1, 1, 1, 1), "num_heads": (2, 2, 2, 2)}
+    return {}
+
+
+def _layer(name: str) -> Any:
+    import timm.layers
+
+    table = {
+        "swiglu_packed": timm.layers.SwiGLUPacked,
+        "silu": nn.SiLU,
+        "gelu": nn.GELU,
+        "gelu_tanh": partial(nn.GELU, approximate="tanh"),
+    }
+    if name not in table:
+        raise UsageError(
+            f"unknown layer name {name!r} in an encoder's arch_kwargs.", fix=f"use one of {sorted(table)}"
+        )
+    return table[name]
+
+
+def _timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in kwargs.items() if k not in ("proj_dim", "pool_dim", "pool_version", "norm_eps")}
+    for key in ("mlp_layer", "act_layer"):
+        if isinstance(out.get(key), str):
+            out[key] = _layer(out[key])
+    if "norm_eps" in kwargs:
+        out["norm_layer"] = partial(nn.LayerNorm, eps=kwargs["norm_eps"])
+    return out
+
+
+def _build(spec: EncoderSpec, kwargs: dict[str, Any]) -> tuple[nn.Module, int]:
+    """The network for ``spec`` (random weights) and the length of the vector the encoder returns."""
+    import timm
+
+    if spec.loader in ("torchvision", "kimianet"):
+        return _build_torchvision(spec.architecture, kwargs)
+    if spec.loader == "ctranspath":
+        model = timm.create_model(
+            spec.architecture, pretrained=False, num_classes=0, embed_layer=ConvStem, **_timm_kwargs(kwargs)
+        )
+        return model, model.num_features
+    if spec.loader == "conch":
+        trunk = timm.create_model(spec.architecture, pretrained=False, num_classes=0, **_timm_kwargs(kwargs))
+        pool_cls = AttentionalPoolerV1 if kwargs["pool_version"] == 1 else AttentionalPoolerV15
+        pooler = pool_cls(kwargs["pool_dim"], trunk.num_features, n_head=8)
+        return ConchImageTower(trunk, pooler), kwargs["pool_dim"]
+    if spec.pooling == "proj":  # CLIP image towers: the head is the image projection
+        model = timm.create_model(
+            spec.architecture, pretrained=False, num_classes=kwargs["proj_dim"], **_timm_kwargs(kwargs)
+        )
+        return model, kwargs["proj_dim"]
+    model = timm.create_model(spec.architecture, pretrained=False, num_classes=0, **_timm_kwargs(kwargs))
+    width = model.num_features
+    return model, 2 * width if spec.pooling == "cls+mean" else width
+
+
+def _build_torchvision(architecture: str, kwargs: dict[str, Any]) -> tuple[nn.Module, int]:
+    import torchvision
+
+    model = torchvision.models.get_model(architecture, weights=None, **kwargs)
+    for attr in ("fc", "classifier", "head"):
+        head = getattr(model, attr, None)
+        if isinstance(head, nn.Linear):
+            setattr(model, attr, nn.Identity())
+            return model, head.in_features
+    raise UsageError(f"torchvision model {architecture!r} has no linear head to remove.")
+
+
+class ConvStem(nn.Module):
+    """CTransPath's patch embedding: two stride-2 3x3 conv-BN-ReLU stages and a 1x1 conv (4x downsampling).
+
+    Parameter names follow the CTransPath release (``proj.0`` ... ``proj.6``, ``norm``); the output is NHWC, as
+    timm's Swin expects.
+    """
+
+    def __init__(self, img_size=224, patch_size=4, in_chans=3, embed_dim=96, norm_layer=None, **_: Any):
+        super().__init__()
+        if patch_size != 4 or embed_dim % 8:
+            raise UsageError("ConvStem needs patch_size 4 and an embed_dim divisible by 8.")
+        layers: list[nn.Module] = []
+        channels_in, channels_out = in_chans, embed_dim // 8
+        for _stage in range(2):
+            layers += [
+                nn.Conv2d(channels_in, channels_out, kernel_size=3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(channels_out),
+                nn.ReLU(inplace=True),
+            ]
+            channels_in, channels_out = channels_out, channels_out * 2
+        layers.append(nn.Conv2d(channels_in, embed_dim, kernel_size=1))
+        self.proj = nn.Sequential(*layers)
+        self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+        size = img_size if isinstance(img_size, int) else img_size[0]
+        self.img_size = (size, size)
+        self.patch_size = (4, 4)
+        self.grid_size = (size // 4, size // 4)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class AttentionalPoolerV1(nn.Module):
+    """CONCH v1's attentional pooler: learned queries attend over the trunk's tokens (``nn.MultiheadAttention``)."""
+
+    def __init__(self, d_model: int, context_dim: int, *, n_head: int = 8, n_queries: int = 1):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(n_queries, d_model))
+        self.attn = nn.MultiheadAttention(d_model, n_head, kdim=context_dim, vdim=context_dim)
+        self.ln_q = nn.LayerNorm(d_model)
+        self.ln_k = nn.LayerNorm(context_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln_k(x).permute(1, 0, 2)  # (tokens, N, C)
+        q = self.ln_q(self.query).unsqueeze(1).expand(-1, x.shape[1], -1)
+        return self.attn(q, x, x, need_weights=False)[0].permute(1, 0, 2)
+
+
+class AttentionalPoolerV15(nn.Module):
+    """CONCH v1.5's attentional pooler: the same idea with bias-free q/kv/out projections (``to_q``, ``to_kv``)."""
+
+    def __init__(self, d_model: int, context_dim: int, *, n_head: int = 8, n_queries: int = 1):
+        super().__init__()
+        self.heads = n_head
+        self.query = nn.Parameter(torch.randn(n_queries, d_model))
+        self.ln_k = nn.LayerNorm(context_dim)
+        self.ln_q = nn.LayerNorm(d_model)
+        self.to_q = nn.Linear(d_model, d_model, bias=False)
+        self.to_kv = nn.Linear(context_dim, 2 * d_model, bias=False)
+        self.to_out = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        q = self.to_q(self.ln_q(self.query)).expand(n, -1, -1)
+        k, v = self.to_kv(self.ln_k(x)).chunk(2, dim=-1)
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
+        out = nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).flatten(2))
+
+
+class ConchImageTower(nn.Module):
+    """CONCH image encoder without the contrastive projection: trunk tokens -> attentional pooler -> LayerNorm."""
+
+    def __init__(self, trunk: nn.Module, pooler: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+        self.attn_pool_contrast = pooler
+        self.ln_contrast = nn.LayerNorm(pooler.query.shape[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln_contrast(self.attn_pool_contrast(self.trunk.forward_features(x))[:, 0])
+
+
+# --- loading ---------------------------------------------------------------------------------------------------------
+def _load(spec: EncoderSpec, model: nn.Module, state: dict[str, Any], path: Path) -> None:
+    state = _convert(spec, state, model)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    reshaped = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or reshaped:
+        raise WeightsMismatchError(
+            f"the weights do not fit {spec.name!r} ({spec.architecture}): {len(missing)} missing parameters "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(reshaped)} of "
+            f"another shape (e.g. {reshaped[:3]}).",
+            path=path,
+            fix=f"pass the weights of {spec.hub_id or spec.name}, or the matching encoder name",
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _convert(spec: EncoderSpec, state: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """``state`` renamed (and reshaped) to the built model's parameter names."""
+    loader = spec.loader
+    if loader == "timm":
+        state = _strip(state, ("module.", "model."), model)
+    elif loader in ("torchvision", "kimianet"):
+        state = _from_torchvision(state, model)
+    elif loader == "open_clip":
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        state = checkpoint_filter_fn(state, model)
+    elif loader in ("hf_vit", "hf_dinov2"):
+        state = _from_hf_vit(state)
+    elif loader in ("hf_clip", "hf_siglip"):
+        state = _from_hf_clip(state)
+    elif loader == "conch":
+        state = {k.removeprefix("visual."): v for k, v in state.items()}
+        state = {
+            k: v
+            for k, v in state.items()
+            if k.split(".")[0] in ("trunk", "attn_pool_contrast", "ln_contrast")
+        }
+        state = {
+            **{k: v for k, v in state.items() if not k.startswith("trunk.")},
+            **{f"trunk.{k}": v for k, v in _fit_prefix_tokens(_sub(state, "trunk."), model.trunk).items()},
+        }
+        return state
+    elif loader == "ctranspath":
+        from timm.models.swin_transformer import checkpoint_filter_fn
+
+        state = {k: v for k, v in state.items() if not k.endswith(("attn_mask", "relative_position_index"))}
+        state = {k: v for k, v in checkpoint_filter_fn(state, model).items() if not k.startswith("head.")}
+    if _is_vit(spec):
+        state = _fit_prefix_tokens(state, model)
+    return state
+
+
+def _sub(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _strip(state: dict[str, Any], prefixes: tuple[str, ...], model: nn.Module) -> dict[str, Any]:
+    """Drop wrapper prefixes (DataParallel ``module.``, ...) when the model's own names do not have them."""
+    own = set(model.state_dict())
+    for prefix in prefixes:
+        if state and all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in own):
+            state = _sub(state, prefix)
+    return state
+
+
+def _fit_prefix_tokens(state: dict[str, Any], vit: nn.Module) -> dict[str, Any]:
+    """Position embeddings brought to the model's grid and prefix-token convention.
+
+    A checkpoint whose class token has a position (DINOv2 with registers as transformers stores it) loaded into a
+    timm model without one (``no_embed_class``) gets that position folded into the class token; a checkpoint
+    trained at another input size (CONCH v1.5's trunk) is resampled (bicubic, as timm does).
+    """
+    pos = state.get("pos_embed")
+    if pos is None or not hasattr(vit, "pos_embed") or pos.shape == vit.pos_embed.shape:
+        return state
+    from timm.layers import resample_abs_pos_embed
+
+    state = dict(state)
+    own_prefix = 0 if getattr(vit, "no_embed_class", False) else vit.num_prefix_tokens
+    grid = vit.patch_embed.grid_size
+    ckpt_prefix = pos.shape[1] - round(pos.shape[1] ** 0.5) ** 2
+    if ckpt_prefix and not own_prefix and "cls_token" in state:
+        state["cls_token"] = state["cls_token"] + pos[:, :ckpt_prefix][:, :1]
+        pos = pos[:, ckpt_prefix:]
+        ckpt_prefix = 0
+    if ckpt_prefix != own_prefix:
+        raise WeightsMismatchError(
+            f"position embeddings with {ckpt_prefix} prefix token(s) do not fit a model expecting {own_prefix}."
+        )
+    state["pos_embed"] = resample_abs_pos_embed(
+        pos, new_size=list(grid), num_prefix_tokens=own_prefix, verbose=False
+    )
+    return state
+
+
+def _from_torchvision(state: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """torchvision names, with wrapper prefixes and the classifier removed and old DenseNet names updated."""
+    state = _strip(state, ("module.", "model."), model)
+    if any(k.startswith("0.") for k in state):  # KimiaNet: nn.Sequential(densenet.features, ...)
+        state = {f"features.{k[2:]}": v for k, v in state.items() if k.startswith("0.")}
+    # torchvision's own fix for DenseNet checkpoints saved before its layer renaming ("norm.1" -> "norm1")
+    pattern = re.compile(
+        r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    )
+    out = {}
+    for key, value in state.items():
+        match = pattern.match(key)
+        out[match.group(1) + match.group(2) if match else key] = value
+    return {k: v for k, v in out.items() if not k.startswith(("fc.", "classifier.", "head."))}
+
+
+_HF_BLOCK = {
+    "layernorm_before": "norm1",
+    "norm1": "norm1",
+    "layer_norm1": "norm1",
+    "layernorm_after": "norm2",
+    "norm2": "norm2",
+    "layer_norm2": "norm2",
+    "attention.output.dense": "attn.proj",
+    "self_attn.out_proj": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+    "layer_scale1.lambda1": "ls1.gamma",
+    "layer_scale2.lambda1": "ls2.gamma",
+}
+
+
+def _hf_blocks(state: dict[str, Any], layer_prefix: str) -> dict[str, Any]:
+    """Transformer blocks from transformers' names (``encoder.layer(s).<i>.``) to timm's (``blocks.<i>.``)."""
+    out: dict[str, Any] = {}
+    qkv: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, value in state.items():
+        if not key.startswith(layer_prefix):
+            continue
+        index, rest = key[len(layer_prefix) :].split(".", 1)
+        leaf, kind = rest.rsplit(".", 1) if rest.endswith((".weight", ".bias")) else (rest, "")
+        part = re.search(
+            r"(?:attention\.attention\.|self_attn\.)(query|key|value|q_proj|k_proj|v_proj)$", leaf
+        )
+        if part:
+            qkv.setdefault((index, kind), {})[part.group(1)[0]] = value
+            continue
+        if leaf not in _HF_BLOCK:
+            raise WeightsMismatchError(f"unexpected transformers parameter {key!r} in the checkpoint.")
+        out[f"blocks.{index}.{_HF_BLOCK[leaf]}" + (f".{kind}" if kind else "")] = value
+    for (index, kind), parts in qkv.items():
+        out[f"blocks.{index}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return out
+
+
+def _from_hf_vit(state: dict[str, Any]) -> dict[str, Any]:
+    """A transformers ViTModel / Dinov2Model (with or without registers) as timm VisionTransformer parameters."""
+    for prefix in ("vit.", "dinov2.", "model."):
+        if any(k.startswith(prefix + "embeddings.") for k in state):
+            state = _sub(state, prefix)
+    names = {
+        "embeddings.cls_token": "cls_token",
+        "embeddings.position_embeddings": "pos_embed",
+        "embeddings.register_tokens": "reg_token",
+        "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+        "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+        "layernorm.weight": "norm.weight",
+        "layernorm.bias": "norm.bias",
+    }
+    out = {new: state[old] for old, new in names.items() if old in state}
+    return {**out, **_hf_blocks(state, "encoder.layer.")}
+
+
+def _from_hf_clip(state: dict[str, Any]) -> dict[str, Any]:
+    """The image tower of a transformers CLIPModel / SiglipModel as timm VisionTransformer parameters."""
+    vision = (
+        _sub(state, "vision_model.") if any(k.startswith("vision_model.") for k in state) else dict(state)
+    )
+    out: dict[str, Any] = {}
+    if "embeddings.class_embedding" in vision:
+        out["cls_token"] = vision["embeddings.class_embedding"].reshape(1, 1, -1)
+    out["pos_embed"] = vision["embeddings.position_embedding.weight"].unsqueeze(0)
+    out["patch_embed.proj.weight"] = vision["embeddings.patch_embedding.weight"]
+    if "embeddings.patch_embedding.bias" in vision:
+        out["patch_embed.proj.bias"] = vision["embeddings.patch_embedding.bias"]
+    for old, new in (("pre_layrnorm", "norm_pre"), ("post_layernorm", "norm")):
+        for kind in ("weight", "bias"):
+            if f"{old}.{kind}" in vision:
+                out[f"{new}.{kind}"] = vision[f"{old}.{kind}"]
+    out.update(_hf_blocks(vision, "encoder.layers."))
+    if "visual_projection.weight" in state:  # CLIP: bias-free projection into the joint space
+        proj = state["visual_projection.weight"]
+        out["head.weight"], out["head.bias"] = proj, torch.zeros(proj.shape[0], dtype=proj.dtype)
+    head = _sub(vision, "head.")
+    if head:  # SigLIP: multihead attention pooling
+        width = head["probe"].shape[-1]
+        out["attn_pool.latent"] = head["probe"]
+        out["attn_pool.q.weight"], out["attn_pool.kv.weight"] = head["attention.in_proj_weight"].split(
+            [width, 2 * width]
+        )
+        out["attn_pool.q.bias"], out["attn_pool.kv.bias"] = head["attention.in_proj_bias"].split(
+            [width, 2 * width]
+        )
+        for old, new in (
+            ("attention.out_proj", "proj"),
+            ("layernorm", "norm"),
+            ("mlp.fc1", "mlp.fc1"),
+            ("mlp.fc2", "mlp.fc2"),
+        ):
+            for kind in ("weight", "bias"):
+                out[f"attn_pool.{new}.{kind}"] = head[f"{old}.{kind}"]
+    return out

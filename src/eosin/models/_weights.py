@@ -1,0 +1,241 @@
+"""Where an encoder's weights file comes from, checked, and read into a state dict.
+
+Resolution order for ``weights="hub"`` (the default of :func:`eosin.models.create_encoder`):
+
+1. ``$EOSIN_HOME/models/<name>/<file>`` — a file placed there by hand (``EOSIN_HOME`` defaults to
+   ``~/.cache/eosin``);
+2. the Hugging Face cache (``HF_HUB_CACHE``, or ``HF_HOME/hub``, default ``~/.cache/huggingface/hub``), read with
+   ``local_files_only`` so nothing goes over the network;
+3. a download from the hub (or the entry's URL for torchvision weights), unless ``HF_HUB_OFFLINE=1`` or
+   ``EOSIN_OFFLINE=1``;
+4. otherwise :class:`~eosin.errors.WeightsUnavailableError`, naming the hub id, whether it is gated, and where to
+   put the file.
+
+An explicit path (file, or folder holding the file) is used as it is. Known SHA-256 sums are checked either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from eosin._settings import cache_dir
+from eosin.errors import WeightsMismatchError, WeightsUnavailableError
+from eosin.models._registry import EncoderSpec
+
+__all__ = ["is_offline", "local_weights_dir", "read_state_dict", "resolve_weights", "verify_sha256"]
+
+#: file names tried, in order, inside a folder given as weights when the entry names no file found there
+_FOLDER_CANDIDATES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
+
+
+def is_offline() -> bool:
+    """Whether downloads are forbidden (``HF_HUB_OFFLINE`` or ``EOSIN_OFFLINE`` set to 1/true/yes/on)."""
+    return any(
+        os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
+        for var in ("HF_HUB_OFFLINE", "EOSIN_OFFLINE")
+    )
+
+
+def local_weights_dir(spec: EncoderSpec) -> Path:
+    """The folder where a hand-placed weights file for ``spec`` is looked for: ``$EOSIN_HOME/models/<name>``."""
+    return cache_dir() / "models" / spec.name
+
+
+def _file_name(spec: EncoderSpec) -> str | None:
+    if spec.weights_file:
+        return spec.weights_file
+    if spec.weights_url:
+        return spec.weights_url.rsplit("/", 1)[-1]
+    return None
+
+
+def resolve_weights(spec: EncoderSpec, weights: str | os.PathLike[str] | None) -> Path | None:
+    """The local weights file for ``spec``: ``None`` for random weights, else a path that exists.
+
+    Parameters
+    ----------
+    spec
+        The registry entry.
+    weights
+        ``None`` (random initialisation), ``"hub"`` (see the module docstring for the search order), or a path to
+        a weights file or to a folder holding it.
+
+    Raises
+    ------
+    WeightsUnavailableError
+        The file cannot be found locally and cannot (or may not) be downloaded.
+    WeightsMismatchError
+        The file's SHA-256 differs from the one the entry records.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights == "hub":
+        path = _from_cache_or_download(spec)
+    else:
+        path = _from_path(spec, Path(weights).expanduser())
+    if spec.weights_sha256:
+        verify_sha256(path, spec.weights_sha256)
+    return path
+
+
+def _from_path(spec: EncoderSpec, path: Path) -> Path:
+    if path.is_file():
+        return path
+    if path.is_dir():
+        names = [n for n in (_file_name(spec), *_FOLDER_CANDIDATES) if n]
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+        if len(found) == 1:
+            return found[0]
+        raise WeightsUnavailableError(
+            f"no weights file for {spec.name!r} in this folder (looked for {', '.join(names)}).",
+            path=path,
+            fix=f"put the {_file_name(spec) or 'weights'} file there, or pass the file itself",
+        )
+    raise WeightsUnavailableError(
+        "no such weights file or folder.", path=path, fix="check the path given as weights (--weights)"
+    )
+
+
+def _from_cache_or_download(spec: EncoderSpec) -> Path:
+    name = _file_name(spec)
+    if name and (local_weights_dir(spec) / name).is_file():
+        return local_weights_dir(spec) / name
+    if spec.hub_id and name:
+        cached = _hf_download(spec, name, local_files_only=True)
+        if cached is not None:
+            return cached
+        if not is_offline():
+            downloaded = _hf_download(spec, name, local_files_only=False)
+            if downloaded is not None:
+                return downloaded
+    elif spec.weights_url and not is_offline():
+        return _url_download(spec)
+    raise _unavailable(spec)
+
+
+def _hf_cache_dir() -> str | None:
+    """The hub cache folder as the environment says now (huggingface_hub reads it only at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None
+
+
+def _hf_download(spec: EncoderSpec, filename: str, *, local_files_only: bool) -> Path | None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        return Path(
+            hf_hub_download(
+                spec.hub_id, filename, cache_dir=_hf_cache_dir(), local_files_only=local_files_only
+            )
+        )
+    except LocalEntryNotFoundError:
+        return None  # not cached, or no network: the caller decides
+    except (GatedRepoError, RepositoryNotFoundError) as exc:
+        raise _unavailable(
+            spec, reason=f"the hub refused access to {spec.hub_id} ({type(exc).__name__})."
+        ) from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise _unavailable(spec, reason=f"downloading {spec.hub_id}/{filename} failed: {exc}.") from exc
+
+
+def _url_download(spec: EncoderSpec) -> Path:
+    import urllib.request
+
+    target = local_weights_dir(spec) / _file_name(spec)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    try:
+        with urllib.request.urlopen(spec.weights_url, timeout=60) as response, open(partial, "wb") as fh:
+            while chunk := response.read(1 << 20):
+                fh.write(chunk)
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise _unavailable(spec, reason=f"downloading {spec.weights_url} failed: {exc}.") from exc
+    return target
+
+
+def _unavailable(spec: EncoderSpec, *, reason: str | None = None) -> WeightsUnavailableError:
+    name = _file_name(spec) or "<weights file>"
+    place = local_weights_dir(spec) / name
+    if spec.hub_id:
+        source = f"hub repository {spec.hub_id} (file {name})"
+    elif spec.weights_url:
+        source = spec.weights_url
+    else:
+        source = "the authors (the weights are not on the Hugging Face hub)"
+    message = reason or f"the weights of {spec.name!r} are not available offline."
+    message += f" They come from {source}."
+    if spec.gated:
+        message += (
+            f" Access is gated: accept the licence on https://huggingface.co/{spec.hub_id} and log in with "
+            "`huggingface-cli login` (or set HF_TOKEN) before downloading."
+        )
+    fixes = [f"place the file at {place}", "pass its path as weights (--weights PATH)"]
+    if spec.hub_id:
+        fixes.insert(
+            0, f"run once online (without HF_HUB_OFFLINE) to fill the Hugging Face cache from {spec.hub_id}"
+        )
+    return WeightsUnavailableError(message, fix="; or ".join(fixes))
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise :class:`WeightsMismatchError` unless the SHA-256 of ``path`` starts with ``expected`` (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if not actual.startswith(expected.lower()):
+        raise WeightsMismatchError(
+            f"SHA-256 is {actual[: max(len(expected), 16)]}..., expected {expected}...: the file is damaged or "
+            "not these weights.",
+            path=path,
+            fix="download the file again (delete it first) or pass the right file",
+        )
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """The tensors in a weights file (safetensors, or a PyTorch pickle read with ``weights_only``).
+
+    Checkpoints that wrap the weights (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped.
+    """
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except Exception as exc:  # safetensors raises its own error types for damaged headers
+            raise WeightsMismatchError(f"not a readable safetensors file ({exc}).", path=path) from exc
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip, ...
+        raise WeightsMismatchError(
+            f"not a readable PyTorch weights file ({type(exc).__name__}: {exc}).",
+            path=path,
+            fix="download it again, or convert it to .safetensors",
+        ) from exc
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsMismatchError("the file holds no state dict.", path=path)
+    return state

@@ -1,0 +1,328 @@
+"""Encoders built from the registry: shapes of every entry, and weights loaded through the real code paths.
+
+Checkpoints are made here, tiny, in each loader's own format (timm's hub folder, a Hugging Face cache, torchvision
+state dicts, transformers ``save_pretrained`` folders, open_clip state dicts) and must give the same outputs as the
+model they were saved from. transformers and open_clip serve as oracles for the converted layouts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import open_clip  # test-only oracle
+import pytest
+import torch
+import transformers  # test-only oracle
+
+from eosin.errors import UnknownNameError, WeightsMismatchError, WeightsUnavailableError
+from eosin.models import create_encoder, get_spec, list_encoders
+
+pytestmark = pytest.mark.torch
+
+CNN_LOADERS = ("torchvision", "kimianet")
+
+
+def _x(size: int, n: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path, monkeypatch):
+    """No test sees the user's caches or the network: empty EOSIN_HOME and hub cache, offline."""
+    monkeypatch.setenv("EOSIN_HOME", str(tmp_path / "eosin_home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+# --- conformance over the whole registry ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list_encoders())
+def test_full_size_output_matches_registry_embedding_dim(name):
+    """The real architecture (built on the meta device: shapes only, no memory) returns spec.embedding_dim."""
+    spec = get_spec(name)
+    with torch.device("meta"):
+        encoder = create_encoder(name, weights=None, device="meta")
+        out = encoder(torch.empty(1, 3, spec.input_size, spec.input_size))
+    assert tuple(out.shape) == (1, spec.embedding_dim) == (1, encoder.embedding_dim)
+
+
+@pytest.mark.parametrize("name", list_encoders())
+def test_tiny_encoder_runs_with_the_tiny_width_rule(name):
+    spec = get_spec(name)
+    encoder = create_encoder(name, weights=None, tiny=True)
+    size = 64 if spec.loader in CNN_LOADERS or name.startswith("efficientnet") else spec.input_size
+    with torch.inference_mode():
+        out = encoder(_x(size))
+    if spec.pooling in ("proj", "attn"):
+        expected = 16
+    elif spec.loader in CNN_LOADERS or name.startswith("efficientnet"):
+        expected = spec.embedding_dim  # CNNs are not shrunk
+    elif spec.loader == "ctranspath":
+        expected = 32 * 8  # Swin doubles its width in each of the 3 merges
+    else:
+        expected = 32 * (2 if spec.pooling == "cls+mean" else 1)
+    assert out.shape == (2, expected) and encoder.embedding_dim == expected
+    assert torch.isfinite(out).all() and not encoder.training
+    assert encoder.preprocess == {
+        "input_size": spec.input_size,
+        "mean": spec.mean,
+        "std": spec.std,
+        "native_mpp": spec.native_mpp,
+    }
+
+
+def test_parameter_counts_match_the_published_sizes():
+    """Full-size architectures (meta device) have the parameter counts the papers and cards state."""
+    published = {
+        "uni": 303e6,
+        "virchow": 631e6,
+        "prov-gigapath": 1134e6,
+        "h-optimus-0": 1134e6,
+        "uni2-h": 681e6,
+    }
+    for name, count in published.items():
+        with torch.device("meta"):
+            model = create_encoder(name, weights=None, device="meta")
+        assert sum(p.numel() for p in model.parameters()) == pytest.approx(count, rel=0.01), name
+
+
+# --- timm: hub folder, HF cache, EOSIN_HOME -------------------------------------------------------------------------
+def test_timm_hub_folder_loads_to_identical_outputs(tmp_path):
+    from timm.models import save_for_hf
+
+    source = create_encoder("uni", weights=None, tiny=True)
+    save_for_hf(
+        source.model, tmp_path / "uni", safe_serialization=True
+    )  # timm's own hub layout: config.json + model.safetensors
+    assert {p.name for p in (tmp_path / "uni").iterdir()} >= {"config.json", "model.safetensors"}
+    loaded = create_encoder("uni", weights=tmp_path / "uni", tiny=True)
+    with torch.inference_mode():
+        _close(loaded(_x(224)), source(_x(224)))
+
+
+def _fake_hf_cache(root, repo_id: str, filename: str, state: dict) -> None:
+    """A Hugging Face hub cache holding one file, laid out as huggingface_hub writes it."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    torch.save(state, snapshot / filename)
+
+
+def test_weights_from_the_hub_cache_offline(tmp_path):
+    source = create_encoder("virchow2", weights=None, tiny=True)
+    _fake_hf_cache(tmp_path / "hf_cache", "paige-ai/Virchow2", "pytorch_model.bin", source.model.state_dict())
+    loaded = create_encoder("virchow2", tiny=True)  # weights="hub", HF_HUB_OFFLINE=1
+    with torch.inference_mode():
+        out = loaded(_x(224))
+        _close(out, source(_x(224)))
+    assert out.shape == (2, 64)  # class token + mean patch token
+
+
+def test_weights_placed_in_eosin_home(tmp_path):
+    from safetensors.torch import save_file
+
+    source = create_encoder("lunit-dino", weights=None, tiny=True)
+    folder = tmp_path / "eosin_home" / "models" / "lunit-dino"
+    folder.mkdir(parents=True)
+    save_file(source.model.state_dict(), folder / "model.safetensors")
+    with torch.inference_mode():
+        _close(create_encoder("lunit-dino", tiny=True)(_x(224)), source(_x(224)))
+
+
+def test_missing_weights_offline_name_the_hub_id_and_the_gate():
+    with pytest.raises(WeightsUnavailableError) as info:
+        create_encoder("uni2-h", tiny=True)
+    message = str(info.value)
+    assert "MahmoodLab/UNI2-h" in message and "gated" in message and "huggingface-cli login" in message
+    assert "models/uni2-h/pytorch_model.bin" in message and "--weights" in message
+
+
+def test_missing_url_weights_offline_name_the_url():
+    with pytest.raises(WeightsUnavailableError, match="resnet18-f37072fd.pth"):
+        create_encoder("resnet18")
+
+
+def test_bad_weights_path_and_unknown_name(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="no such weights file"):
+        create_encoder("uni", weights=tmp_path / "nope.bin", tiny=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsUnavailableError, match="no weights file"):
+        create_encoder("uni", weights=tmp_path / "empty", tiny=True)
+    with pytest.raises(UnknownNameError, match="Did you mean 'phikon-v2'"):
+        create_encoder("phikon-v3", weights=None)
+
+
+# --- torchvision, checksums, mismatched files -----------------------------------------------------------------------
+def _torchvision_resnet18():
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_torchvision_state_dict_loads_to_identical_outputs(tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    reference = _torchvision_resnet18()
+    path = tmp_path / f"resnet18{suffix}"
+    state = reference.state_dict()
+    torch.save(state, path) if suffix == ".pth" else save_file(state, path)
+    spec = dataclasses.replace(get_spec("resnet18"), weights_sha256=None)  # the real sum is of the real file
+    encoder = create_encoder(spec, weights=path)
+    reference.fc = torch.nn.Identity()
+    with torch.inference_mode():
+        _close(encoder(_x(64)), reference(_x(64)))
+
+
+def test_checksum_mismatch_is_a_typed_error(tmp_path):
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(_torchvision_resnet18().state_dict(), path)
+    with pytest.raises(WeightsMismatchError, match="SHA-256"):
+        create_encoder("resnet18", weights=path)  # the registry knows the real file's sum prefix
+    import hashlib
+
+    good = hashlib.sha256(path.read_bytes()).hexdigest()
+    create_encoder(dataclasses.replace(get_spec("resnet18"), weights_sha256=good), weights=path)
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(_torchvision_resnet18().state_dict(), path)
+    with pytest.raises(WeightsMismatchError, match="do not fit 'resnet50'"):
+        create_encoder(dataclasses.replace(get_spec("resnet50"), weights_sha256=None), weights=path)
+    (tmp_path / "junk.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsMismatchError, match="not a readable PyTorch weights file"):
+        create_encoder("uni", weights=tmp_path / "junk.bin", tiny=True)
+
+
+def test_kimianet_sequential_checkpoint_loads(tmp_path):
+    """KimiaNet's PyTorch port saves nn.Sequential(densenet121.features, ...) behind DataParallel's prefix."""
+    import torchvision
+
+    torch.manual_seed(0)
+    densenet = torchvision.models.densenet121(weights=None).eval()
+    wrapped = torch.nn.Sequential(densenet.features, torch.nn.Linear(1024, 30))
+    torch.save(
+        {f"module.{k}": v for k, v in wrapped.state_dict().items()}, tmp_path / "KimiaNetPyTorchWeights.pth"
+    )
+    encoder = create_encoder("kimianet", weights=tmp_path)
+    densenet.classifier = torch.nn.Identity()
+    with torch.inference_mode():
+        _close(encoder(_x(64)), densenet(_x(64)))
+
+
+# --- checkpoints in other libraries' layouts, checked against those libraries ---------------------------------------
+def _hf_vit_config(**extra):
+    return dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128, **extra)
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("phikon", lambda: transformers.ViTModel(transformers.ViTConfig(**_hf_vit_config(patch_size=16, layer_norm_eps=1e-12)), add_pooling_layer=False)),
+        ("phikon-v2", lambda: transformers.Dinov2Model(transformers.Dinov2Config(**_hf_vit_config(patch_size=16, image_size=224)))),
+        ("hibou-b", lambda: transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(**_hf_vit_config(patch_size=14, image_size=224, num_register_tokens=4)))),
+    ],
+)  # fmt: skip
+def test_transformers_vit_checkpoints_match_transformers(tmp_path, name, make):
+    torch.manual_seed(0)
+    reference = make().eval()
+    for param in reference.parameters():  # random non-trivial values everywhere (layer scales, norms)
+        param.data.normal_(0, 0.2)
+    reference.save_pretrained(tmp_path / name)
+    encoder = create_encoder(name, weights=tmp_path / name, tiny=True)
+    with torch.inference_mode():
+        expected = reference(pixel_values=_x(224)).last_hidden_state[:, 0]
+        _close(encoder(_x(224)), expected)
+
+
+def test_transformers_clip_checkpoint_matches_transformers(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.CLIPVisionConfig(
+        **_hf_vit_config(patch_size=32, image_size=224, hidden_act="quick_gelu", projection_dim=16)
+    )
+    reference = transformers.CLIPVisionModelWithProjection(config).eval()
+    reference.save_pretrained(tmp_path / "plip")
+    encoder = create_encoder("plip", weights=tmp_path / "plip", tiny=True)
+    with torch.inference_mode():
+        _close(encoder(_x(224)), reference(pixel_values=_x(224)).image_embeds)
+
+
+def test_transformers_siglip_checkpoint_matches_transformers(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.SiglipVisionConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=119,
+        patch_size=14,
+        image_size=448,
+    )
+    reference = transformers.SiglipVisionModel(config).eval()
+    reference.save_pretrained(tmp_path / "medsiglip")
+    encoder = create_encoder("medsiglip-448", weights=tmp_path / "medsiglip", tiny=True)
+    with torch.inference_mode():
+        _close(encoder(_x(448)), reference(pixel_values=_x(448)).pooler_output)
+
+
+def test_open_clip_checkpoint_matches_open_clip(tmp_path):
+    torch.manual_seed(0)
+    reference = open_clip.CLIP(
+        embed_dim=16,
+        vision_cfg=open_clip.CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=32, image_size=224),
+        text_cfg=open_clip.CLIPTextCfg(layers=1, width=32, heads=2, context_length=8, vocab_size=64),
+    ).eval()
+    torch.save(reference.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    encoder = create_encoder("quiltnet-b-32", weights=tmp_path, tiny=True)
+    with torch.inference_mode():
+        _close(encoder(_x(224)), reference.encode_image(_x(224)))
+
+
+def test_conch_pooler_matches_open_clip_and_checkpoint_layout_loads(tmp_path):
+    source = create_encoder("conch", weights=None, tiny=True)
+    pooler = source.model.attn_pool_contrast
+    oracle = open_clip.transformer.AttentionalPooler(
+        16, 32, n_head=8, n_queries=1, norm_layer=torch.nn.LayerNorm
+    )
+    oracle.load_state_dict(pooler.state_dict())
+    tokens = torch.randn(2, 50, 32)
+    with torch.inference_mode():
+        _close(pooler(tokens), oracle(tokens))
+    # a CONCH checkpoint: the whole CoCa model under visual.* / text.*, with heads eosin does not use
+    state = {f"visual.{k}": v for k, v in source.model.state_dict().items()}
+    state |= {"visual.proj_contrast": torch.randn(16, 16), "visual.ln_caption.weight": torch.ones(8)}
+    state |= {"text.token_embedding.weight": torch.randn(4, 8), "logit_scale": torch.tensor(1.0)}
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    loaded = create_encoder("conch", weights=tmp_path / "pytorch_model.bin", tiny=True)
+    with torch.inference_mode():
+        _close(loaded(_x(448)), source(_x(448)))
+
+
+def test_conch_v15_checkpoint_at_224_is_resampled_to_448(tmp_path):
+    source = create_encoder("conch-v1.5", weights=None, tiny=True)
+    at_224 = create_encoder("conch-v1.5", weights=None, tiny=True, img_size=224)
+    state = dict(source.model.state_dict())
+    state["trunk.pos_embed"] = at_224.model.trunk.pos_embed.detach()  # the release stores a 224-px grid
+    torch.save(state, tmp_path / "pytorch_model_vision.bin")
+    loaded = create_encoder("conch-v1.5", weights=tmp_path, tiny=True)
+    assert loaded.model.trunk.pos_embed.shape == source.model.trunk.pos_embed.shape == (1, 1 + 28 * 28, 32)
+    with torch.inference_mode():
+        assert loaded(_x(448)).shape == (2, 16)
+
+
+def test_ctranspath_hub_checkpoint_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    source = create_encoder("ctranspath", weights=None, tiny=True)
+    assert "patch_embed.proj.6.weight" in source.model.state_dict()  # CTransPath's convolutional stem
+    save_file(source.model.state_dict(), tmp_path / "model.safetensors")
+    loaded = create_encoder("ctranspath", weights=tmp_path, tiny=True)
+    with torch.inference_mode():
+        _close(loaded(_x(224)), source(_x(224)))

@@ -50,8 +50,13 @@ def test_entry_is_complete_and_consistent(spec: EncoderSpec):
 def test_pooling_and_dimensions_follow_the_model_cards():
     dims = {s.name: s.embedding_dim for s in SPECS}
     # Virchow/Virchow2: class token (1280) concatenated with the mean patch token
-    assert get_spec("virchow").pooling == get_spec("virchow2").pooling == "cls+mean"
-    assert dims["virchow"] == dims["virchow2"] == 2 * 1280
+    assert (
+        get_spec("virchow").pooling
+        == get_spec("virchow2").pooling
+        == get_spec("h0-mini").pooling
+        == "cls+mean"
+    )
+    assert dims["virchow"] == dims["virchow2"] == 2 * 1280 and dims["h0-mini"] == 2 * 768
     assert (dims["uni"], dims["uni2-h"], dims["conch"], dims["conch-v1.5"]) == (1024, 1536, 512, 768)
     assert dims["h-optimus-0"] == dims["h-optimus-1"] == dims["prov-gigapath"] == 1536
     assert (dims["phikon"], dims["phikon-v2"], dims["lunit-dino"], dims["medsiglip-448"]) == (

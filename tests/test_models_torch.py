@@ -53,7 +53,7 @@ def test_full_size_output_matches_registry_embedding_dim(name):
 def test_tiny_encoder_runs_with_the_tiny_width_rule(name):
     spec = get_spec(name)
     encoder = create_encoder(name, weights=None, tiny=True)
-    size = 64 if spec.loader in CNN_LOADERS or name.startswith("efficientnet") else spec.input_size
+    size = 32 if spec.loader in CNN_LOADERS or name.startswith("efficientnet") else spec.input_size
     with torch.inference_mode():
         out = encoder(_x(size))
     if spec.pooling in ("proj", "attn"):
@@ -178,7 +178,7 @@ def test_torchvision_state_dict_loads_to_identical_outputs(tmp_path, suffix):
     encoder = create_encoder(spec, weights=path)
     reference.fc = torch.nn.Identity()
     with torch.inference_mode():
-        _close(encoder(_x(64)), reference(_x(64)))
+        _close(encoder(_x(32)), reference(_x(32)))
 
 
 def test_checksum_mismatch_is_a_typed_error(tmp_path):
@@ -215,7 +215,7 @@ def test_kimianet_sequential_checkpoint_loads(tmp_path):
     encoder = create_encoder("kimianet", weights=tmp_path)
     densenet.classifier = torch.nn.Identity()
     with torch.inference_mode():
-        _close(encoder(_x(64)), densenet(_x(64)))
+        _close(encoder(_x(32)), densenet(_x(32)))
 
 
 # --- checkpoints in other libraries' layouts, checked against those libraries ---------------------------------------

@@ -124,6 +124,18 @@ def test_weights_from_the_hub_cache_offline(tmp_path):
     assert out.shape == (2, 64)  # class token + mean patch token
 
 
+def test_hub_cache_holding_safetensors_instead_of_the_pickle(tmp_path):
+    """A repository re-uploaded as model.safetensors is found although the entry names pytorch_model.bin."""
+    from safetensors.torch import save_file
+
+    source = create_encoder("uni", weights=None, tiny=True)
+    _fake_hf_cache(tmp_path / "hf_cache", "MahmoodLab/UNI", "placeholder.txt", {})
+    snapshot = next((tmp_path / "hf_cache" / "models--MahmoodLab--UNI" / "snapshots").iterdir())
+    save_file(source.model.state_dict(), snapshot / "model.safetensors")
+    with torch.inference_mode():
+        _close(create_encoder("uni", tiny=True)(_x(224)), source(_x(224)))
+
+
 def test_weights_placed_in_eosin_home(tmp_path):
     from safetensors.torch import save_file
 

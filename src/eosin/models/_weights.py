@@ -108,13 +108,15 @@ def _from_cache_or_download(spec: EncoderSpec) -> Path:
     if name and (local_weights_dir(spec) / name).is_file():
         return local_weights_dir(spec) / name
     if spec.hub_id and name:
-        cached = _hf_download(spec, name, local_files_only=True)
-        if cached is not None:
-            return cached
-        if not is_offline():
-            downloaded = _hf_download(spec, name, local_files_only=False)
-            if downloaded is not None:
-                return downloaded
+        # the entry's file first; repositories re-uploaded as safetensors (or the reverse) are still found
+        names = [name, *(n for n in _FOLDER_CANDIDATES[:2] if n != name and spec.loader != "open_clip")]
+        for local_only in (True, False):
+            if not local_only and is_offline():
+                break
+            for candidate in names:
+                found = _hf_download(spec, candidate, local_files_only=local_only)
+                if found is not None:
+                    return found
     elif spec.weights_url and not is_offline():
         return _url_download(spec)
     raise _unavailable(spec)
@@ -132,9 +134,9 @@ def _hf_cache_dir() -> str | None:
 def _hf_download(spec: EncoderSpec, filename: str, *, local_files_only: bool) -> Path | None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
+        EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
-        LocalEntryNotFoundError,
         RepositoryNotFoundError,
     )
 
@@ -144,8 +146,8 @@ def _hf_download(spec: EncoderSpec, filename: str, *, local_files_only: bool) ->
                 spec.hub_id, filename, cache_dir=_hf_cache_dir(), local_files_only=local_files_only
             )
         )
-    except LocalEntryNotFoundError:
-        return None  # not cached, or no network: the caller decides
+    except EntryNotFoundError:
+        return None  # not cached, no network, or no such file in the repository: the caller decides
     except (GatedRepoError, RepositoryNotFoundError) as exc:
         raise _unavailable(
             spec, reason=f"the hub refused access to {spec.hub_id} ({type(exc).__name__})."

@@ -7,7 +7,6 @@ which is how a cohort scales out to a cluster without changing the stage.
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 import traceback
 from collections.abc import Callable, Iterable
@@ -117,9 +116,9 @@ def _completed(futures: dict) -> Iterable[Future]:
 
 
 def _local_pool(workers: int) -> Executor:
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    from eosin._mp import mp_context
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp_context())
 
 
 def _bar(total: int, desc: str):

@@ -11,11 +11,16 @@ from eosin.slide._pixels import read_error
 
 __all__ = ["OpenSlideSlide"]
 
+#: OpenSlide vendors whose levels are plain tiled TIFF pages (the fast path applies; checked level by level)
+_TIFF_VENDORS = frozenset({"aperio", "generic-tiff"})
+
 
 class OpenSlideSlide(Slide):
     """A slide read by OpenSlide. Build with :meth:`open`."""
 
     _handle = None
+    #: tiled-TIFF fast path (eosin.slide._tiff_tiles) for the levels it can serve, else None
+    _tiles = None
 
     @classmethod
     def open(cls, path: Path) -> OpenSlideSlide:
@@ -49,9 +54,19 @@ class OpenSlideSlide(Slide):
             associated_images=_LazyImages({n: (lambda n=n: _associated(handle, n)) for n in names}),
         )
         slide._handle = handle
+        if props.get(openslide.PROPERTY_NAME_VENDOR) in _TIFF_VENDORS:
+            from eosin.slide._tiff_tiles import TiffTiles
+
+            slide._tiles = TiffTiles.open(Path(path), [(lv.width, lv.height) for lv in levels])
         return slide
 
     def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        if self._tiles is not None and self._tiles.has(level):
+            lv_ds = self.levels[level].downsample
+            try:
+                return self._tiles.read(level, round(x / lv_ds), round(y / lv_ds), width, height)
+            except Exception as exc:  # noqa: BLE001 - decoders raise many types; all mean a damaged file
+                raise read_error(self.path, exc, level, x, y, width, height) from None
         try:
             rgba = np.asarray(self._handle.read_region((x, y), level, (width, height)))
         except Exception as exc:  # noqa: BLE001 - decoders raise many types; all mean a damaged file
@@ -59,6 +74,9 @@ class OpenSlideSlide(Slide):
         return _composite(rgba)
 
     def close(self) -> None:
+        if self._tiles is not None:
+            self._tiles.close()
+            self._tiles = None
         if self._handle is not None:
             self._handle.close()
             self._handle = None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from eosin.errors import UsageError
 
-__all__ = ["TileBatch", "iter_tiles", "read_tiles", "default_workers"]
+__all__ = ["TileBatch", "default_workers", "iter_tiles", "read_tiles"]
 
 
 @dataclass
@@ -66,10 +67,12 @@ def read_tiles(
 
 
 # ---------------------------------------------------------------------------------------------- worker side
+# Decoded batches travel through shared memory: the parent owns ``workers * prefetch`` slots, a worker writes a
+# batch into the slot it is given and returns only its shape, so no tile is pickled through a pipe.
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(slide: Any, tile_size: int, downsample: float, transform: Any) -> None:
+def _init_worker(payload: bytes) -> None:
     # one decoder thread per process: the processes are the parallelism
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
@@ -78,12 +81,37 @@ def _init_worker(slide: Any, tile_size: int, downsample: float, transform: Any) 
         cv2.setNumThreads(1)
     except ImportError:  # pragma: no cover
         pass
-    _WORKER.update(slide=slide, tile_size=tile_size, downsample=downsample, transform=transform)
+    # the slide arrives pickled: each worker reopens it by path (Slide.__reduce__)
+    slide, tile_size, downsample, transform = pickle.loads(payload)
+    _WORKER.update(slide=slide, tile_size=tile_size, downsample=downsample, transform=transform, slots={})
 
 
-def _work(coords: np.ndarray) -> np.ndarray:
+def _work(coords: np.ndarray, slot: str, slot_bytes: int) -> Any:
     w = _WORKER
-    return read_tiles(w["slide"], coords, tile_size=w["tile_size"], downsample=w["downsample"], transform=w["transform"])
+    images = read_tiles(
+        w["slide"], coords, tile_size=w["tile_size"], downsample=w["downsample"], transform=w["transform"]
+    )
+    if images.nbytes > slot_bytes:  # a transform that enlarges: send it the slow way
+        return images
+    shm = w["slots"].get(slot)
+    if shm is None:
+        shm = w["slots"][slot] = _attach(slot)
+    np.ndarray(images.shape, images.dtype, buffer=shm.buf)[...] = images
+    return images.shape, images.dtype.str
+
+
+def _attach(name: str):
+    from multiprocessing import shared_memory
+
+    # the parent created the block and unlinks it; workers share its resource tracker, so attaching is safe
+    return shared_memory.SharedMemory(name=name)
+
+
+def _collect(result: Any, shm) -> np.ndarray:
+    if isinstance(result, np.ndarray):
+        return result
+    shape, dtype = result
+    return np.ndarray(shape, np.dtype(dtype), buffer=shm.buf).copy()
 
 
 def iter_tiles(
@@ -141,35 +169,55 @@ def iter_tiles(
         if workers <= 0:
             for idx in chunks:
                 images = read_tiles(
-                    slide, coords[idx], tile_size=grid.tile_size, downsample=grid.downsample, transform=transform
+                    slide,
+                    coords[idx],
+                    tile_size=grid.tile_size,
+                    downsample=grid.downsample,
+                    transform=transform,
                 )
                 bar.update(len(idx))
                 yield TileBatch(idx, coords[idx], images)
             return
-        ctx = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+        from multiprocessing import shared_memory
+
+        from eosin._mp import broken_pool_error, mp_context
+
+        payload = pickle.dumps((slide, grid.tile_size, grid.downsample, transform))
+        slot_bytes = batch_size * grid.tile_size * grid.tile_size * 3
+        slots = [shared_memory.SharedMemory(create=True, size=slot_bytes) for _ in range(workers * prefetch)]
+        free = deque(slots)
         pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(slide, grid.tile_size, grid.downsample, transform),
+            max_workers=workers, mp_context=mp_context(), initializer=_init_worker, initargs=(payload,)
         )
-        pending: deque[tuple[np.ndarray, Future[np.ndarray]]] = deque()
+        pending: deque[tuple[np.ndarray, Any, Future[Any]]] = deque()
+
+        def submit(idx: np.ndarray) -> None:
+            shm = free.popleft()
+            pending.append((idx, shm, pool.submit(_work, coords[idx], shm.name, slot_bytes)))
+
         try:
             it = iter(chunks)
             for idx in it:
-                pending.append((idx, pool.submit(_work, coords[idx])))
-                if len(pending) >= workers * prefetch:
+                submit(idx)
+                if not free:
                     break
             while pending:
-                idx, fut = pending.popleft()
-                images = fut.result()
+                idx, shm, fut = pending.popleft()
+                try:
+                    images = _collect(fut.result(), shm)
+                except BrokenProcessPool:
+                    raise broken_pool_error("decoding tiles") from None
+                free.append(shm)
                 nxt = next(it, None)
                 if nxt is not None:
-                    pending.append((nxt, pool.submit(_work, coords[nxt])))
+                    submit(nxt)
                 bar.update(len(idx))
                 yield TileBatch(idx, coords[idx], images)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            for shm in slots:
+                shm.close()
+                shm.unlink()
     finally:
         bar.close()
 

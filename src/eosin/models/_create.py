@@ -133,9 +133,17 @@ def create_encoder(
     spec = get_spec(name)
     path = resolve_weights(spec, weights)
     kwargs = {**spec.arch_kwargs, **_tiny_kwargs(spec, tiny), **overrides}
-    model, embedding_dim = _build(spec, kwargs)
-    if path is not None:
-        _load(spec, model, read_state_dict(path), path)
+    if path is None:
+        model, embedding_dim = _build(spec, kwargs)
+    else:
+        state = read_state_dict(path)
+        # built on the meta device and filled by assignment: no random initialisation, no second copy in memory
+        with torch.device("meta"):
+            model, embedding_dim = _build(spec, kwargs)
+        _load(spec, model, state, path, assign=True)
+        if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # buffers not in the checkpoint
+            model, embedding_dim = _build(spec, kwargs)
+            _load(spec, model, state, path, assign=False)
     input_size = kwargs.get("img_size", spec.input_size)
     return Encoder(spec, model, embedding_dim=embedding_dim, input_size=input_size).eval().to(device)
 
@@ -305,8 +313,10 @@ class ConchImageTower(nn.Module):
 
 
 # --- loading ---------------------------------------------------------------------------------------------------------
-def _load(spec: EncoderSpec, model: nn.Module, state: dict[str, Any], path: Path) -> None:
+def _load(spec: EncoderSpec, model: nn.Module, state: dict[str, Any], path: Path, *, assign: bool) -> None:
+    """Fill ``model`` from ``state`` (converted to its names); floating tensors become float32."""
     state = _convert(spec, state, model)
+    state = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in state.items()}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -319,7 +329,7 @@ def _load(spec: EncoderSpec, model: nn.Module, state: dict[str, Any], path: Path
             path=path,
             fix=f"pass the weights of {spec.hub_id or spec.name}, or the matching encoder name",
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def _convert(spec: EncoderSpec, state: dict[str, Any], model: nn.Module) -> dict[str, Any]:

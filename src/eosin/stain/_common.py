@@ -1,0 +1,154 @@
+"""What the stain methods share: input checking, optical density, the glass mask and the fit/transform base."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from eosin.errors import NotFittedError, UsageError
+
+__all__ = ["StainNormalizer", "as_batch", "glass_mask", "od_lut", "target_pixels", "tissue_or_all"]
+
+
+def as_batch(images: Any) -> tuple[np.ndarray, bool]:
+    """Check ``images`` (``(rows, cols, 3)`` or ``(n, rows, cols, 3)`` uint8); return a 4-d view and whether it was one.
+
+    Raises
+    ------
+    UsageError
+        When the array is not uint8 RGB.
+    """
+    arr = np.asarray(images)
+    if arr.dtype != np.uint8:
+        raise UsageError(
+            f"stain methods take uint8 RGB images, got dtype {arr.dtype}.",
+            fix="convert with skimage.util.img_as_ubyte or pass the tiles as read (uint8)",
+        )
+    if arr.ndim not in (3, 4) or arr.shape[-1] != 3:
+        raise UsageError(
+            f"expected an image (rows, cols, 3) or a batch (n, rows, cols, 3), got shape {arr.shape}.",
+            fix="drop the alpha channel (image[..., :3]) or stack the tiles into one array",
+        )
+    return (arr[None], True) if arr.ndim == 3 else (arr, False)
+
+
+def target_pixels(target: Any) -> np.ndarray:
+    """All pixels of a target as ``(n_pixels, 3)`` uint8: one image, a batch, or a list of images of any sizes."""
+    if isinstance(target, Sequence) and not isinstance(target, np.ndarray):
+        if not target:
+            raise UsageError(
+                "the stain target is an empty list of images.", fix="pass at least one target image"
+            )
+        return np.concatenate([as_batch(t)[0].reshape(-1, 3) for t in target])
+    return as_batch(target)[0].reshape(-1, 3)
+
+
+def od_lut(io: float) -> np.ndarray:
+    """Optical density of each uint8 value, ``-log((v + 1) / io)`` as float32 (256 entries)."""
+    return (-np.log((np.arange(256, dtype=np.float64) + 1.0) / io)).astype(np.float32)
+
+
+def glass_mask(rgb: np.ndarray, *, min_brightness: int = 200, max_saturation: float = 0.12) -> np.ndarray:
+    """Bright, nearly grey pixels: the glass (background) around and between tissue.
+
+    Parameters
+    ----------
+    rgb
+        ``(..., 3)`` uint8.
+    min_brightness
+        A glass pixel's brightest channel is at least this.
+    max_saturation
+        ... and its channels differ by at most this fraction of the brightest one (HSV saturation).
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, ``rgb.shape[:-1]``.
+    """
+    rgb = np.ascontiguousarray(rgb)
+    flat = rgb.reshape(-1, rgb.shape[-2], 3) if rgb.ndim >= 3 else rgb.reshape(1, -1, 3)  # an OpenCV image
+    hsv = cv2.cvtColor(flat, cv2.COLOR_RGB2HSV)  # S = 255 * (max - min) / max, V = max
+    glass = cv2.inRange(hsv, (0, 0, min_brightness), (255, int(max_saturation * 255), 255))
+    return glass.reshape(rgb.shape[:-1]) > 0
+
+
+class StainNormalizer:
+    """Base of the normalizers: keyword-only parameters, ``fit`` on a target, ``transform`` image batches.
+
+    Subclasses implement ``_fit_pixels(pixels)`` (``(n, 3)`` uint8 target pixels) and ``_transform_one(pixels)``
+    (one image's pixels in, the same shape uint8 out), or override :meth:`transform` for a batched path.
+    """
+
+    name: str = ""
+    _fitted: tuple[str, ...] = ()
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters and their values (scikit-learn's convention)."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {p: getattr(self, p) for p in params if p != "self"}
+
+    def set_params(self, **params: Any) -> StainNormalizer:
+        """Set constructor parameters; returns ``self``."""
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise UsageError(f"{type(self).__name__} has no parameter {key!r}; valid: {sorted(valid)}.")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def fit(self, target: Any) -> StainNormalizer:
+        """Learn the target's stain appearance.
+
+        Parameters
+        ----------
+        target
+            One ``(rows, cols, 3)`` uint8 image, a batch ``(n, rows, cols, 3)``, or a list of images (pooled).
+
+        Returns
+        -------
+        StainNormalizer
+            ``self``.
+        """
+        self._fit_pixels(target_pixels(target))
+        return self
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        """Normalize ``(rows, cols, 3)`` or ``(n, rows, cols, 3)`` uint8 images to the target; same shape out."""
+        self._check_fitted()
+        batch, single = as_batch(images)
+        out = np.empty_like(batch)
+        for i, image in enumerate(batch):
+            out[i] = self._transform_one(image.reshape(-1, 3)).reshape(image.shape)
+        if getattr(self, "mask_background", False):  # glass keeps its exact colour
+            np.copyto(out, batch, where=glass_mask(batch)[..., None])
+        return out[0] if single else out
+
+    def fit_transform(self, target: Any) -> np.ndarray:
+        """``fit(target)`` then ``transform(target)`` (an array target only)."""
+        return self.fit(target).transform(target)
+
+    def _check_fitted(self) -> None:
+        if not all(hasattr(self, attr) for attr in self._fitted):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet.",
+                fix=f"call .fit(target_image) before .transform(); it learns {', '.join(self._fitted)}",
+            )
+
+    def _fit_pixels(self, pixels: np.ndarray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _transform_one(self, pixels: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def tissue_or_all(mask: np.ndarray) -> np.ndarray:
+    """``mask`` unless it selects fewer than 16 pixels, then everything (an all-glass image keeps working)."""
+    return mask if np.count_nonzero(mask) >= 16 else np.ones_like(mask)

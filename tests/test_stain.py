@@ -1,0 +1,238 @@
+"""Stain normalizers and HED augmentation on the real reference images in ../shared/data/stain."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from skimage.color import hed2rgb, rgb2hed, rgb2lab
+
+from conftest import DATA, require
+from eosin.errors import NotFittedError, UnknownNameError, UsageError
+from eosin.stain import (
+    HEDJitter,
+    MacenkoNormalizer,
+    ReinhardNormalizer,
+    get_normalizer,
+    glass_mask,
+    list_normalizers,
+    macenko_stains,
+    nn_lasso2,
+)
+from eosin.stain._common import od_lut
+
+STAIN = DATA / "stain"
+METHODS = ["reinhard", "macenko", "vahadane"]
+
+
+def _read(name: str) -> np.ndarray:
+    return np.ascontiguousarray(cv2.imread(str(require(STAIN / name)), cv2.IMREAD_COLOR)[..., ::-1])
+
+
+@pytest.fixture(scope="module")
+def source() -> np.ndarray:
+    return _read("torchstain-source.png")
+
+
+@pytest.fixture(scope="module")
+def target() -> np.ndarray:
+    return _read("torchstain-target.png")
+
+
+@pytest.fixture(scope="module")
+def tiles(source) -> np.ndarray:
+    """Eight 128-px tiles of the source image."""
+    return np.stack([source[r : r + 128, c : c + 128] for r in (0, 150, 300) for c in (0, 200, 400)][:8])
+
+
+@pytest.fixture(scope="module")
+def fitted(target) -> dict:
+    return {name: get_normalizer(name).fit(target) for name in METHODS}
+
+
+def _angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.degrees(np.arccos(np.clip((a * b).sum(axis=1), -1, 1)))
+
+
+# --- registry and contract ---------------------------------------------------------------------------------
+
+
+def test_registry_names_and_unknown_name():
+    assert list_normalizers() == ["macenko", "reinhard", "vahadane"]
+    assert isinstance(get_normalizer("Macenko", alpha=2.0), MacenkoNormalizer)
+    assert get_normalizer("macenko", alpha=2.0).alpha == 2.0
+    with pytest.raises(UnknownNameError, match="Did you mean 'macenko'") as info:
+        get_normalizer("macenco")
+    assert info.value.exit_code == 2
+    ready = ReinhardNormalizer()
+    assert get_normalizer(ready, mask_background=False) is ready and ready.mask_background is False
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_transform_before_fit_raises(name, source):
+    with pytest.raises(NotFittedError, match="fit"):
+        get_normalizer(name).transform(source)
+
+
+@pytest.mark.parametrize(
+    "bad", [np.zeros((8, 8, 3), np.float32), np.zeros((8, 8, 4), np.uint8), np.zeros(5, np.uint8)]
+)
+def test_bad_input_is_a_usage_error(bad, fitted):
+    with pytest.raises(UsageError):
+        fitted["macenko"].transform(bad)
+    with pytest.raises(UsageError):
+        ReinhardNormalizer().fit(bad)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_fit_returns_self_and_shapes_are_kept(name, target, source, tiles):
+    norm = get_normalizer(name)
+    assert norm.fit(target) is norm
+    assert set(norm.get_params()) == set(type(norm)().get_params())
+    one = norm.transform(source)
+    assert one.shape == source.shape and one.dtype == np.uint8
+    batch = norm.transform(tiles)
+    assert batch.shape == tiles.shape and batch.dtype == np.uint8
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_batch_equals_one_by_one(name, fitted, tiles):
+    norm = fitted[name]
+    batch = norm.transform(tiles)
+    for i in (0, 3, 7):
+        np.testing.assert_array_equal(batch[i], norm.transform(tiles[i]))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_target_maps_to_itself(name, fitted, target):
+    out = fitted[name].transform(target)
+    diff = np.abs(out.astype(np.int16) - target)
+    # Reinhard: the 8-bit LAB round trip; Macenko/Vahadane: OD off the H-E plane is dropped by the 2-stain model
+    assert diff.mean() < {"reinhard": 1.0, "macenko": 4.0, "vahadane": 4.0}[name]
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_fit_on_a_list_of_tiles_pools_them(name, target):
+    whole = get_normalizer(name).fit(target)
+    halves = get_normalizer(name).fit([target[:220], target[220:]])
+    if name == "reinhard":
+        np.testing.assert_allclose(halves.means_, whole.means_, atol=1e-6)
+    else:
+        assert _angles(halves.stain_matrix_, whole.stain_matrix_).max() < 1.0
+
+
+# --- what each method promises ---------------------------------------------------------------------------
+
+
+def test_reinhard_matches_target_lab_statistics_on_tissue(fitted, source, target):
+    out = fitted["reinhard"].transform(source)
+    lab_out, lab_tgt = rgb2lab(out)[~glass_mask(source)], rgb2lab(target)[~glass_mask(target)]
+    np.testing.assert_allclose(lab_out.mean(axis=0), lab_tgt.mean(axis=0), atol=1.5)
+    np.testing.assert_allclose(lab_out.std(axis=0), lab_tgt.std(axis=0), atol=1.5)
+    before = rgb2lab(source)[~glass_mask(source)].mean(axis=0)
+    assert np.abs(before - lab_tgt.mean(axis=0)).max() > 5  # the test is not trivially true
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "torchstain-source.png",
+        "torchstain-target.png",
+        "tiatoolbox-target.png",
+        "histoqc-template1.png",
+        "histoqc-template3.png",
+    ],
+)
+@pytest.mark.parametrize("name", ["macenko", "vahadane"])
+def test_stain_vectors_are_unit_and_haematoxylin_first(name, image):
+    norm = get_normalizer(name).fit(_read(image))
+    h, e = norm.stain_matrix_
+    np.testing.assert_allclose(np.linalg.norm(norm.stain_matrix_, axis=1), 1, atol=1e-5)
+    assert (norm.stain_matrix_ >= 0).all()
+    rgb_h, rgb_e = np.exp(-h), np.exp(-e)  # the colour of each stain alone
+    assert rgb_h[2] - rgb_h[0] > rgb_e[2] - rgb_e[0]  # haematoxylin is the bluer one
+    assert (norm.max_concentrations_ > 0).all()
+
+
+@pytest.mark.parametrize("name", ["macenko", "vahadane"])
+def test_output_carries_the_target_stains(name, fitted, source, target):
+    out = fitted[name].transform(source)
+    again = get_normalizer(name).fit(out)
+    src = get_normalizer(name).fit(source)
+    before = _angles(src.stain_matrix_, fitted[name].stain_matrix_).max()
+    after = _angles(again.stain_matrix_, fitted[name].stain_matrix_).max()
+    assert after < 3.0 and after < before / 3
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_glass_stays_white(name, target):
+    image = _read("histoqc-template4.png")  # half glass
+    glass = glass_mask(image)
+    assert glass.mean() > 0.3
+    out = get_normalizer(name).fit(target).transform(image)
+    np.testing.assert_array_equal(out[glass], image[glass])  # left exactly as it was
+    assert np.abs(out[~glass].astype(np.int16) - image[~glass]).mean() > 5  # while tissue changed
+    tinted = get_normalizer(name, mask_background=False).fit(target).transform(image)[glass].astype(np.int16)
+    assert np.abs(tinted - image[glass]).mean() > 2  # without the mask glass takes some colour
+
+
+def test_macenko_stains_ignore_background_pixels(target):
+    od = od_lut(240.0)[target.reshape(-1, 3)]
+    tissue = od.min(axis=1) >= 0.15
+    with_glass = np.concatenate([od[tissue], np.full((5000, 3), 0.01, np.float32)])
+    np.testing.assert_allclose(
+        macenko_stains(od[tissue]), MacenkoNormalizer().fit(target).stain_matrix_, atol=1e-4
+    )
+    assert (
+        _angles(macenko_stains(with_glass), macenko_stains(od[tissue])).max() > 0.5
+    )  # why glass is excluded
+
+
+def test_nn_lasso2_is_the_exact_nonnegative_lasso(fitted, source):
+    sparse_encode = pytest.importorskip("sklearn.decomposition").sparse_encode
+    od = od_lut(256.0)[source.reshape(-1, 3)[::97]]
+    stains = fitted["vahadane"].stain_matrix_
+    exact = sparse_encode(
+        od.astype(np.float64),
+        stains.astype(np.float64),
+        algorithm="lasso_cd",
+        alpha=0.1,
+        positive=True,
+        max_iter=10_000,
+    )
+    np.testing.assert_allclose(nn_lasso2(od, stains, 0.1), exact, atol=1e-4)
+    assert (exact == 0).any()  # the sparsity term is active: the clipped cases are exercised
+
+
+# --- HED jitter ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image", ["histoqc-template1.png", "tiatoolbox-target.png"])
+def test_hed_zero_jitter_is_the_skimage_round_trip(image):
+    rgb = _read(image)
+    out = HEDJitter(sigma=0, bias=0).transform(rgb)
+    assert np.abs(out - np.rint(hed2rgb(rgb2hed(rgb)) * 255)).max() <= 1
+    assert (
+        np.abs(out.astype(np.int16) - rgb).mean() < 1.5
+    )  # not exact: rgb2hed clips negative stain estimates
+
+
+def test_hed_jitter_matches_skimage_with_the_same_draws(source):
+    out = HEDJitter(sigma=0.2, bias=0.02, seed=7).transform(source)
+    rng = np.random.default_rng(7)
+    scale, shift = rng.uniform(0.8, 1.2, (1, 3)), rng.uniform(-0.02, 0.02, (1, 3))
+    expected = np.rint(hed2rgb(rgb2hed(source) * scale[0] + shift[0]) * 255)
+    assert np.abs(out - expected).max() <= 1
+
+
+def test_hed_jitter_is_reproducible_and_per_image(tiles):
+    a = HEDJitter(sigma=0.1, bias=0.01, seed=1).transform(tiles)
+    b = HEDJitter(sigma=0.1, bias=0.01, seed=np.random.default_rng(1)).transform(tiles)
+    np.testing.assert_array_equal(a, b)
+    jitter = HEDJitter(sigma=0.1, bias=0.01, seed=1)
+    first, second = jitter.transform(tiles), jitter.transform(tiles)
+    assert not np.array_equal(first, second)  # new draws per call
+    same_tiles = jitter.transform(np.stack([tiles[0], tiles[0]]))
+    assert not np.array_equal(same_tiles[0], same_tiles[1])  # and per image
+    with pytest.raises(UsageError):
+        HEDJitter(sigma=-1)

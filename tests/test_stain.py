@@ -236,3 +236,52 @@ def test_hed_jitter_is_reproducible_and_per_image(tiles):
     assert not np.array_equal(same_tiles[0], same_tiles[1])  # and per image
     with pytest.raises(UsageError):
         HEDJitter(sigma=-1)
+
+
+# --- CLI -----------------------------------------------------------------------------------------------------
+
+
+def test_cli_writes_normalized_pngs(tmp_path, capsys):
+    from eosin.cli._main import main
+
+    images = [require(STAIN / "torchstain-source.png"), require(STAIN / "stardist-histo.jpg")]
+    code = main(
+        [
+            "stain",
+            *map(str, images),
+            "--method",
+            "reinhard",
+            "--target",
+            str(STAIN / "torchstain-target.png"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    for image in images:
+        written = _read_any(tmp_path / f"{image.stem}.png")
+        original = _read_any(image)
+        assert written.shape == original.shape
+        assert np.abs(written.astype(np.int16) - original).mean() > 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "stardist-histo.png",
+        "torchstain-source.png",
+    ]  # no temp files
+
+
+def test_cli_reports_bad_inputs_and_usage_errors(tmp_path, capsys):
+    from eosin.cli._main import main
+
+    good, bad = require(STAIN / "stardist-histo.jpg"), require(DATA / "slides" / "broken-not-a-slide.svs")
+    target = str(STAIN / "torchstain-target.png")
+    assert main(["stain", str(good), str(bad), "--target", target, "--out", str(tmp_path)]) == 1
+    assert (tmp_path / "stardist-histo.png").exists()
+    assert "broken-not-a-slide.svs" in capsys.readouterr().err
+    assert main(["stain", str(good), "--method", "macenco", "--target", target, "--out", str(tmp_path)]) == 2
+    assert "Did you mean 'macenko'" in capsys.readouterr().err
+    assert main(["stain", str(good), "--target", str(bad), "--out", str(tmp_path)]) == 2
+
+
+def _read_any(path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1]

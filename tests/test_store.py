@@ -119,3 +119,37 @@ def test_delete_group(tmp_path):
     store.write_group("grids", "k", {"a": np.zeros(1)})
     store.delete_group("grids", "k")
     assert store.keys("grids") == [] and not os.path.exists(tmp_path / "s.zarr" / "grids" / "k")
+
+
+def test_partial_group_resumes_after_a_kill(tmp_path):
+    path = tmp_path / "s.zarr"
+    SlideStore.create(path)
+    code = f"""
+import os, numpy as np
+from eosin.io import SlideStore
+s = SlideStore.open({str(path)!r})
+part = s.partial_group("features", "enc", {{"dim": 4}}, fingerprint="f1")
+a = part.group.create_array("x", shape=(100, 4), dtype="f4", chunks=(10, 4))
+for start in range(0, 100, 10):
+    a[start:start + 10] = np.arange(start, start + 10, dtype="f4")[:, None]
+    part.mark(start + 10)
+    if start == 30:
+        os._exit(9)
+"""
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
+    store = SlideStore.open(path)
+    assert not store.has("features", "enc")
+    part = store.partial_group("features", "enc", {"dim": 4}, fingerprint="f1")
+    assert part.done == 40
+    array = part.group["x"]
+    for start in range(part.done, 100, 10):
+        array[start : start + 10] = np.arange(start, start + 10, dtype="f4")[:, None]
+        part.mark(start + 10)
+    part.commit()
+    got = np.asarray(store.read_group("features", "enc")["x"])
+    np.testing.assert_array_equal(got[:, 0], np.arange(100))
+    assert store.read_group("features", "enc").attrs == {"dim": 4}
+    # another fingerprint starts afresh
+    fresh = store.partial_group("features", "other", fingerprint="a")
+    fresh.mark(5)
+    assert store.partial_group("features", "other", fingerprint="b").done == 0

@@ -221,17 +221,37 @@ class SlideStore:
         try:
             group = zarr.open_group(str(staging), mode="w", attributes=_jsonable(dict(attrs or {})))
             yield group
-            self._ensure_kind(kind)
-            if _is_node(final):
-                trash = self.path / _STAGING / f"trash.{uuid.uuid4().hex[:8]}"
-                os.rename(final, trash)
-                os.rename(staging, final)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.rename(staging, final)
+            self._install(staging, kind, key)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+    def partial_group(
+        self, kind: str, key: str, attrs: Mapping[str, Any] | None = None, *, fingerprint: str
+    ) -> PartialGroup:
+        """A group written piece by piece that survives being killed: see :class:`PartialGroup`.
+
+        ``fingerprint`` identifies the work (its parameters); a leftover partial group with another fingerprint
+        is discarded and started afresh.
+        """
+        for name in (kind, key):
+            if not _NAME.match(name):
+                raise StoreError(
+                    f"invalid group name {name!r} (letters, digits and ._+=- only).", path=self.path
+                )
+        return PartialGroup(self, kind, key, dict(attrs or {}), fingerprint)
+
+    def _install(self, staging: Path, kind: str, key: str) -> None:
+        """Rename a finished staging folder to ``kind/key``, replacing any group there."""
+        self._ensure_kind(kind)
+        final = self.path / kind / key
+        if _is_node(final):
+            trash = self.path / _STAGING / f"trash.{uuid.uuid4().hex[:8]}"
+            os.rename(final, trash)
+            os.rename(staging, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(staging, final)
 
     def delete_group(self, kind: str, key: str) -> None:
         final = self.path / kind / key
@@ -261,6 +281,51 @@ class SlideStore:
 
     def _write_root(self) -> None:
         _write_meta(self.path, self.attrs)
+
+
+class PartialGroup:
+    """A group filled row block by row block, resumable after a crash.
+
+    It lives in ``.staging/<kind>.<key>.partial`` with a progress file recording how many leading rows are
+    complete; :meth:`mark` is called after each block is written, :meth:`commit` renames the finished group into
+    place. A run killed half way leaves the partial group; the next run with the same fingerprint continues from
+    :attr:`done` (blocks after it are rewritten whole, so a block cut short by the kill is never trusted).
+    """
+
+    _PROGRESS = "eosin-progress.json"
+
+    def __init__(self, store: SlideStore, kind: str, key: str, attrs: dict[str, Any], fingerprint: str):
+        import zarr
+
+        self.store, self.kind, self.key, self.fingerprint = store, kind, key, fingerprint
+        self.folder = store.path / _STAGING / f"{kind}.{key}.partial"
+        progress = self._read_progress()
+        if progress is not None and progress.get("fingerprint") == fingerprint and _is_node(self.folder):
+            self.done = int(progress["done"])
+            self.group = zarr.open_group(str(self.folder), mode="r+")
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.parent.mkdir(exist_ok=True)
+            self.done = 0
+            self.group = zarr.open_group(str(self.folder), mode="w", attributes=_jsonable(attrs))
+            self.mark(0)
+
+    def _read_progress(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.folder / self._PROGRESS).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def mark(self, done: int) -> None:
+        """Record that the first ``done`` rows are written."""
+        atomic_write_text(
+            self.folder / self._PROGRESS, json.dumps({"fingerprint": self.fingerprint, "done": done})
+        )
+        self.done = done
+
+    def commit(self) -> None:
+        (self.folder / self._PROGRESS).unlink(missing_ok=True)
+        self.store._install(self.folder, self.kind, self.key)
 
 
 def _is_node(path: Path) -> bool:

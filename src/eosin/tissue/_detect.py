@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from eosin.errors import UsageError
-from eosin.tissue._pen import pen_colours
+from eosin.tissue._pen import colour_ink_mask, dark_mask
 
 __all__ = ["MAX_SIDE_WITHOUT_MPP", "TissueMasks", "detect_tissue"]
 
@@ -233,7 +233,7 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 
 def _white_balance(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Divide by the glass colour: the median of the brightest, least coloured pixels (white if none)."""
-    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 250_000)))
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 60_000)))
     sample = rgb[::step, ::step].reshape(-1, 3).astype(np.int16)
     bright = sample.sum(axis=1)
     spread = sample.max(axis=1) - sample.min(axis=1)
@@ -307,25 +307,24 @@ def _pen_mask(
     """
     import cv2
 
-    strong = pen_colours(hsv)
     # black ink: dark blobs thick enough to survive an opening (thin dark lines are edges and dust)
     r = max(1, round(12.0 / px_len))
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    black = cv2.morphologyEx(strong["black"].view(np.uint8), cv2.MORPH_OPEN, k) > 0
-    ink = strong["green"] | strong["blue"] | strong["red"] | black
-    if not ink.any():
-        return ink, ink
+    ink = cv2.morphologyEx(dark_mask(hsv), cv2.MORPH_OPEN, k)
+    cv2.bitwise_or(ink, colour_ink_mask(hsv), dst=ink)
+    # seeds: inked pieces of at least a quarter of the smallest mark (specks, e.g. red cells, seed nothing)
+    seeds = _drop_small(ink > 0, 0.25 * min_pen_area / px_area)
+    if not seeds.any():
+        return seeds, seeds
     k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
     grown = []
     for factor in (0.75, 0.35):
-        weak = pen_colours(hsv, saturation_factor=factor)
-        rims = weak["green"] | weak["blue"] | weak["red"] | ink
-        n, labels = cv2.connectedComponents(rims.view(np.uint8), connectivity=8)
-        inked = np.zeros(n, bool)
-        inked[labels[ink]] = True
-        inked[0] = False
-        marks = cv2.morphologyEx(inked[labels].view(np.uint8), cv2.MORPH_CLOSE, k3) > 0
-        grown.append(marks)
+        rims = cv2.bitwise_or(colour_ink_mask(hsv, saturation_factor=factor), ink)
+        n, labels = cv2.connectedComponents(rims, connectivity=8)
+        inked = np.zeros(n, np.uint8)
+        inked[labels[seeds]] = 1
+        inked[0] = 0
+        grown.append(cv2.morphologyEx(np.take(inked, labels), cv2.MORPH_CLOSE, k3) > 0)
     marks = _drop_small(grown[0], min_pen_area / px_area)
     halo = cv2.dilate((grown[1] & _grow_within(marks, grown[1])).view(np.uint8), k3) > 0
     return marks, halo | marks
@@ -338,10 +337,10 @@ def _grow_within(seed: np.ndarray, region: np.ndarray) -> np.ndarray:
     if not seed.any():
         return seed
     n, labels = cv2.connectedComponents(region.view(np.uint8), connectivity=8)
-    hit = np.zeros(n, bool)
-    hit[labels[seed & region]] = True
-    hit[0] = False
-    return hit[labels]
+    hit = np.zeros(n, np.uint8)
+    hit[labels[seed & region]] = 1
+    hit[0] = 0
+    return np.take(hit, labels).view(bool)
 
 
 def _drop_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
@@ -351,9 +350,9 @@ def _drop_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
     if min_pixels <= 1 or not mask.any():
         return mask
     n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
-    keep = np.bincount(labels.ravel(), minlength=n) >= min_pixels
-    keep[0] = False
-    return keep[labels]
+    keep = (np.bincount(labels.ravel(), minlength=n) >= min_pixels).astype(np.uint8)
+    keep[0] = 0
+    return np.take(keep, labels).view(bool)
 
 
 def _fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:
@@ -364,10 +363,10 @@ def _fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:
         return mask
     background = np.pad(~mask, 1, constant_values=True)
     n, labels = cv2.connectedComponents(background.view(np.uint8), connectivity=4)
-    fill = np.bincount(labels.ravel(), minlength=n) <= max_pixels
-    fill[labels[0, 0]] = False  # the outside (the padding touches every border)
-    fill[0] = False
-    return mask | fill[labels[1:-1, 1:-1]]
+    fill = (np.bincount(labels.ravel(), minlength=n) <= max_pixels).astype(np.uint8)
+    fill[labels[0, 0]] = 0  # the outside (the padding touches every border)
+    fill[0] = 0
+    return mask | np.take(fill, labels[1:-1, 1:-1]).view(bool)
 
 
 def _sections(tissue: np.ndarray, *, gap_px: float) -> np.ndarray:
@@ -381,22 +380,17 @@ def _sections(tissue: np.ndarray, *, gap_px: float) -> np.ndarray:
     if r:
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         grown = cv2.dilate(grown, k)
-    n, labels = cv2.connectedComponents(grown, connectivity=8)
-    labels[~tissue] = 0
-    ys, xs = np.nonzero(labels)
-    lab = labels[ys, xs]
-    area = np.bincount(lab, minlength=n)[1:].astype(float)
-    present = area > 0  # a grown piece always holds tissue, but guard the division
-    cx = np.bincount(lab, xs, minlength=n)[1:] / np.maximum(area, 1)
-    cy = np.bincount(lab, ys, minlength=n)[1:] / np.maximum(area, 1)
-    order = _reading_order(np.flatnonzero(present), cx, cy, np.sqrt(area))
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(grown, connectivity=8)
+    order = _reading_order(np.arange(1, n), centroids[:, 0], centroids[:, 1], stats[:, cv2.CC_STAT_HEIGHT])
     relabel = np.zeros(n, np.int32)
-    relabel[1 + order] = np.arange(1, len(order) + 1, dtype=np.int32)
-    return relabel[labels]
+    relabel[order] = np.arange(1, n, dtype=np.int32)
+    out = np.take(relabel, labels)
+    out[~tissue] = 0
+    return out
 
 
 def _reading_order(index: np.ndarray, cx: np.ndarray, cy: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """``index`` sorted in reading order: rows by centroid (a row spans half the median piece size), then x."""
+    """``index`` sorted in reading order: rows by centroid (a row spans half the median piece height), then x."""
     if len(index) == 0:
         return index
     band = 0.5 * float(np.median(size[index]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PEN_RULES", "pen_colours"]
+__all__ = ["BLACK_MAX_VALUE", "PEN_RULES", "colour_ink_mask", "dark_mask", "pen_colours"]
 
 #: colour rules, each ``(hue_low, hue_high, min_saturation, min_value, max_value)``; hue ranges may wrap past 255
 PEN_RULES: dict[str, tuple[int, int, int, int, int]] = {
@@ -23,6 +23,16 @@ PEN_RULES: dict[str, tuple[int, int, int, int, int]] = {
 }
 #: black ink (and other black artefacts): dark whatever the hue
 BLACK_MAX_VALUE = 55
+
+
+def _ranges(saturation_factor: float) -> dict[str, list[tuple[tuple[int, int, int], tuple[int, int, int]]]]:
+    """``cv2.inRange`` bounds of each ink colour (a hue range wrapping past 255 becomes two ranges)."""
+    out = {}
+    for name, (lo, hi, smin, vmin, vmax) in PEN_RULES.items():
+        smin = round(smin * saturation_factor)
+        hues = [(lo, hi)] if lo <= hi else [(lo, 255), (0, hi)]
+        out[name] = [((h0, smin, vmin), (h1, 255, vmax)) for h0, h1 in hues]
+    return out
 
 
 def pen_colours(hsv: np.ndarray, *, saturation_factor: float = 1.0) -> dict[str, np.ndarray]:
@@ -42,11 +52,29 @@ def pen_colours(hsv: np.ndarray, *, saturation_factor: float = 1.0) -> dict[str,
     """
     import cv2
 
-    h, s, v = cv2.split(hsv)
-    out: dict[str, np.ndarray] = {}
-    for name, (lo, hi, smin, vmin, vmax) in PEN_RULES.items():
-        smin = round(smin * saturation_factor)
-        hue = (h >= lo) & (h <= hi) if lo <= hi else (h >= lo) | (h <= hi)
-        out[name] = hue & (s >= smin) & (v >= vmin) & (v <= vmax)
-    out["black"] = v <= BLACK_MAX_VALUE
+    out = {}
+    for name, bounds in _ranges(saturation_factor).items():
+        mask = np.zeros(hsv.shape[:2], np.uint8)
+        for lo, hi in bounds:
+            mask |= cv2.inRange(hsv, lo, hi)
+        out[name] = mask > 0
+    out["black"] = dark_mask(hsv) > 0
     return out
+
+
+def colour_ink_mask(hsv: np.ndarray, *, saturation_factor: float = 1.0) -> np.ndarray:
+    """Pixels of any coloured ink (green, blue, red) as a uint8 0/255 mask (fast path of :func:`pen_colours`)."""
+    import cv2
+
+    mask = np.zeros(hsv.shape[:2], np.uint8)
+    for bounds in _ranges(saturation_factor).values():
+        for lo, hi in bounds:
+            cv2.bitwise_or(mask, cv2.inRange(hsv, lo, hi), dst=mask)
+    return mask
+
+
+def dark_mask(hsv: np.ndarray) -> np.ndarray:
+    """Pixels dark enough to be black ink, as a uint8 0/255 mask."""
+    import cv2
+
+    return cv2.inRange(hsv, (0, 0, 0), (255, 255, BLACK_MAX_VALUE))

@@ -1,0 +1,9 @@
+"""Tile embeddings: a stored grid's tiles through a registry encoder into the slide's store.
+
+>>> from eosin.embed import embed_store
+>>> embed_store("out/slide/store.zarr", "resnet18", weights=None)  # doctest: +SKIP
+"""
+
+from eosin.embed._embed import embed_store, features_key, select_device
+
+__all__ = ["embed_store", "features_key", "select_device"]

@@ -1,0 +1,224 @@
+"""``eosin embed``: a stored grid's tiles through an encoder, features into the store, resumably.
+
+Decoding runs in the tile stream's worker processes (stain normalization and resizing too), overlapped with the
+model running in this process. Features are written in blocks of whole zarr chunks into a partial group that a
+killed run resumes (:class:`eosin.io._store.PartialGroup`); the finished group ``features/<encoder>--<grid>``
+replaces nothing until it is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from eosin.errors import UsageError
+
+__all__ = ["PRECISIONS", "check_precision", "embed_store", "features_key", "select_device"]
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def select_device(device: str = "auto"):
+    """``auto``: CUDA when available, else Apple's MPS, else the CPU; or exactly the device named."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            "--device cuda was asked for, but PyTorch sees no CUDA device.", fix="use --device cpu or auto"
+        )
+    return dev
+
+
+def features_key(encoder_name: str, grid_key: str, stain: str | None = None) -> str:
+    """Store key of the features of ``grid_key`` by ``encoder_name`` (and a stain method, when used)."""
+    return f"{encoder_name}--{grid_key}" + (f"--{stain}" if stain else "")
+
+
+def check_precision(device, precision: str) -> None:
+    """Refuse a precision the device cannot run (a :class:`~eosin.errors.UsageError`)."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    _autocast(device, precision)
+
+
+def _autocast(device, precision: str):
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    if device.type == "cpu" and precision == "fp16":
+        raise UsageError("fp16 runs on GPUs only.", fix="use --precision bf16 or fp32 on the CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def embed_store(
+    store_path: str | os.PathLike[str],
+    encoder: Any,
+    *,
+    weights: str | os.PathLike[str] | None = "hub",
+    grid_key: str | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    precision: str = "fp32",
+    dtype: str = "float16",
+    stain: Any = None,
+    workers: int | None = None,
+    slide_mpp: float | None = None,
+    progress: bool = False,
+    block_rows: int | None = None,
+) -> dict[str, Any]:
+    """Embed the tiles of a stored grid with ``encoder`` into ``features/<encoder>--<grid>`` of the store.
+
+    Parameters
+    ----------
+    store_path
+        A slide store made by ``eosin tile``; the slide is reopened from the path it records.
+    encoder
+        A registry name (built with ``weights``) or a built :class:`eosin.models.Encoder`.
+    grid_key
+        Which stored grid (needed when the store holds several).
+    batch_size
+        Tiles per forward pass (and per decoding job).
+    device, precision
+        ``auto``/``cpu``/``cuda``...; ``fp32``, ``fp16`` (GPU) or ``bf16`` autocast.
+    dtype
+        Storage type of the features, ``float16`` (half the disk) or ``float32``.
+    stain
+        A fitted stain normalizer applied to tiles before the model (in the decoding workers), or None.
+    workers
+        Decoding processes (default: CPUs; 0 decodes in this process).
+    block_rows
+        Rows per stored chunk and per resume point (default: about 4096, a multiple of ``batch_size``).
+
+    Returns
+    -------
+    dict
+        One summary record: slide, store, key, n_tiles, dim, seconds, tiles_per_s, cached, resumed_from.
+    """
+    import torch
+
+    from eosin.io import SlideStore
+    from eosin.io._export import pick_key
+    from eosin.models import Encoder, create_encoder
+    from eosin.slide import open_slide
+    from eosin.tiles import TileGrid, iter_tiles
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if dtype not in ("float16", "float32"):
+        raise UsageError(f"features are stored as float16 or float32, not {dtype!r}")
+    t0 = time.perf_counter()
+    store = SlideStore.open(store_path)
+    record = store.slide or {}
+    gkey = pick_key(store, "grids", grid_key)
+    group = store.read_group("grids", gkey)
+    grid = TileGrid.from_group(group, group.attrs)
+    dev = select_device(device)
+    _autocast(dev, precision)  # refuses impossible combinations before any work
+    model = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, weights=weights, device=dev)
+    model = model.to(dev).eval()
+    stain_name = getattr(stain, "name", None)
+    key = features_key(model.spec.name, gkey, stain_name)
+    summary = {"slide": record.get("path"), "store": str(store.path), "key": key, "n_tiles": len(grid)}
+    if store.has("features", key):
+        return {**summary, "dim": model.embedding_dim, "cached": True, "resumed_from": None, "seconds": 0.0}
+    if record.get("path") is None:
+        raise UsageError("the store records no slide path.", fix="make the store with eosin tile")
+    if slide_mpp is None and record.get("mpp_source") == "override":
+        slide_mpp = record.get("mpp_x")
+    slide = open_slide(record["path"], slide_mpp=slide_mpp)
+    from eosin.embed._prepare import TilePrep, reading_grid
+
+    read, resize = reading_grid(grid, slide, input_size=model.input_size, native_mpp=model.spec.native_mpp)
+    prep = TilePrep(stain, resize) if (stain is not None or resize) else None
+    attrs = {
+        "encoder": model.spec.name,
+        "embedding_dim": model.embedding_dim,
+        "grid": gkey,
+        "n_tiles": len(grid),
+        "dtype": dtype,
+        "precision": precision,
+        "read_mpp": read.mpp,
+        "read_tile_size": read.tile_size,
+        "input_size": model.input_size,
+        "mean": list(model.spec.mean),
+        "std": list(model.spec.std),
+        "stain": stain_name,
+        "weights": str(weights) if weights is not None else None,
+        "order": "rows follow the grid's tile order",
+    }
+    fingerprint = hashlib.sha1(json.dumps(attrs, sort_keys=True, default=str).encode()).hexdigest()
+    part = store.partial_group("features", key, attrs, fingerprint=fingerprint)
+    resumed_from = part.done or None
+    # rows per zarr chunk: whole chunks are written, so a resumed run never builds on a chunk cut short
+    block = block_rows or max(1, 4096 // batch_size) * batch_size
+    if "features" not in part.group:
+        part.group.create_array(
+            "features",
+            shape=(len(grid), model.embedding_dim),
+            dtype=dtype,
+            chunks=(block, model.embedding_dim),
+        )
+        part.group.create_array("coords", shape=(len(grid), 2), dtype="int64", chunks=(max(len(grid), 1), 2))
+        if len(grid):
+            part.group["coords"][...] = grid.coords
+    features = part.group["features"]
+    mean = torch.tensor(model.spec.mean, device=dev).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(model.spec.std, device=dev).view(1, 3, 1, 1) * 255.0
+    pin = dev.type == "cuda"
+    start = part.done
+    pending: list[np.ndarray] = []
+    pending_rows = 0
+    t_run = time.perf_counter()
+    with torch.inference_mode(), _autocast(dev, precision):
+        batches = iter_tiles(
+            slide,
+            read,
+            indices=np.arange(start, len(grid)),
+            batch_size=batch_size,
+            workers=workers,
+            transform=prep,
+            progress=progress,
+        )
+        for batch in batches:
+            x = torch.from_numpy(batch.images)
+            if pin:
+                x = x.pin_memory()
+            # NHWC uint8 -> NCHW float: the permuted view is channels_last already, which oneDNN/cuDNN prefer
+            x = x.to(dev, non_blocking=pin).permute(0, 3, 1, 2).float().sub_(mean).div_(std)
+            out = model(x).float().cpu().numpy().astype(dtype, copy=False)
+            pending.append(out)
+            pending_rows += len(out)
+            if pending_rows >= block or start + pending_rows == len(grid):
+                rows = np.concatenate(pending)
+                features[start : start + len(rows)] = rows
+                start += len(rows)
+                part.mark(start)
+                pending, pending_rows = [], 0
+    part.commit()
+    slide.close()
+    seconds = time.perf_counter() - t0
+    done_now = len(grid) - (resumed_from or 0)
+    return {
+        **summary,
+        "dim": model.embedding_dim,
+        "cached": False,
+        "resumed_from": resumed_from,
+        "seconds": round(seconds, 3),
+        "tiles_per_s": round(done_now / max(time.perf_counter() - t_run, 1e-9), 1),
+    }

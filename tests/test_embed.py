@@ -1,0 +1,140 @@
+"""eosin embed: features in the store equal a direct model call on the same tiles; skipping and resuming."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SLIDES, require
+
+pytestmark = pytest.mark.torch
+
+SVS = SLIDES / "CMU-1-Small-Region.svs"
+
+
+def _model():
+    from eosin.models import create_encoder
+
+    torch.manual_seed(0)
+    return create_encoder("resnet18", weights=None)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from eosin.cli._main import main
+
+    assert (
+        main(
+            [
+                "tile",
+                str(require(SVS)),
+                "--mpp",
+                "1.0",
+                "--size",
+                "224",
+                "--min-tissue",
+                "0.3",
+                "--out",
+                str(tmp_path),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    return tmp_path / "CMU-1-Small-Region" / "store.zarr"
+
+
+def _direct(store_path, model) -> np.ndarray:
+    """The model on tiles read one by one with Slide.read_region, normalized by hand."""
+    from eosin.io import SlideStore
+    from eosin.slide import open_slide
+    from eosin.tiles import TileGrid
+
+    st = SlideStore.open(store_path)
+    group = st.read_group("grids", st.keys("grids")[0])
+    grid = TileGrid.from_group(group, group.attrs)
+    slide = open_slide(SVS)
+    tiles = np.stack([slide.read_region((int(x), int(y)), (224, 224), mpp=grid.mpp) for x, y in grid.coords])
+    x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(model.spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.spec.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return model((x - mean) / std).numpy()
+
+
+def test_features_match_a_direct_model_call(store):
+    from eosin.embed import embed_store
+    from eosin.io import SlideStore
+
+    model = _model()
+    record = embed_store(store, model, dtype="float32", workers=2, batch_size=8)
+    assert record["cached"] is False and record["dim"] == 512
+    group = SlideStore.open(store).read_group("features", record["key"])
+    features = np.asarray(group["features"])
+    expected = _direct(store, model)
+    assert features.shape == expected.shape == (record["n_tiles"], 512)
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
+    assert group.attrs["encoder"] == "resnet18" and group.attrs["order"].startswith("rows follow")
+    again = embed_store(store, model)
+    assert again["cached"] is True
+
+
+def test_killed_run_resumes_without_corrupt_output(store):
+    code = f"""
+import os, torch
+from eosin.io._store import PartialGroup
+from eosin.models import create_encoder
+from eosin.embed import embed_store
+mark = PartialGroup.mark
+def dying_mark(self, done):
+    mark(self, done)
+    if done >= 8:
+        os._exit(9)
+PartialGroup.mark = dying_mark
+torch.manual_seed(0)
+embed_store({str(store)!r}, create_encoder("resnet18", weights=None), dtype="float32", batch_size=4,
+            block_rows=4, workers=0)
+"""
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
+    from eosin.embed import embed_store
+    from eosin.io import SlideStore
+
+    assert "features" not in SlideStore.open(store).kinds()
+    model = _model()
+    record = embed_store(store, model, dtype="float32", batch_size=4, block_rows=4, workers=0)
+    assert record["resumed_from"] == 8
+    features = np.asarray(SlideStore.open(store).read_group("features", record["key"])["features"])
+    np.testing.assert_allclose(features, _direct(store, model), rtol=1e-4, atol=1e-4)
+
+
+def test_cli_embed_and_bad_input(store, tmp_path, capsys):
+    from eosin.cli._main import main
+
+    assert main(["embed", str(store), "--encoder", "resnet18", "--weights", "none", "-q"]) == 0
+    assert '"dim": 512' in capsys.readouterr().out
+    assert main(["embed", str(store), "--encoder", "resnet1", "--weights", "none", "-q"]) == 2
+    assert "resnet18" in capsys.readouterr().err  # the close match is suggested
+    assert main(["embed", str(require(SVS)), "--encoder", "resnet18", "--weights", "none", "-q"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "embed",
+                str(store),
+                "--encoder",
+                "resnet18",
+                "--weights",
+                "none",
+                "--precision",
+                "fp16",
+                "--device",
+                "cpu",
+                "-q",
+            ]
+        )
+        == 2
+    )

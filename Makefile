@@ -11,7 +11,7 @@ export EOSIN_DATA
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,torch]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -1,0 +1,161 @@
+"""The per-slide QC stage: artefact masks on a thumbnail, per-tile flags in the store, pictures and metrics.
+
+A pure function of (slide path, parameters), like the stages of :mod:`eosin.run._stages`, so a cohort runs
+through :func:`eosin.run.map_slides` on any executor.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = ["QC_SIDE", "qc_image", "qc_stage"]
+
+#: the QC image is at least this many pixels on its longer side (or at the tissue masks' resolution if finer)
+QC_SIDE = 1600
+
+
+def qc_image(slide: Any, masks: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+    """The slide's QC image (RGB), its tissue and pen masks at that size, and its ``(dx, dy)`` downsample."""
+    import cv2
+
+    _, _, bw, bh = slide.bounds
+    mdx, mdy = _pair(masks.downsample)
+    ds = max(1.0, min((mdx + mdy) / 2, max(bw, bh) / QC_SIDE))
+    rgb = slide.thumbnail(downsample=ds)
+    rows, cols = rgb.shape[:2]
+    size = (cols, rows)
+    tissue = cv2.resize(masks.tissue.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    pen = cv2.resize(masks.pen.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    return rgb, tissue, pen, (bw / cols, bh / rows)
+
+
+def qc_stage(
+    job: Any,
+    *,
+    mpp: float = 0.5,
+    tile_size: int = 256,
+    min_tissue: float = 0.5,
+    tissue_mpp: float = 8.0,
+    slide_mpp: float | None = None,
+    backend: str | None = None,
+    blur_threshold: float = 8.0,
+    min_fraction: float = 0.25,
+) -> dict[str, Any]:
+    """QC one slide; write pictures and ``metrics.json`` into ``job.out_dir`` and ``qc/<grid key>`` into its store.
+
+    The tile grid is at ``mpp`` when the slide's resolution is trustworthy (or ``slide_mpp`` overrides it),
+    else at the slide's native resolution (downsample 1); the tiles are read to measure their focus.
+
+    Returns the slide's metrics (the row of the cohort report).
+    """
+    from eosin.qc._artefacts import coverslip_edges, dark_regions, stain_masks, stain_stats
+    from eosin.qc._flags import FLAGS, tile_qc
+    from eosin.qc._focus import focus_score
+    from eosin.qc._pictures import draw_tile_flags, qc_overlay
+    from eosin.run._stages import _open, _store_for, load_or_detect_tissue
+    from eosin.tiles import TileGrid, iter_tiles, make_grid
+    from eosin.viz import save_png
+
+    t0 = time.perf_counter()
+    warnings: list[str] = []
+    with _open(job.path, slide_mpp, backend) as slide:
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        store = _store_for(job, slide)
+        masks, _ = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)
+        rgb, tissue, pen, ds = qc_image(slide, masks)
+        origin = _pair(masks.origin)
+        brightfield = slide.is_brightfield
+        empty = np.zeros_like(tissue)
+        if brightfield:
+            stains = stain_masks(rgb, tissue)
+            layers = {
+                "dark": dark_regions(rgb, tissue),
+                "edge": coverslip_edges(rgb, tissue),
+                "stain": stains["over"] | stains["clipped"],
+            }
+            stats = stain_stats(rgb, tissue)
+        else:
+            warnings.append("not brightfield: stain, dark-region and coverslip detectors skipped")
+            layers = {"dark": empty, "edge": empty, "stain": empty}
+            stats = {}
+
+        if slide.mpp_problem() is None:
+            grid = make_grid(slide, masks, mpp=mpp, tile_size=tile_size, min_tissue=min_tissue)
+        else:
+            grid = make_grid(slide, masks, downsample=1.0, tile_size=tile_size, min_tissue=min_tissue)
+            warnings.append(f"mpp {slide.mpp_problem()}: tiles at the native resolution (give --slide-mpp)")
+        if store.has("grids", grid.key):
+            group = store.read_group("grids", grid.key)
+            grid = TileGrid.from_group(group, group.attrs)
+        elif len(grid):
+            store.write_group("grids", grid.key, *grid.to_group())
+        scores = np.empty(len(grid), np.float32)
+        for batch in iter_tiles(slide, grid, batch_size=32, workers=0):
+            scores[batch.indices] = focus_score(batch.images)
+        tiles = tile_qc(
+            grid,
+            layers,
+            downsample=ds,
+            origin=origin,
+            blur_score=scores,
+            blur_threshold=blur_threshold,
+            min_fraction=min_fraction,
+        )
+        if len(grid):
+            arrays, attrs = tiles.to_group()
+            store.write_group("qc", grid.key, arrays, attrs, overwrite=True)
+        if not tissue.any():
+            warnings.append("no tissue found")
+
+        save_png(job.out_dir / "thumbnail.png", rgb)
+        save_png(job.out_dir / "overlay.png", qc_overlay(rgb, tissue, {"pen": pen, **layers}))
+        save_png(
+            job.out_dir / "tiles.png",
+            draw_tile_flags(rgb, grid, tiles.flags, FLAGS, downsample=ds, origin=origin),
+        )
+        for name, mask in {"tissue": tissue, "pen": pen, **layers}.items():
+            save_png(job.out_dir / f"{name}.png", mask)
+
+    n_tissue = int(tissue.sum())
+
+    def of_tissue(mask: np.ndarray) -> float | None:
+        return round(float((mask & tissue).sum() / n_tissue), 5) if n_tissue else None
+
+    n = len(grid)
+    metrics: dict[str, Any] = {
+        "slide": str(job.path),
+        "name": job.path.name,
+        "out": job.out_dir.name,
+        "width": slide.width,
+        "height": slide.height,
+        "mpp": None if slide.mpp_problem() else round(slide.require_mpp(), 5),
+        "tissue_fraction": round(float(tissue.mean()), 5),
+        "pen_fraction": round(float(pen.mean()), 5),
+        "dark_fraction": of_tissue(layers["dark"]),
+        "edge_fraction": round(float(layers["edge"].mean()), 5),
+        "stain_fraction": of_tissue(layers["stain"]),
+        **{f"stain_{k}": v for k, v in stats.items()},
+        "grid": grid.key,
+        "grid_mpp": grid.mpp,
+        "n_tiles": n,
+        "blur_fraction": round(float(tiles.flagged("blur").mean()), 5) if n else None,
+        "blur_score_median": round(float(np.median(scores)), 3) if n else None,
+        "flagged_tile_fraction": round(float((~tiles.ok).mean()), 5) if n else None,
+        **{f"tiles_{k}": int(tiles.flagged(k).sum()) for k in FLAGS},
+        "warnings": warnings,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    from eosin.io._atomic import atomic_write_text
+
+    atomic_write_text(job.out_dir / "metrics.json", json.dumps(metrics, indent=1))
+    return metrics
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    if np.ndim(value) == 0:
+        return float(value), float(value)
+    return float(value[0]), float(value[1])

@@ -207,3 +207,24 @@ def test_overlay_and_atomic_png(tmp_path):
     save_png(path, m.tissue)
     assert set(np.unique(np.asarray(Image.open(path)))) == {0, 255}
     assert [p.name for p in path.parent.iterdir()] == ["overlay.png"]  # no temporary left behind
+
+
+def test_grid_from_detected_masks_covers_the_tissue(open_slide):
+    from eosin.tiles import make_grid
+
+    with open_slide(require(SLIDES / "CMU-1-Small-Region.svs")) as slide:
+        m = detect_tissue(slide)
+        grid = make_grid(slide, m, mpp=4.0, tile_size=32, min_tissue=0.5)
+    # tiles of 128 µm: their total area is close to the tissue area (±25 % for the tiles straddling its edge)
+    tissue_um2 = m.tissue.sum() * m.mpp**2
+    assert 0.75 < len(grid) * (32 * 4.0) ** 2 / tissue_um2 < 1.25
+    assert np.all(grid.section == 1)
+
+
+def test_bad_arguments_are_usage_errors():
+    from eosin.errors import UsageError
+
+    with pytest.raises(UsageError, match="RGB"):
+        detect_tissue(np.zeros((10, 10, 5), np.uint8))
+    with pytest.raises(UsageError, match="downsample"):
+        detect_tissue(_canvas(), downsample=0)

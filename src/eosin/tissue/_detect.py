@@ -123,6 +123,12 @@ def detect_tissue(
     Returns
     -------
     TissueMasks
+        Empty masks (no error) when nothing is stained; callers decide whether that is a problem.
+
+    Raises
+    ------
+    UsageError
+        For a non-positive ``mpp`` or ``downsample``, or an array that is not an RGB image.
     """
     import cv2
 

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("eosin.cli._models:models", "List the model registry."),
     "embed": ("eosin.cli._embed:embed", "Embed a store's tiles with an encoder from the registry."),
     "stain": ("eosin.cli._stain:stain", "Normalize the stain of images to a target."),
+    "qc": ("eosin.cli._qc:qc", "Quality control: artefacts, blurry tiles, per-tile flags and a cohort report."),
 }
 
 

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import click
+
+from eosin.cli._common import echo_json, expand_inputs, slide_options
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
+)
+@click.option(
+    "--mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Resolution of the tiles whose focus is measured (slides without a trustworthy mpp: native resolution).",
+)
+@click.option(
+    "--size",
+    "tile_size",
+    type=click.IntRange(min=16),
+    default=256,
+    show_default=True,
+    help="Tile size in pixels.",
+)
+@click.option(
+    "--min-tissue",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Tiles with at least this tissue fraction are checked (the grid eosin tile builds with the same options).",
+)
+@slide_options
+def qc(paths, out, mpp, tile_size, min_tissue, slide_mpp, backend, workers, quiet):
+    """Quality control of slides, with a cohort report in the spirit of HistoQC.
+
+    Per slide, OUT/<stem>/ gets thumbnail.png, overlay.png (artefacts shaded), tiles.png (flagged tiles),
+    masks (tissue, pen, dark, edge, stain .png), metrics.json, and the per-tile flags in store.zarr
+    (group qc/<grid key>, aligned with the tile grid). Then OUT/index.html and OUT/results.tsv list every
+    slide, failed ones with their error. Prints one JSON line per slide.
+    """
+    from eosin.qc._report import write_report
+    from eosin.qc._stage import qc_stage
+    from eosin.run import map_slides
+    from eosin.run._stages import plan_outputs
+    from eosin.tiles import default_workers
+
+    jobs = plan_outputs(expand_inputs(paths), out)
+    stage = partial(
+        qc_stage, mpp=mpp, tile_size=tile_size, min_tissue=min_tissue, slide_mpp=slide_mpp, backend=backend
+    )
+    n_workers = min(len(jobs), workers if workers is not None else default_workers())
+    results = map_slides(
+        stage, jobs, workers=max(n_workers, 1), progress=not quiet and len(jobs) > 1, desc="qc"
+    )
+    rows = []
+    for job, result in zip(jobs, results):
+        if result.ok:
+            rows.append({**result.value, "status": "ok"})
+            echo_json(result.value)
+        else:
+            rows.append(
+                {
+                    "name": job.path.name,
+                    "slide": str(job.path),
+                    "status": "failed",
+                    "error": str(result.error),
+                }
+            )
+            click.echo(f"error: {result.error}", err=True)
+    index, _ = write_report(out, rows)
+    failed = sum(not r.ok for r in results)
+    if failed:
+        click.echo(f"{failed} of {len(jobs)} slide(s) failed.", err=True)
+    click.echo(f"report: {index}", err=True)
+    return 1 if failed else 0

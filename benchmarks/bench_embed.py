@@ -1,0 +1,110 @@
+"""``embed-resnet18``: end-to-end ``eosin embed`` of the big slide's tiles against a plain PyTorch loop.
+
+``python benchmarks/run.py embed-resnet18``
+
+- eosin: ``eosin tile BIG --mpp 0.5 --size 224`` (not timed), then ``eosin embed STORE --encoder resnet18
+  --weights none`` timed as a whole command (start-up, decoding in worker processes, inference, writing).
+- baseline: torchvision ``resnet18()`` (random weights, eval mode, ``torch.no_grad()``, default threads), batch 32,
+  over the same tiles already decoded in memory (decoding not timed), ImageNet normalization in the loop.
+- ``EOSIN_BENCH_TILES`` limits both sides to the first N tiles of the grid (default: all).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _common
+
+BENCHES = ("embed-resnet18",)
+
+
+def baseline(store: str, limit: int) -> dict:
+    import numpy as np
+    import torch
+    import torchvision
+
+    from eosin.io import SlideStore
+    from eosin.slide import open_slide
+    from eosin.tiles import TileGrid, read_tiles
+
+    st = SlideStore.open(store)
+    group = st.read_group("grids", st.keys("grids")[0])
+    grid = TileGrid.from_group(group, group.attrs)
+    slide = open_slide(st.slide["path"])
+    coords = grid.coords[:limit] if limit else grid.coords
+    tiles = read_tiles(slide, coords, tile_size=grid.tile_size, downsample=grid.downsample)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    t0 = time.perf_counter()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(tiles), 32):
+            x = torch.from_numpy(tiles[i : i + 32]).permute(0, 3, 1, 2).float() / 255.0
+            outs.append(model((x - mean) / std))
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "n_tiles": int(len(tiles)),
+        "checksum": float(np.abs(torch.cat(outs).numpy()).sum()),
+    }
+
+
+def run(names: list[str]) -> list[dict]:
+    slide = _common.big_slide()
+    work = _common.WORK / "embed"
+    eosin = str(Path(sys.executable).with_name("eosin"))
+    limit = int(os.environ.get("EOSIN_BENCH_TILES", "0"))
+    shutil.rmtree(work, ignore_errors=True)
+    subprocess.run(
+        [eosin, "tile", str(slide), "--mpp", "0.5", "--size", "224", "--out", str(work), "-q"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    store = work / slide.stem / "store.zarr"
+    if limit:  # keep the first N tiles only: rewrite the grid in place
+        from eosin.io import SlideStore
+        from eosin.tiles import TileGrid
+
+        st = SlideStore.open(store)
+        key = st.keys("grids")[0]
+        group = st.read_group("grids", key)
+        grid = TileGrid.from_group(group, group.attrs)
+        arrays, attrs = grid.subset(list(range(min(limit, len(grid))))).to_group()
+        st.write_group("grids", key, arrays, attrs, overwrite=True)
+    t0 = time.perf_counter()
+    e, rss = _common.run_measured(
+        [eosin, "embed", str(store), "--encoder", "resnet18", "--weights", "none", "-q"]
+    )
+    e_seconds = time.perf_counter() - t0
+    b, b_rss = _common.run_measured([sys.executable, __file__, "baseline", str(store), str(limit)])
+    rate, base = e["n_tiles"] / e_seconds, b["n_tiles"] / b["seconds"]
+    return [
+        {
+            "bench": "embed-resnet18",
+            "unit": "tiles/s",
+            "eosin": round(rate, 2),
+            "baseline": "plain torch loop: torchvision resnet18, eval + no_grad, batch 32, tiles pre-decoded",
+            "baseline_value": round(base, 2),
+            "ratio": round(rate / base, 3),
+            "peak_rss_mb": round(rss, 1),
+            "baseline_peak_rss_mb": round(b_rss, 1),
+            "n_tiles": e["n_tiles"],
+            "eosin_inner_tiles_per_s": e.get("tiles_per_s"),
+        }
+    ]
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "baseline":
+        print(json.dumps(baseline(sys.argv[2], int(sys.argv[3]))))
+    else:
+        for record in run(sys.argv[1:]):
+            print(json.dumps(record))

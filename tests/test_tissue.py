@@ -110,7 +110,8 @@ def test_coverslip_edges_are_not_tissue(name):
     m = detect_tissue(img)
     # the H&E edge crosses the tissue on its left: part of the edge mask lies on real tissue (measured 0.13)
     assert (m.tissue & edge).sum() / edge.sum() < (0.2 if name == "he" else 0.01)
-    assert m.tissue.mean() > 0.05
+    # IHC: two sections on beige glass; the faintly coloured glass beyond the coverslip is not tissue (measured 0.08)
+    assert 0.05 < m.tissue.mean() < (0.6 if name == "he" else 0.11)
 
 
 def test_ihc_image_has_tissue():

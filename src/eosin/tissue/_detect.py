@@ -89,6 +89,7 @@ def detect_tissue(
     section_gap: float = 100.0,
     min_chroma: float = 0.04,
     max_chroma: float = 0.05,
+    min_strong_fraction: float = 0.05,
     pen: bool = True,
     min_pen_area: float = 10_000.0,
 ) -> TissueMasks:
@@ -115,6 +116,9 @@ def detect_tissue(
         Pieces of tissue closer than this, µm, belong to the same cross-section.
     min_chroma, max_chroma
         Range the automatic (Otsu) chroma threshold is clipped to (chroma of white-balanced RGB, 0-1).
+    min_strong_fraction
+        A piece of tissue is kept only when at least this fraction of it is clearly stained (chroma above
+        ``2 * max_chroma``): faint coloured artefacts (mountant streaks, the glass beyond the coverslip) are not.
     pen
         Detect pen marks (and exclude them from tissue).
     min_pen_area
@@ -162,7 +166,8 @@ def detect_tissue(
     tissue = cv2.morphologyEx(tissue.view(np.uint8), cv2.MORPH_CLOSE, kernel) > 0
     tissue &= no_pen
     tissue = _fill_small_holes(tissue, max_hole_area / px_area)
-    tissue = _drop_small(tissue, min_area / px_area)
+    strong = chroma > 2 * max_chroma * 255
+    tissue = _drop_small(tissue, min_area / px_area, strong=strong, min_strong_fraction=min_strong_fraction)
     sections = _sections(tissue, gap_px=section_gap / px_len)
 
     params = {
@@ -174,6 +179,7 @@ def detect_tissue(
         "section_gap_um": section_gap,
         "chroma_range": [min_chroma, max_chroma],
         "chroma_threshold": round(float(thresh), 4),
+        "min_strong_fraction": min_strong_fraction,
         "background_rgb": [int(v) for v in background],
         "pen": pen,
         "min_pen_area_um2": min_pen_area,
@@ -349,14 +355,22 @@ def _grow_within(seed: np.ndarray, region: np.ndarray) -> np.ndarray:
     return np.take(hit, labels).view(bool)
 
 
-def _drop_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
-    """Remove 8-connected pieces smaller than ``min_pixels``."""
+def _drop_small(
+    mask: np.ndarray, min_pixels: float, *, strong: np.ndarray | None = None, min_strong_fraction: float = 0.0
+) -> np.ndarray:
+    """Remove 8-connected pieces smaller than ``min_pixels`` (or with too small a share of ``strong`` pixels)."""
     import cv2
 
-    if min_pixels <= 1 or not mask.any():
+    if (min_pixels <= 1 and strong is None) or not mask.any():
         return mask
     n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
-    keep = (np.bincount(labels.ravel(), minlength=n) >= min_pixels).astype(np.uint8)
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=n)
+    keep = area >= min_pixels
+    if strong is not None and min_strong_fraction > 0:
+        n_strong = np.bincount(flat * strong.ravel(), minlength=n)  # label 0 collects the rest
+        keep &= n_strong >= min_strong_fraction * area
+    keep = keep.astype(np.uint8)
     keep[0] = 0
     return np.take(keep, labels).view(bool)
 
@@ -386,8 +400,23 @@ def _sections(tissue: np.ndarray, *, gap_px: float) -> np.ndarray:
     if r:
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         grown = cv2.dilate(grown, k)
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(grown, connectivity=8)
-    order = _reading_order(np.arange(1, n), centroids[:, 0], centroids[:, 1], stats[:, cv2.CC_STAT_HEIGHT])
+    n, labels = cv2.connectedComponents(grown, connectivity=8)
+    # centroids and sizes for the ordering, from every step-th pixel (sections are far larger than a step)
+    step = max(1, int(np.sqrt(labels.size / 100_000)))
+    sub = labels[::step, ::step]
+    ys, xs = np.indices(sub.shape)
+    flat = sub.ravel()
+    area = np.bincount(flat, minlength=n).astype(float)
+    missing = np.flatnonzero(area[1:] == 0) + 1
+    if missing.size:  # a piece between the sampled pixels: sample it at full resolution
+        ys_m, xs_m = np.nonzero(np.isin(labels, missing))
+        flat = np.concatenate([flat, labels[ys_m, xs_m]])
+        ys = np.concatenate([ys.ravel(), ys_m / step])
+        xs = np.concatenate([xs.ravel(), xs_m / step])
+        area = np.bincount(flat, minlength=n).astype(float)
+    cx = np.bincount(flat, xs.ravel(), minlength=n) / np.maximum(area, 1)
+    cy = np.bincount(flat, ys.ravel(), minlength=n) / np.maximum(area, 1)
+    order = _reading_order(np.arange(1, n), cx, cy, np.sqrt(area))
     relabel = np.zeros(n, np.int32)
     relabel[order] = np.arange(1, n, dtype=np.int32)
     out = np.take(relabel, labels)
@@ -396,7 +425,7 @@ def _sections(tissue: np.ndarray, *, gap_px: float) -> np.ndarray:
 
 
 def _reading_order(index: np.ndarray, cx: np.ndarray, cy: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """``index`` sorted in reading order: rows by centroid (a row spans half the median piece height), then x."""
+    """``index`` sorted in reading order: rows by centroid (a row spans half the median piece size), then x."""
     if len(index) == 0:
         return index
     band = 0.5 * float(np.median(size[index]))

@@ -11,7 +11,15 @@ import numpy as np
 
 from eosin.errors import NotFittedError, UsageError
 
-__all__ = ["StainNormalizer", "as_batch", "glass_mask", "od_lut", "target_pixels", "tissue_or_all"]
+__all__ = [
+    "StainNormalizer",
+    "as_batch",
+    "glass_mask",
+    "keep_glass",
+    "od_lut",
+    "target_pixels",
+    "tissue_or_all",
+]
 
 
 def as_batch(images: Any) -> tuple[np.ndarray, bool]:
@@ -69,11 +77,21 @@ def glass_mask(rgb: np.ndarray, *, min_brightness: int = 200, max_saturation: fl
     numpy.ndarray
         bool, ``rgb.shape[:-1]``.
     """
+    return _glass_u8(rgb, min_brightness, max_saturation).reshape(rgb.shape[:-1]) > 0
+
+
+def _glass_u8(rgb: np.ndarray, min_brightness: int = 200, max_saturation: float = 0.12) -> np.ndarray:
+    """:func:`glass_mask` as an OpenCV 0/255 mask of the image(s) flattened to ``(rows, cols)``."""
     rgb = np.ascontiguousarray(rgb)
     flat = rgb.reshape(-1, rgb.shape[-2], 3) if rgb.ndim >= 3 else rgb.reshape(1, -1, 3)  # an OpenCV image
     hsv = cv2.cvtColor(flat, cv2.COLOR_RGB2HSV)  # S = 255 * (max - min) / max, V = max
-    glass = cv2.inRange(hsv, (0, 0, min_brightness), (255, int(max_saturation * 255), 255))
-    return glass.reshape(rgb.shape[:-1]) > 0
+    return cv2.inRange(hsv, (0, 0, min_brightness), (255, int(max_saturation * 255), 255))
+
+
+def keep_glass(out: np.ndarray, original: np.ndarray) -> None:
+    """Put the glass pixels of ``original`` back into ``out`` (same shape, uint8), in place."""
+    rows = out.reshape(-1, out.shape[-2], 3)  # a view: OpenCV writes through it
+    cv2.copyTo(np.ascontiguousarray(original).reshape(rows.shape), _glass_u8(original), rows)
 
 
 class StainNormalizer:
@@ -128,7 +146,7 @@ class StainNormalizer:
         for i, image in enumerate(batch):
             out[i] = self._transform_one(image.reshape(-1, 3)).reshape(image.shape)
         if getattr(self, "mask_background", False):  # glass keeps its exact colour
-            np.copyto(out, batch, where=glass_mask(batch)[..., None])
+            keep_glass(out, batch)
         return out[0] if single else out
 
     def fit_transform(self, target: Any) -> np.ndarray:

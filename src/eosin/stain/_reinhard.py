@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from eosin.stain._common import StainNormalizer, as_batch, glass_mask, tissue_or_all
+from eosin.stain._common import StainNormalizer, as_batch, glass_mask, keep_glass, tissue_or_all
 
 __all__ = ["ReinhardNormalizer"]
 
@@ -73,7 +73,7 @@ class ReinhardNormalizer(StainNormalizer):
             lab[i] = cv2.LUT(lab[i], lut)
         out = cv2.cvtColor(lab.reshape(n * rows, cols, 3), cv2.COLOR_LAB2RGB).reshape(batch.shape)
         if glass is not None:  # glass keeps its exact colour
-            np.copyto(out, batch, where=glass[..., None])
+            keep_glass(out, batch)
         return out[0] if single else out
 
 

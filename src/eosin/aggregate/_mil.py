@@ -1,0 +1,472 @@
+"""Attention MIL aggregators on feature bags (ABMIL, CLAM-SB, CLAM-MB, TransMIL) and their shared trainer.
+
+Training follows CLAM: one bag per step (batch size 1), Adam, cross-entropy weighted against class imbalance
+(plus CLAM's instance clustering loss), optional early stopping on validation loss. On CUDA the forward pass
+runs under automatic mixed precision (float16 with a gradient scaler).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eosin.aggregate._base import Aggregator, Bags, check_bag, check_labels
+from eosin.aggregate._mil_nets import ABMILNet, CLAMNet, TransMILNet
+from eosin.errors import StoreError, UnknownNameError, UsageError
+
+__all__ = ["ABMIL", "CLAMMB", "CLAMSB", "MILAggregator", "TransMIL", "load_aggregator"]
+
+_FORMAT = "eosin.aggregate/1"
+
+
+class MILAggregator(Aggregator):
+    """Base of the attention-MIL aggregators: bags of per-tile features ``(n_tiles, d)``, a shared trainer.
+
+    Subclasses define ``_network(n_features, n_classes)``. Training parameters given to :meth:`fit` override the
+    constructor's for that call only.
+    """
+
+    bag_kind = "features"
+    _fitted = ("classes_", "model_")
+
+    def fit(
+        self,
+        bags: Bags,
+        y: Any,
+        *,
+        val: tuple[Bags, Any] | None = None,
+        epochs: int | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        seed: int | None = None,
+        device: str | None = None,
+    ) -> MILAggregator:
+        """Train on the bags, one bag per step; returns ``self``.
+
+        Parameters
+        ----------
+        bags
+            One ``(n_tiles, d)`` feature array per slide (a list, or any sequence that loads bags on access).
+        y
+            One label per bag.
+        val
+            ``(bags, y)`` of validation slides: the weights of the epoch with the lowest validation loss are kept,
+            and training stops after ``patience`` epochs without improvement.
+        epochs, lr, weight_decay, seed, device
+            Override the constructor's values for this fit.
+
+        Attributes set
+        --------------
+        classes_, model_ (the trained network, eval mode), n_features_, history_ (per-epoch ``train_loss`` and
+        ``val_loss``), device_.
+        """
+        epochs = self.epochs if epochs is None else epochs
+        lr = self.lr if lr is None else lr
+        weight_decay = self.weight_decay if weight_decay is None else weight_decay
+        seed = self.seed if seed is None else seed
+        dev = _device(self.device if device is None else device)
+        if len(bags) == 0:
+            raise UsageError("no bags given.", fix="pass at least one bag (one slide)")
+        classes, codes = check_labels(y, len(bags))
+        n_features = check_bag(bags[0], 0).shape[1]
+        val_codes = None
+        if val is not None:
+            val_bags, val_y = val
+            val_codes = check_labels(val_y, len(val_bags), classes)[1]
+
+        torch.manual_seed(seed)
+        model = self._network(n_features, len(classes)).to(dev)
+        counts = np.bincount(codes, minlength=len(classes)).astype(np.float64)
+        weight = None
+        if self.class_weight == "balanced":
+            weight = torch.tensor(
+                len(codes) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=dev
+            )
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        amp = dev.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        rng = np.random.default_rng(seed)
+        history, best, best_state, waited = [], np.inf, None, 0
+        for _ in range(epochs):
+            model.train()
+            total = 0.0
+            for i in rng.permutation(len(codes)):
+                x = torch.as_tensor(check_bag(bags[i], int(i), n_features), device=dev)
+                label = torch.tensor(codes[i], device=dev)
+                with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
+                    loss = self._loss(model, x, label, weight)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                total += float(loss.detach())
+            record = {"train_loss": total / len(codes)}
+            if val is not None:
+                record["val_loss"] = self._val_loss(model, val_bags, val_codes, n_features, weight, dev)
+                if record["val_loss"] < best:
+                    best, best_state, waited = record["val_loss"], copy.deepcopy(model.state_dict()), 0
+                else:
+                    waited += 1
+            history.append(record)
+            if val is not None and waited >= self.patience:
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        self.model_ = model.eval()
+        self.classes_, self.n_features_, self.history_, self.device_ = classes, n_features, history, dev
+        return self
+
+    def predict_proba(self, bags: Bags) -> np.ndarray:
+        """Softmax class probabilities of each bag, ``(n_slides, n_classes)``."""
+        self._check_fitted()
+        out = []
+        with torch.inference_mode():
+            for i in range(len(bags)):
+                out.append(torch.softmax(self._forward(bags, i)[0].float(), 0).cpu().numpy())
+        return np.stack(out).astype(np.float64)
+
+    def attention(self, bag: np.ndarray) -> np.ndarray:
+        """Per-tile attention scores of one bag, ``(n_tiles,)`` summing to 1 (for heatmaps).
+
+        ABMIL and CLAM-SB: the softmax attention; CLAM-MB: the branch of the predicted class; TransMIL: the class
+        token's attention to each tile in the last layer, averaged over heads.
+        """
+        self._check_fitted()
+        with torch.inference_mode():
+            scores = self._forward([bag], 0)[1].float().cpu().numpy().astype(np.float64)
+        return scores / max(scores.sum(), 1e-12)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the trained aggregator to the folder ``path``: ``weights.safetensors`` and ``config.json``.
+
+        ``config.json`` holds the aggregator name, its parameters, the classes and the feature width. The folder
+        is written aside and renamed into place, so ``path`` is either the old checkpoint or the new one.
+        """
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        config = {
+            "format": _FORMAT,
+            "aggregator": self.name,
+            "params": self.get_params(),
+            "classes": self.classes_.tolist(),
+            "n_features": int(self.n_features_),
+            "history": self.history_,
+        }
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
+            save_file(state, tmp / "weights.safetensors", metadata={"format": _FORMAT})
+            (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+            if target.exists():
+                old = target.with_name(f".{target.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> MILAggregator:
+        """Read an aggregator written by :meth:`save` (of this class, or any MIL class when called on the base)."""
+        agg = load_aggregator(path, device=device)
+        if cls is not MILAggregator and not isinstance(agg, cls):
+            raise UsageError(
+                f"{path} holds a {type(agg).__name__}, not a {cls.__name__}.", fix="use load_aggregator"
+            )
+        return agg
+
+    # internals
+
+    def _network(self, n_features: int, n_classes: int) -> nn.Module:  # pragma: no cover - subclasses
+        raise NotImplementedError
+
+    def _loss(self, model: nn.Module, x: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None):
+        logits, _, extra = model(x, label)
+        loss = F.cross_entropy(logits.float()[None], label[None], weight=weight)
+        if extra is not None:
+            loss = self.bag_weight * loss + (1 - self.bag_weight) * extra.float()
+        return loss
+
+    def _val_loss(self, model, bags, codes, n_features, weight, dev) -> float:
+        model.eval()
+        total = 0.0
+        with torch.inference_mode():
+            for i in range(len(codes)):
+                x = torch.as_tensor(check_bag(bags[i], i, n_features), device=dev)
+                logits = model(x)[0].float()
+                total += float(
+                    F.cross_entropy(logits[None], torch.tensor([codes[i]], device=dev), weight=weight)
+                )
+        return total / len(codes)
+
+    def _forward(self, bags: Bags, i: int):
+        x = torch.as_tensor(check_bag(bags[i], i, self.n_features_), device=self.device_)
+        with torch.autocast(self.device_.type, dtype=torch.float16, enabled=self.device_.type == "cuda"):
+            return self.model_(x)
+
+
+_TRAIN_DOC = """
+    epochs
+        Passes over the training bags.
+    lr, weight_decay
+        Adam's learning rate and L2 weight decay.
+    class_weight
+        ``"balanced"`` (cross-entropy weights inverse to class frequency) or ``None``.
+    patience
+        Epochs without a lower validation loss before stopping (only with ``val=`` in :meth:`fit`).
+    seed
+        Seeds the weight initialisation, dropout and the bag order.
+    device
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+"""
+
+
+class ABMIL(MILAggregator):
+    __doc__ = (
+        """Gated attention MIL (Ilse, Tomczak & Welling, ICML 2018).
+
+    Tile features pass through ``Linear(d, hidden) + ReLU``; gated attention ``w^T (tanh(V h) * sigmoid(U h))``
+    gives one score per tile, softmax-normalised over the bag; the attention-weighted mean is classified by a
+    linear layer (softmax over the classes, so multi-class works as well as binary).
+
+    Parameters
+    ----------
+    hidden, attention_dim
+        Widths of the embedding and of the attention layers.
+    dropout
+        Dropout after the embedding and in the attention branches.
+"""
+        + _TRAIN_DOC
+    )
+
+    name = "abmil"
+
+    def __init__(
+        self,
+        *,
+        hidden: int = 512,
+        attention_dim: int = 256,
+        dropout: float = 0.25,
+        epochs: int = 20,
+        lr: float = 2e-4,
+        weight_decay: float = 1e-5,
+        class_weight: str | None = "balanced",
+        patience: int = 5,
+        seed: int = 0,
+        device: str = "auto",
+    ):
+        self.hidden, self.attention_dim, self.dropout = hidden, attention_dim, dropout
+        self.epochs, self.lr, self.weight_decay = epochs, lr, weight_decay
+        self.class_weight, self.patience, self.seed, self.device = class_weight, patience, seed, device
+
+    def _network(self, n_features: int, n_classes: int) -> nn.Module:
+        return ABMILNet(
+            n_features, n_classes, hidden=self.hidden, attention_dim=self.attention_dim, dropout=self.dropout
+        )
+
+
+class CLAMSB(MILAggregator):
+    __doc__ = (
+        """CLAM single-branch (Lu et al., Nature Biomedical Engineering 2021).
+
+    Gated attention pooling as ABMIL, plus one instance classifier per class trained by the instance clustering
+    loss: the ``k_sample`` most attended tiles of a bag are pseudo-labelled positive and the ``k_sample`` least
+    attended negative for the bag's class; with ``subtyping`` the most attended tiles are also negatives for the
+    other classes. The loss is ``bag_weight * bag CE + (1 - bag_weight) * instance loss``.
+
+    Parameters
+    ----------
+    hidden, attention_dim
+        Widths of the embedding and of the attention layers (CLAM "small": 512, 256).
+    dropout
+        Dropout after the embedding and in the attention branches.
+    k_sample
+        Tiles taken from each end of the attention ranking (capped at half the bag).
+    bag_weight
+        Weight of the bag loss against the instance loss.
+    instance_loss
+        ``"svm"`` (smooth top-1 SVM, CLAM's default) or ``"ce"`` (cross-entropy).
+    subtyping
+        Use out-of-class negatives; ``None`` turns it on for more than two classes.
+"""
+        + _TRAIN_DOC
+    )
+
+    name = "clam_sb"
+    multi_branch = False
+
+    def __init__(
+        self,
+        *,
+        hidden: int = 512,
+        attention_dim: int = 256,
+        dropout: float = 0.25,
+        k_sample: int = 8,
+        bag_weight: float = 0.7,
+        instance_loss: str = "svm",
+        subtyping: bool | None = None,
+        epochs: int = 20,
+        lr: float = 2e-4,
+        weight_decay: float = 1e-5,
+        class_weight: str | None = "balanced",
+        patience: int = 5,
+        seed: int = 0,
+        device: str = "auto",
+    ):
+        self.hidden, self.attention_dim, self.dropout = hidden, attention_dim, dropout
+        self.k_sample, self.bag_weight, self.instance_loss, self.subtyping = (
+            k_sample,
+            bag_weight,
+            instance_loss,
+            subtyping,
+        )
+        self.epochs, self.lr, self.weight_decay = epochs, lr, weight_decay
+        self.class_weight, self.patience, self.seed, self.device = class_weight, patience, seed, device
+
+    def _network(self, n_features: int, n_classes: int) -> nn.Module:
+        if self.instance_loss not in ("svm", "ce"):
+            raise UnknownNameError("CLAM instance loss", self.instance_loss, ("svm", "ce"))
+        return CLAMNet(
+            n_features,
+            n_classes,
+            hidden=self.hidden,
+            attention_dim=self.attention_dim,
+            dropout=self.dropout,
+            multi_branch=self.multi_branch,
+            k_sample=self.k_sample,
+            subtyping=n_classes > 2 if self.subtyping is None else self.subtyping,
+            instance_loss=self.instance_loss,
+        )
+
+
+class CLAMMB(CLAMSB):
+    __doc__ = (CLAMSB.__doc__ or "").replace(
+        "CLAM single-branch", "CLAM multi-branch: one attention branch and one bag classifier per class"
+    )
+    name = "clam_mb"
+    multi_branch = True
+
+
+class TransMIL(MILAggregator):
+    __doc__ = (
+        """TransMIL (Shao et al., NeurIPS 2021): correlated MIL with a transformer over the tiles.
+
+    Tile features pass through ``Linear(d, hidden) + ReLU``; the tokens are padded to a square (repeating the
+    first tiles), a class token is prepended, then Nyström self-attention layer, PPEG (depthwise 7/5/3
+    convolutions over the square as a position encoding), a second Nyström layer, LayerNorm and a linear
+    classifier on the class token. Nyström attention is implemented here (``landmarks`` segment means, six
+    Newton-Schulz steps for the pseudo-inverse, a depthwise residual convolution of the values); bags no longer
+    than ``landmarks`` use exact softmax attention.
+
+    Parameters
+    ----------
+    hidden, heads, landmarks
+        Token width (512 in the paper), attention heads (8) and Nyström landmarks (256).
+    dropout
+        Dropout after the embedding.
+"""
+        + _TRAIN_DOC
+    )
+
+    name = "transmil"
+
+    def __init__(
+        self,
+        *,
+        hidden: int = 512,
+        heads: int = 8,
+        landmarks: int = 256,
+        dropout: float = 0.1,
+        epochs: int = 20,
+        lr: float = 2e-4,
+        weight_decay: float = 1e-5,
+        class_weight: str | None = "balanced",
+        patience: int = 5,
+        seed: int = 0,
+        device: str = "auto",
+    ):
+        self.hidden, self.heads, self.landmarks, self.dropout = hidden, heads, landmarks, dropout
+        self.epochs, self.lr, self.weight_decay = epochs, lr, weight_decay
+        self.class_weight, self.patience, self.seed, self.device = class_weight, patience, seed, device
+
+    def _network(self, n_features: int, n_classes: int) -> nn.Module:
+        return TransMILNet(
+            n_features,
+            n_classes,
+            hidden=self.hidden,
+            heads=self.heads,
+            landmarks=self.landmarks,
+            dropout=self.dropout,
+        )
+
+
+_MIL_CLASSES: dict[str, type[MILAggregator]] = {c.name: c for c in (ABMIL, CLAMSB, CLAMMB, TransMIL)}
+
+
+def load_aggregator(path: str | os.PathLike[str], *, device: str = "cpu") -> MILAggregator:
+    """Read an attention-MIL aggregator written by :meth:`MILAggregator.save`, ready to predict.
+
+    Raises
+    ------
+    StoreError
+        When ``path`` is not such a folder or its weights do not fit its configuration.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    config_path, weights_path = folder / "config.json", folder / "weights.safetensors"
+    if not (config_path.is_file() and weights_path.is_file()):
+        raise StoreError(
+            "not an eosin aggregator checkpoint (expected config.json and weights.safetensors).",
+            path=folder,
+            fix="pass the folder written by save()",
+        )
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("format") != _FORMAT or config.get("aggregator") not in _MIL_CLASSES:
+        raise StoreError(f"unknown checkpoint format {config.get('format')!r}.", path=folder)
+    agg = _MIL_CLASSES[config["aggregator"]](**config["params"])
+    classes = np.asarray(config["classes"])
+    model = agg._network(config["n_features"], len(classes))
+    try:
+        model.load_state_dict(load_file(weights_path))
+    except RuntimeError as err:
+        raise StoreError(f"weights do not fit the configured network ({err}).", path=weights_path) from None
+    dev = _device(device)
+    agg.model_ = model.to(dev).eval()
+    agg.classes_, agg.n_features_, agg.history_, agg.device_ = (
+        classes,
+        config["n_features"],
+        config["history"],
+        dev,
+    )
+    return agg
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UnknownNameError("device", name, ("auto", "cpu", "cuda"))
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(
+            f"device {name!r} asked for, but PyTorch sees no CUDA GPU.", fix="use device='cpu' or 'auto'"
+        )
+    return torch.device(name)

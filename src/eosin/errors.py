@@ -17,6 +17,8 @@ Hierarchy::
     │   │   └── ImplausibleResolutionError
     │   └── NoTissueError
     ├── StoreError                       a per-slide store that is missing, foreign or from a newer schema
+    ├── DataError                        a labelled-data table or cohort with a bad row, file or column
+    │   └── PatientLeakError             one patient on both sides of a train/test split
     ├── NotFittedError                   a trainable object used before ``fit``
     └── WeightsUnavailableError          model weights that cannot be had offline
         └── WeightsMismatchError         a weights file that is not the expected one (checksum, parameter names)
@@ -30,11 +32,13 @@ from collections.abc import Iterable
 
 __all__ = [
     "CorruptSlideError",
+    "DataError",
     "EosinError",
     "ImplausibleResolutionError",
     "MissingResolutionError",
     "NoTissueError",
     "NotFittedError",
+    "PatientLeakError",
     "ResolutionError",
     "SlideError",
     "SlideNotFoundError",
@@ -146,6 +150,14 @@ class NoTissueError(SlideError):
 
 class StoreError(EosinError):
     """A per-slide store is missing, not an eosin store, or written by a newer schema."""
+
+
+class DataError(EosinError):
+    """A labelled-data table or cohort is wrong: a missing file, an unknown column, a bad row."""
+
+
+class PatientLeakError(DataError):
+    """The same patient is on both sides of a split (train and validation/test)."""
 
 
 class NotFittedError(EosinError, AttributeError):

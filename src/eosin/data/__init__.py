@@ -1,0 +1,66 @@
+"""Labelled data for training: tile tables, tiles cut from image/mask pairs, cohorts, patient-level splits.
+
+>>> table = load_tile_table("tiles/")  # one folder per class  # doctest: +SKIP
+>>> train, val = patient_split(table.labels, table.patients, test_size=0.2, seed=0)  # doctest: +SKIP
+>>> loader = make_loader(table.subset(train), batch_size=32, balance="weighted", augment=True)  # doctest: +SKIP
+
+Names load on first use; only :func:`make_loader` and :class:`TileDataset` need PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "TileTable": "eosin.data._table",
+    "load_tile_table": "eosin.data._table",
+    "read_tile": "eosin.data._table",
+    "mask_fractions": "eosin.data._masks",
+    "tiles_from_masks": "eosin.data._masks",
+    "Cohort": "eosin.data._cohort",
+    "read_cohort": "eosin.data._cohort",
+    "patient_split": "eosin.data._splits",
+    "patient_kfold": "eosin.data._splits",
+    "check_no_leak": "eosin.data._splits",
+    "Augment": "eosin.data._augment",
+    "TileDataset": "eosin.data._torch",
+    "make_loader": "eosin.data._torch",
+}
+
+__all__ = [
+    "Augment",
+    "Cohort",
+    "TileDataset",
+    "TileTable",
+    "check_no_leak",
+    "load_tile_table",
+    "make_loader",
+    "mask_fractions",
+    "patient_kfold",
+    "patient_split",
+    "read_cohort",
+    "read_tile",
+    "tiles_from_masks",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'eosin.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(_LAZY)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eosin.data._augment import Augment
+    from eosin.data._cohort import Cohort, read_cohort
+    from eosin.data._masks import mask_fractions, tiles_from_masks
+    from eosin.data._splits import check_no_leak, patient_kfold, patient_split
+    from eosin.data._table import TileTable, load_tile_table, read_tile
+    from eosin.data._torch import TileDataset, make_loader

@@ -1,0 +1,129 @@
+"""A PyTorch view of a tile table: decoding and augmentation in DataLoader worker processes, class balancing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler, WeightedRandomSampler
+
+from eosin.data._augment import Augment, resize_tile
+from eosin.data._table import TileTable, read_tile
+from eosin.errors import UsageError
+
+__all__ = ["BALANCING", "TileDataset", "make_loader", "to_input"]
+
+BALANCING = ("weighted", "oversample", "none")
+
+
+class TileDataset(Dataset):
+    """Item ``i``: the tile decoded (and augmented) as a ``(size, size, 3)`` uint8 tensor, and its class index.
+
+    Tiles stay uint8 channels-last until the model's process (:func:`to_input`), so workers ship a quarter of
+    the bytes that float tensors would be.
+    """
+
+    def __init__(self, table: TileTable, *, size: int, augment: Augment | None = None):
+        self.table = table
+        self.size = size
+        self.augment = augment
+        self.targets = table.label_index
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        box = None if self.table.boxes is None else self.table.boxes[i]
+        tile = read_tile(self.table.paths[i], box)
+        if self.augment is not None:
+            tile = self.augment(tile)
+        tile = resize_tile(tile, self.size)
+        return torch.from_numpy(np.ascontiguousarray(tile)), int(self.targets[i])
+
+
+def _seed_worker(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset
+    if getattr(dataset, "augment", None) is not None:
+        dataset.augment.reseed(info.seed % 2**32)  # torch draws a new base seed per epoch
+
+
+def balanced_indices(targets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices where every class appears as often as the largest one (minority rows repeated at random)."""
+    classes, counts = np.unique(targets, return_counts=True)
+    top = counts.max()
+    parts = []
+    for c, n in zip(classes, counts, strict=True):
+        rows = np.flatnonzero(targets == c)
+        parts.append(np.concatenate([rows, rng.choice(rows, size=top - n, replace=True)]))
+    return np.concatenate(parts)
+
+
+def make_loader(
+    table: TileTable,
+    *,
+    size: int,
+    batch_size: int = 32,
+    balance: str = "none",
+    augment: Augment | bool | None = None,
+    shuffle: bool = True,
+    workers: int | None = None,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``table`` yielding ``(uint8 (N, size, size, 3), int64 (N,))`` batches.
+
+    Parameters
+    ----------
+    balance
+        ``"weighted"``: sample with replacement, each class equally likely (``WeightedRandomSampler``);
+        ``"oversample"``: every epoch holds each class as often as the largest (minority tiles repeated);
+        ``"none"``: the table as it is (shuffled when ``shuffle``).
+    augment
+        An :class:`Augment`, True for the default one, or None/False.
+    workers
+        DataLoader worker processes that decode and augment while the model computes (default: CPUs - 1, at
+        least 1; 0: in this process).
+    """
+    if balance not in BALANCING:
+        raise UsageError(f"balance must be one of {list(BALANCING)}, not {balance!r}.")
+    if augment is True:
+        augment = Augment(seed=seed)
+    dataset = TileDataset(table, size=size, augment=augment or None)
+    generator = torch.Generator().manual_seed(seed)
+    sampler: Any = None
+    targets = dataset.targets
+    if balance == "weighted" and shuffle:
+        counts = np.bincount(targets, minlength=len(table.classes)).astype(np.float64)
+        weights = 1.0 / counts[targets]
+        sampler = WeightedRandomSampler(torch.from_numpy(weights), len(targets), generator=generator)
+    elif balance == "oversample" and shuffle:
+        idx = balanced_indices(targets, np.random.default_rng(seed))
+        sampler = SubsetRandomSampler(idx.tolist(), generator=generator)
+    if workers is None:
+        import os
+
+        workers = max(1, (os.cpu_count() or 2) - 1)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=shuffle and sampler is None,
+        num_workers=workers,
+        worker_init_fn=_seed_worker if workers else None,
+        generator=generator,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+        drop_last=drop_last,
+    )
+
+
+def to_input(images: torch.Tensor, mean, std, device) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` to normalized float ``(N, 3, H, W)`` on ``device``, channels_last in memory."""
+    pin = device.type == "cuda"
+    x = images.pin_memory() if pin else images
+    x = x.to(device, non_blocking=pin).permute(0, 3, 1, 2).float()
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
+    return x.sub_(m).div_(s).contiguous(memory_format=torch.channels_last)

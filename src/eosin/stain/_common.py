@@ -88,10 +88,14 @@ def _glass_u8(rgb: np.ndarray, min_brightness: int = 200, max_saturation: float 
     return cv2.inRange(hsv, (0, 0, min_brightness), (255, int(max_saturation * 255), 255))
 
 
-def keep_glass(out: np.ndarray, original: np.ndarray) -> None:
-    """Put the glass pixels of ``original`` back into ``out`` (same shape, uint8), in place."""
+def keep_glass(out: np.ndarray, original: np.ndarray, glass: np.ndarray | None = None) -> None:
+    """Put the glass pixels of ``original`` back into ``out`` (same shape, uint8), in place.
+
+    ``glass`` is the mask if already computed (any shape with the pixel count; bool or 0/255).
+    """
     rows = out.reshape(-1, out.shape[-2], 3)  # a view: OpenCV writes through it
-    cv2.copyTo(np.ascontiguousarray(original).reshape(rows.shape), _glass_u8(original), rows)
+    mask = _glass_u8(original) if glass is None else glass.reshape(rows.shape[:2]).view(np.uint8)
+    cv2.copyTo(np.ascontiguousarray(original).reshape(rows.shape), mask, rows)
 
 
 class StainNormalizer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from eosin.stain._common import StainNormalizer, od_lut, tissue_or_all
+from eosin.stain._common import StainNormalizer, as_batch, keep_glass, od_lut, tissue_or_all
 
 __all__ = ["MacenkoNormalizer", "macenko_stains"]
 
@@ -19,35 +19,40 @@ def macenko_stains(od: np.ndarray, *, alpha: float = 1.0) -> np.ndarray:
     Parameters
     ----------
     od
-        ``(n_pixels, 3)`` float optical densities of tissue pixels.
+        ``(n, 3)`` float optical densities of tissue pixels, or ``(b, n, 3)`` for ``b`` images at once.
     alpha
         Percentile (0-50) of the angular extremes; 1 is robust to a few outliers.
 
     Returns
     -------
     numpy.ndarray
-        ``(2, 3)`` unit rows: haematoxylin (larger red OD, it looks blue) first, then eosin.
+        ``(2, 3)`` (or ``(b, 2, 3)``) unit rows: haematoxylin (larger red OD, it looks blue) first, then eosin.
     """
-    mean = (np.ones(len(od), dtype=od.dtype) @ od) / len(od)
-    cov = (od.T @ od) / len(od) - np.outer(mean, mean)
+    od = np.asarray(od, dtype=np.float32)
+    one = od.ndim == 2
+    od = od[None] if one else od
+    n = od.shape[1]
+    mean = od.sum(axis=1) / n
+    cov = np.swapaxes(od, 1, 2) @ od / n - mean[:, :, None] * mean[:, None, :]
     _, vecs = np.linalg.eigh(cov.astype(np.float64))
-    plane = vecs[:, 1:3].astype(np.float32)  # second and first principal directions
-    if plane[:, 1].sum() < 0:  # eigenvectors' signs are arbitrary: make the main direction positive OD
-        plane[:, 1] = -plane[:, 1]
+    plane = vecs[:, :, 1:3].astype(np.float32)  # second and first principal directions
+    plane[:, :, 1] *= np.where(plane[:, :, 1].sum(axis=1) < 0, -1, 1)[:, None]  # signs are arbitrary: OD > 0
     proj = od @ plane
-    phi = np.arctan2(proj[:, 1], proj[:, 0])
-    lo, hi = np.percentile(phi, [alpha, 100 - alpha])
-    v_lo = plane @ np.array([np.cos(lo), np.sin(lo)], dtype=np.float32)
-    v_hi = plane @ np.array([np.cos(hi), np.sin(hi)], dtype=np.float32)
-    stains = np.stack([v_lo, v_hi] if v_lo[0] > v_hi[0] else [v_hi, v_lo])
-    return stains / np.linalg.norm(stains, axis=1, keepdims=True)
+    phi = np.arctan2(proj[:, :, 1], proj[:, :, 0])
+    lo, hi = np.percentile(phi, [alpha, 100 - alpha], axis=1)
+    v_lo = (plane @ np.stack([np.cos(lo), np.sin(lo)], axis=1)[:, :, None])[:, :, 0]
+    v_hi = (plane @ np.stack([np.cos(hi), np.sin(hi)], axis=1)[:, :, None])[:, :, 0]
+    lo_first = (v_lo[:, 0] > v_hi[:, 0])[:, None]
+    stains = np.stack([np.where(lo_first, v_lo, v_hi), np.where(lo_first, v_hi, v_lo)], axis=1)
+    stains /= np.linalg.norm(stains, axis=2, keepdims=True)
+    return stains[0] if one else stains
 
 
 class MacenkoNormalizer(StainNormalizer):
     """Macenko et al. (2009) stain normalization, per image.
 
     For the target and for every image: optical density ``-log((I + 1) / io)``; pixels whose OD is below ``beta``
-    in any channel (glass, very pale) are left out of the estimation; the H and E vectors come from
+    in any channel (glass, very pale) are left out of the estimation, which uses a sample of ``max_pixels``; the H and E vectors come from
     :func:`macenko_stains`; concentrations are the least-squares solution for all pixels (a precomputed 2x3
     pseudo-inverse), scaled so that their 99th percentile (over tissue) matches the target's, and recomposed with
     the target's vectors. This follows torchstain's numpy implementation; differences are documented in
@@ -61,6 +66,10 @@ class MacenkoNormalizer(StainNormalizer):
         OD threshold below which a pixel is background.
     io
         Transmitted light intensity (the glass brightness).
+    max_pixels
+        Tissue pixels per image (an even stride, so results do not depend on the batch) from which its stain
+        vectors and percentiles are estimated; ``None`` takes them all, as torchstain does. The target always
+        uses all of its tissue.
     tissue_percentiles
         Take the concentrations' 99th percentiles over tissue pixels (default), so that glass does not lower them;
         ``False`` takes them over all pixels, as torchstain and TIAToolbox do.
@@ -78,6 +87,7 @@ class MacenkoNormalizer(StainNormalizer):
 
     name = "macenko"
     _fitted = ("stain_matrix_", "max_concentrations_")
+    _chunk = 16
 
     def __init__(
         self,
@@ -85,41 +95,68 @@ class MacenkoNormalizer(StainNormalizer):
         alpha: float = 1.0,
         beta: float = 0.15,
         io: float = 240.0,
+        max_pixels: int | None = 4096,
         tissue_percentiles: bool = True,
         mask_background: bool = True,
     ):
         self.alpha = alpha
         self.beta = beta
         self.io = io
+        self.max_pixels = max_pixels
         self.tissue_percentiles = tissue_percentiles
         self.mask_background = mask_background
 
-    @property
-    def _lut(self) -> np.ndarray:
-        return od_lut(self.io)[:, None]  # (256, 1) float32 for cv2.LUT
-
-    def _decompose(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stain matrix, concentrations ``(n, 2)`` and the 99th percentiles of one image's pixels."""
-        image = pixels[None]  # the pixel list as a one-row OpenCV image
-        od = cv2.LUT(image, self._lut)[0]
+    def _od_tissue(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """OD ``(b, n, 3)`` float32 and the pixels to estimate from ``(b, n)`` of images ``rgb`` ``(b, n, 3)``."""
+        flat = np.ascontiguousarray(rgb).reshape(-1, rgb.shape[-2], 3)
+        od = cv2.LUT(flat, od_lut(self.io)[:, None]).reshape(rgb.shape)
         # all(OD >= beta)  <=>  every channel <= io * exp(-beta) - 1, decided on the uint8 values
         thr = int(np.floor(self.io * np.exp(-self.beta) - 1))
-        tissue = tissue_or_all(cv2.inRange(image, (0, 0, 0), (thr, thr, thr))[0] > 0)
-        stains = macenko_stains(od[tissue], alpha=self.alpha)
-        pinv = np.linalg.pinv(stains.T).astype(np.float32)  # (2, 3)
-        conc = od @ pinv.T
-        max_conc = np.percentile(conc[tissue] if self.tissue_percentiles else conc, 99, axis=0)
+        tissue = cv2.inRange(flat, (0, 0, 0), (thr, thr, thr)).reshape(rgb.shape[:-1]) > 0
+        return od, tissue
+
+    def _decompose(self, od: np.ndarray, tissue: np.ndarray, max_pixels: int | None):
+        """Stain matrices ``(b, 2, 3)``, concentrations ``(b, 2, n)`` and their 99th percentiles ``(b, 2)``."""
+        rows = [np.flatnonzero(tissue_or_all(tissue[i])) for i in range(len(od))]
+        if max_pixels is None:
+            samples = [od[i, r] for i, r in enumerate(rows)]
+        else:  # an even stride through each image's tissue: one (b, k, 3) array
+            picks = np.stack([r[np.linspace(0, len(r) - 1, max_pixels).astype(np.intp)] for r in rows])
+            samples = [np.take_along_axis(od, picks[:, :, None], axis=1)]
+        stains = np.concatenate(
+            [macenko_stains(t if t.ndim == 3 else t[None], alpha=self.alpha) for t in samples]
+        )
+        pinv = np.linalg.pinv(np.swapaxes(stains, 1, 2)).astype(np.float32)  # (b, 2, 3) least squares
+        conc = pinv @ np.swapaxes(od, 1, 2)
+        if not self.tissue_percentiles:
+            max_conc = np.percentile(conc, 99, axis=2)
+        elif max_pixels is not None:
+            max_conc = np.percentile(pinv @ np.swapaxes(samples[0], 1, 2), 99, axis=2)
+        else:
+            max_conc = np.stack([np.percentile(pinv[i] @ t.T, 99, axis=1) for i, t in enumerate(samples)])
         return stains, conc, max_conc
 
     def _fit_pixels(self, pixels: np.ndarray) -> None:
-        stains, _, max_conc = self._decompose(pixels)
-        self.stain_matrix_ = stains
-        self.max_concentrations_ = max_conc
+        od, tissue = self._od_tissue(pixels[None])
+        stains, _, max_conc = self._decompose(od, tissue, None)  # the target: every tissue pixel
+        self.stain_matrix_ = stains[0]
+        self.max_concentrations_ = max_conc[0]
 
-    def _transform_one(self, pixels: np.ndarray) -> np.ndarray:
-        _, conc, max_conc = self._decompose(pixels)
-        scale = (self.max_concentrations_ / np.maximum(max_conc, 1e-6)).astype(np.float32)
-        od = (conc * scale) @ -self.stain_matrix_.astype(np.float32)
-        return cv2.convertScaleAbs(
-            cv2.exp(od), alpha=self.io
-        )  # io * exp(-od), rounded and saturated to uint8
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        """Normalize ``(rows, cols, 3)`` or ``(n, rows, cols, 3)`` uint8 images; same shape out."""
+        self._check_fitted()
+        batch, single = as_batch(images)
+        out = np.empty_like(batch)
+        target = -self.stain_matrix_.astype(np.float32)
+        for start in range(0, len(batch), self._chunk):
+            chunk = batch[start : start + self._chunk]
+            od, tissue = self._od_tissue(chunk.reshape(len(chunk), -1, 3))
+            _, conc, max_conc = self._decompose(od, tissue, self.max_pixels)
+            conc *= (self.max_concentrations_ / np.maximum(max_conc, 1e-6)).astype(np.float32)[:, :, None]
+            recomposed = cv2.exp((np.swapaxes(conc, 1, 2) @ target).reshape(-1, chunk.shape[2], 3))
+            out[start : start + len(chunk)] = cv2.convertScaleAbs(recomposed, alpha=self.io).reshape(
+                chunk.shape
+            )
+        if self.mask_background:
+            keep_glass(out, batch)
+        return out[0] if single else out

@@ -73,7 +73,7 @@ class ReinhardNormalizer(StainNormalizer):
             lab[i] = cv2.LUT(lab[i], lut)
         out = cv2.cvtColor(lab.reshape(n * rows, cols, 3), cv2.COLOR_LAB2RGB).reshape(batch.shape)
         if glass is not None:  # glass keeps its exact colour
-            keep_glass(out, batch)
+            keep_glass(out, batch, glass)
         return out[0] if single else out
 
 

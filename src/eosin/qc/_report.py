@@ -95,12 +95,11 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]
     for row in rows:
         ok = row.get("status") == "ok"
         pics = []
-        for name in ("thumbnail", "overlay", "tiles"):
-            if ok:
-                src = html.escape(f"{row['out']}/{name}.png", quote=True)
-                pics.append(f'<td><a href="{src}"><img src="{src}" alt="{name}" loading="lazy"></a></td>')
-            else:
-                pics.append("<td></td>")
+        for name in ("thumbnail", "overlay", "tiles") if ok else ():
+            src = html.escape(f"{row['out']}/{name}.png", quote=True)
+            pics.append(f'<td><a href="{src}"><img src="{src}" alt="{name}" loading="lazy"></a></td>')
+        if not ok:
+            pics.append(f'<td colspan="3" class="err">{html.escape(_cell(row.get("error")))}</td>')
         cells = []
         for c in COLUMNS:
             value = row.get(c)

@@ -58,7 +58,6 @@ def qc_stage(
     from eosin.qc._pictures import draw_tile_flags, qc_overlay
     from eosin.run._stages import _open, _store_for, load_or_detect_tissue
     from eosin.tiles import TileGrid, iter_tiles, make_grid
-    from eosin.viz import save_png
 
     t0 = time.perf_counter()
     warnings: list[str] = []
@@ -77,7 +76,7 @@ def qc_stage(
                 "edge": coverslip_edges(rgb, tissue),
                 "stain": stains["over"] | stains["clipped"],
             }
-            stats = stain_stats(rgb, tissue)
+            stats = stain_stats(rgb, tissue, masks=stains)
         else:
             warnings.append("not brightfield: stain, dark-region and coverslip detectors skipped")
             layers = {"dark": empty, "edge": empty, "stain": empty}
@@ -153,6 +152,22 @@ def qc_stage(
 
     atomic_write_text(job.out_dir / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
+
+
+def save_png(path: Any, array: np.ndarray) -> None:
+    """A PNG written atomically with fast compression (QC pictures are many and large)."""
+    import cv2
+
+    from eosin.io._atomic import atomic_write_bytes
+
+    a = np.asarray(array)
+    a = a.astype(np.uint8) * 255 if a.dtype == bool else a
+    if a.ndim == 3:
+        a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", a, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:  # pragma: no cover - encoding uint8 arrays does not fail
+        raise OSError(f"could not encode {path}")
+    atomic_write_bytes(path, data.tobytes())
 
 
 def _pair(value: Any) -> tuple[float, float]:

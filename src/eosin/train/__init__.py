@@ -1,0 +1,70 @@
+"""Training tile classifiers: fine-tuning registry encoders, linear/kNN probes, checkpoints.
+
+>>> from eosin.data import load_tile_table, patient_split
+>>> table = load_tile_table("tiles/")  # doctest: +SKIP
+>>> tr, va = patient_split(table.labels, table.patients, test_size=0.2)  # doctest: +SKIP
+>>> model, history = fit_tiles(table.subset(tr), table.subset(va), encoder="resnet18", epochs=5)  # doctest: +SKIP
+>>> save_classifier(model, "ckpt/")  # doctest: +SKIP
+>>> model = load_classifier("ckpt/")  # doctest: +SKIP
+
+Everything here needs PyTorch; names load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "TileClassifier": "eosin.train._model",
+    "fit_tiles": "eosin.train._fit",
+    "fit_probe": "eosin.train._fit",
+    "fit_probe_tiles": "eosin.train._fit",
+    "probe_head": "eosin.train._fit",
+    "extract_features": "eosin.train._fit",
+    "predict_tiles": "eosin.train._fit",
+    "save_classifier": "eosin.train._checkpoint",
+    "load_classifier": "eosin.train._checkpoint",
+    "checkpoint_key": "eosin.train._checkpoint",
+    "colour_texture_features": "eosin.train._handcrafted",
+}
+
+__all__ = [
+    "TileClassifier",
+    "checkpoint_key",
+    "colour_texture_features",
+    "extract_features",
+    "fit_probe",
+    "fit_probe_tiles",
+    "fit_tiles",
+    "load_classifier",
+    "predict_tiles",
+    "probe_head",
+    "save_classifier",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'eosin.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(_LAZY)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eosin.train._checkpoint import checkpoint_key, load_classifier, save_classifier
+    from eosin.train._fit import (
+        extract_features,
+        fit_probe,
+        fit_probe_tiles,
+        fit_tiles,
+        predict_tiles,
+        probe_head,
+    )
+    from eosin.train._handcrafted import colour_texture_features
+    from eosin.train._model import TileClassifier

@@ -1,0 +1,113 @@
+"""Classifier checkpoints: a folder with ``model.safetensors`` (weights) and ``config.json`` (everything else)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from eosin.errors import EosinError, StoreError
+
+__all__ = ["FORMAT", "checkpoint_key", "load_classifier", "save_classifier"]
+
+FORMAT = "eosin-tile-classifier"
+VERSION = 1
+
+
+def save_classifier(model: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` (a :class:`TileClassifier`) to the folder ``path``, replacing it atomically.
+
+    ``config.json`` records the registry name, classes, preprocessing (input size, mean, std), the mpp the model
+    was trained at (or None), the head and the training parameters.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "encoder": model.encoder.spec.name,
+        "classes": list(model.classes),
+        "head": model.head.config(),
+        "preprocess": {"input_size": model.input_size, "mean": list(model.mean), "std": list(model.std)},
+        "mpp": model.meta.get("mpp"),
+        **{k: v for k, v in model.meta.items() if k not in ("mpp", "input_size")},
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    staging.mkdir()
+    try:
+        save_file(state, str(staging / "model.safetensors"), metadata={"format": FORMAT})
+        (staging / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+        if path.exists():
+            trash = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+            os.rename(path, trash)
+            os.rename(staging, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def load_classifier(path: str | os.PathLike[str], *, device: str = "cpu"):
+    """Rebuild the :class:`TileClassifier` saved in the folder ``path``, in eval mode on ``device``.
+
+    Raises
+    ------
+    EosinError
+        The folder is not a classifier checkpoint (no config.json/model.safetensors, another format).
+    """
+    from safetensors.torch import load_file
+
+    from eosin.models import create_encoder
+    from eosin.train._model import TileClassifier, make_head
+
+    path = Path(path)
+    config_path, weights_path = path / "config.json", path / "model.safetensors"
+    if not (config_path.is_file() and weights_path.is_file()):
+        raise EosinError(
+            "not a classifier checkpoint (config.json and model.safetensors expected).",
+            path=path,
+            fix="point --model at the folder eosin train tiles wrote",
+        )
+    config = json.loads(config_path.read_text())
+    if config.get("format") != FORMAT or config.get("version", 0) > VERSION:
+        raise EosinError(
+            f"checkpoint format {config.get('format')!r} version {config.get('version')} is not readable here.",
+            path=path,
+        )
+    pre = config["preprocess"]
+    overrides = config.get("encoder_kwargs") or {}
+    encoder = create_encoder(config["encoder"], weights=None, tiny=bool(config.get("tiny")), **overrides)
+    encoder.input_size = pre["input_size"]
+    meta = {
+        k: v for k, v in config.items() if k not in ("format", "version", "classes", "head", "preprocess")
+    }
+    meta["input_size"] = pre["input_size"]
+    model = TileClassifier(encoder, make_head(config["head"]), config["classes"], meta)
+    state = load_file(str(weights_path))
+    model.load_state_dict(state, strict=True)
+    return model.eval().to(device)
+
+
+def checkpoint_key(path: str | os.PathLike[str]) -> str:
+    """Store key of a checkpoint's predictions: its folder name and the first 8 hex of its weights' hash."""
+    import hashlib
+    import re
+
+    path = Path(path)
+    digest = hashlib.sha1()
+    with open(path / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    name = re.sub(r"[^A-Za-z0-9._+=-]", "_", path.resolve().name)
+    if not name:
+        raise StoreError("cannot name predictions after the checkpoint folder.", path=path)
+    return f"{name}-{digest.hexdigest()[:8]}"

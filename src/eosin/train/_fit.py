@@ -1,0 +1,340 @@
+"""Training tile classifiers: fine-tuning an encoder with a linear head, or probes on frozen features."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from eosin.data._table import TileTable
+from eosin.data._torch import make_loader, to_input
+from eosin.errors import UsageError
+from eosin.train._model import KNNHead, LinearHead, TileClassifier
+
+__all__ = [
+    "PROBES",
+    "extract_features",
+    "fit_probe",
+    "fit_probe_tiles",
+    "fit_tiles",
+    "predict_tiles",
+    "probe_head",
+]
+
+PROBES = ("finetune", "linear", "knn")
+
+
+def _encoder(encoder: Any, weights: Any, tiny: bool, input_size: int | None):
+    from eosin.models import Encoder, create_encoder
+
+    model = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, weights=weights, tiny=tiny)
+    if input_size is not None:
+        model.input_size = int(input_size)
+    return model
+
+
+def _meta(encoder, table: TileTable, params: dict[str, Any], mpp: float | None, tiny: bool) -> dict[str, Any]:
+    return {
+        "input_size": encoder.input_size,
+        "mpp": mpp,
+        "tiny": tiny,
+        "weights": None if params.get("weights") is None else str(params["weights"]),
+        "training": {**{k: v for k, v in params.items() if k != "weights"}, "n_tiles": len(table)},
+        "class_counts": table.counts(),
+    }
+
+
+def fit_tiles(
+    train: TileTable,
+    val: TileTable | None = None,
+    *,
+    encoder: Any = "resnet18",
+    weights: Any = None,
+    tiny: bool = False,
+    input_size: int | None = None,
+    mpp: float | None = None,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    weight_decay: float = 0.05,
+    balance: str = "weighted",
+    augment: bool = True,
+    patience: int = 3,
+    monitor: str = "val_loss",
+    device: str = "auto",
+    workers: int | None = None,
+    max_steps: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[TileClassifier, list[dict[str, Any]]]:
+    """Fine-tune a registry encoder with a linear head on labelled tiles.
+
+    AdamW with a cosine learning-rate schedule over all steps; decoding and augmentation run in DataLoader worker
+    processes while the model computes; inputs are channels_last; on CUDA, mixed precision (fp16 autocast with a
+    gradient scaler). After every epoch the validation tiles are scored and the best epoch (lowest ``val_loss``
+    or highest ``val_balanced_accuracy``, per ``monitor``) is kept; training stops after ``patience`` epochs
+    without improvement.
+
+    Parameters
+    ----------
+    train, val
+        Tile tables (the same classes); without ``val`` the last epoch is kept.
+    encoder, weights, tiny
+        Registry name and weights (``None``: random, ``"hub"``, a path), or a built :class:`eosin.models.Encoder`.
+    input_size
+        Side the tiles are resized to (default the encoder's).
+    mpp
+        Microns per pixel of the training tiles, recorded in the checkpoint (``eosin predict`` reads slides at it).
+    max_steps
+        Stop after this many optimizer steps (benchmarks, tests).
+
+    Returns
+    -------
+    (TileClassifier, history)
+        The model in eval mode on the CPU device it trained on, and one record per epoch (train_loss, tiles_per_s,
+        val_loss, val_balanced_accuracy, lr).
+    """
+    from eosin.embed import select_device
+
+    if monitor not in ("val_loss", "val_balanced_accuracy"):
+        raise UsageError(f"monitor must be val_loss or val_balanced_accuracy, not {monitor!r}.")
+    if len(train.classes) < 2:
+        raise UsageError(f"training needs at least two classes; the tiles have {list(train.classes)}.")
+    torch.manual_seed(seed)
+    dev = select_device(device)
+    enc = _encoder(encoder, weights, tiny, input_size)
+    model = TileClassifier(enc, LinearHead(enc.embedding_dim, len(train.classes)), train.classes)
+    model.meta = _meta(
+        enc,
+        train,
+        {
+            "encoder": enc.spec.name,
+            "weights": weights,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "balance": balance,
+            "augment": augment,
+            "patience": patience,
+            "monitor": monitor,
+            "seed": seed,
+            "probe": "finetune",
+        },
+        mpp,
+        tiny,
+    )
+    model = model.to(dev).to(memory_format=torch.channels_last)
+    loader = make_loader(
+        train,
+        size=enc.input_size,
+        batch_size=batch_size,
+        balance=balance,
+        augment=augment,
+        workers=workers,
+        seed=seed,
+        drop_last=len(train) > batch_size,
+    )
+    steps_per_epoch = len(loader) if max_steps is None else min(len(loader), max_steps)
+    total = max(1, steps_per_epoch * epochs if max_steps is None else min(max_steps, len(loader) * epochs))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    loss_fn = nn.CrossEntropyLoss()
+    history: list[dict[str, Any]] = []
+    best, best_state, waited, step = None, None, 0, 0
+    for epoch in range(epochs):
+        model.train()
+        seen, loss_sum, t0 = 0, 0.0, time.perf_counter()
+        for images, targets in loader:
+            x = to_input(images, model.mean, model.std, dev)
+            y = targets.to(dev)
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
+                loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            seen += len(y)
+            loss_sum += float(loss.detach()) * len(y)
+            step += 1
+            if max_steps is not None and step >= max_steps:
+                break
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "tiles": seen,
+            "tiles_per_s": seen / max(time.perf_counter() - t0, 1e-9),
+            "lr": schedule.get_last_lr()[0],
+        }
+        if val is not None and len(val):
+            record.update(_validate(model, val, dev, batch_size=batch_size, workers=workers))
+            score = record[monitor] if monitor == "val_balanced_accuracy" else -record[monitor]
+            if best is None or score > best:
+                best, best_state, waited = score, copy.deepcopy(model.state_dict()), 0
+                record["best"] = True
+            else:
+                waited += 1
+        history.append(record)
+        if progress:
+            print({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}, flush=True)
+        if (max_steps is not None and step >= max_steps) or (val is not None and waited >= patience):
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.meta["history"] = history
+    return model.eval(), history
+
+
+def _validate(model: TileClassifier, val: TileTable, dev, *, batch_size: int, workers) -> dict[str, float]:
+    from sklearn.metrics import balanced_accuracy_score
+
+    proba = predict_tiles(model, val, batch_size=batch_size, workers=workers, device=dev)
+    y = val.label_index
+    p = np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0)
+    return {
+        "val_loss": float(-np.log(p).mean()),
+        "val_balanced_accuracy": float(balanced_accuracy_score(y, proba.argmax(axis=1))),
+    }
+
+
+def predict_tiles(
+    model: TileClassifier, table: TileTable, *, batch_size: int = 64, workers: int | None = None, device=None
+) -> np.ndarray:
+    """Class probabilities ``(n, K)`` of the tiles of ``table`` (no augmentation), in table order."""
+    dev = device or next(model.parameters()).device
+    dev = torch.device(dev)
+    model.eval()
+    loader = make_loader(table, size=model.input_size, batch_size=batch_size, shuffle=False, workers=workers)
+    out = []
+    with torch.inference_mode():
+        for images, _ in loader:
+            out.append(model.predict_proba(to_input(images, model.mean, model.std, dev)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(model.classes)))
+
+
+def extract_features(
+    encoder: Any,
+    table: TileTable,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: str = "auto",
+) -> np.ndarray:
+    """Frozen-encoder features ``(n, dim)`` float32 of the tiles of ``table``, in table order."""
+    from eosin.embed import select_device
+
+    dev = select_device(device)
+    enc = encoder.to(dev).eval()
+    loader = make_loader(table, size=enc.input_size, batch_size=batch_size, shuffle=False, workers=workers)
+    out = []
+    with torch.inference_mode():
+        for images, _ in loader:
+            out.append(enc(to_input(images, enc.spec.mean, enc.spec.std, dev)).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def fit_probe(features: np.ndarray, labels: np.ndarray, *, kind: str = "linear", k: int = 5, c: float = 1.0):
+    """A scikit-learn probe on precomputed features: standardisation, then logistic regression or kNN.
+
+    Parameters
+    ----------
+    features
+        ``(n, dim)`` features (e.g. a store's ``features/<encoder>--<grid>`` group, or :func:`extract_features`).
+    labels
+        ``(n,)`` class labels.
+    kind
+        ``"linear"`` (``LogisticRegression``, L2, ``C=c``) or ``"knn"`` (``KNeighborsClassifier``, ``k``
+        neighbours, uniform weights).
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        Fitted; ``predict_proba`` columns follow ``pipeline.classes_``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "linear":
+        clf = LogisticRegression(C=c, max_iter=2000)
+    elif kind == "knn":
+        clf = KNeighborsClassifier(n_neighbors=min(k, len(labels)))
+    else:
+        raise UsageError(f"probe kind must be linear or knn, not {kind!r}.")
+    return make_pipeline(StandardScaler(), clf).fit(
+        np.asarray(features, dtype=np.float64), np.asarray(labels)
+    )
+
+
+def probe_head(pipeline, features: np.ndarray | None = None) -> nn.Module:
+    """The torch head computing what a fitted :func:`fit_probe` pipeline predicts (standardisation folded in).
+
+    kNN heads store the standardised training features, so ``features`` (those the probe was fitted on) is needed.
+    """
+    scaler, clf = pipeline[0], pipeline[-1]
+    shift = np.asarray(scaler.mean_, dtype=np.float64)
+    scale = np.asarray(scaler.scale_, dtype=np.float64)
+    n_classes = len(clf.classes_)
+    if hasattr(clf, "coef_"):
+        w = clf.coef_ / scale
+        b = clf.intercept_ - (clf.coef_ * shift / scale).sum(axis=1)
+        if n_classes == 2:  # binary: one score s for the second class; softmax([0, s]) = sigmoid(s)
+            w = np.vstack([np.zeros_like(w), w])
+            b = np.concatenate([[0.0], b])
+        head = LinearHead(w.shape[1], n_classes)
+        with torch.no_grad():
+            head.fc.weight.copy_(torch.from_numpy(w))
+            head.fc.bias.copy_(torch.from_numpy(b))
+        return head
+    if features is None:
+        raise UsageError("a kNN head needs the features the probe was fitted on.")
+    z = (np.asarray(features, dtype=np.float64) - shift) / scale
+    head = KNNHead(z.shape[1], n_classes, n_bank=len(z), k=clf.n_neighbors)
+    with torch.no_grad():
+        head.bank.copy_(torch.from_numpy(z))
+        head.bank_labels.copy_(torch.from_numpy(np.asarray(clf._y, dtype=np.int64)))  # indices into classes_
+        head.shift.copy_(torch.from_numpy(shift))
+        head.scale.copy_(torch.from_numpy(scale))
+    return head
+
+
+def fit_probe_tiles(
+    train: TileTable,
+    *,
+    encoder: Any = "resnet18",
+    weights: Any = None,
+    tiny: bool = False,
+    input_size: int | None = None,
+    mpp: float | None = None,
+    kind: str = "linear",
+    k: int = 5,
+    c: float = 1.0,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: str = "auto",
+) -> TileClassifier:
+    """A frozen encoder with a linear-probe or kNN head fitted on the features of ``train``'s tiles."""
+    enc = _encoder(encoder, weights, tiny, input_size)
+    feats = extract_features(enc, train, batch_size=batch_size, workers=workers, device=device)
+    pipe = fit_probe(feats, train.labels, kind=kind, k=k, c=c)
+    if tuple(pipe[-1].classes_) != tuple(train.classes):
+        raise UsageError("the probe did not see every class in training.")
+    model = TileClassifier(enc, probe_head(pipe, feats), train.classes)
+    params = {
+        "encoder": enc.spec.name,
+        "weights": weights,
+        "probe": kind,
+        "k": k,
+        "c": c,
+        "batch_size": batch_size,
+    }
+    model.meta = _meta(enc, train, params, mpp, tiny)
+    return model.to(next(enc.parameters()).device).eval()

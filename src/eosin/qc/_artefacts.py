@@ -72,6 +72,7 @@ def coverslip_edges(
     *,
     width: float = 0.006,
     min_darkening: float = 0.08,
+    max_grey: float = 0.35,
     max_chroma: float = 0.15,
     min_length: float = 0.12,
     max_thickness: float = 0.02,
@@ -80,8 +81,8 @@ def coverslip_edges(
     """Coverslip edges and bubble rims: thin, grey, dark lines on the glass.
 
     Pixels darker than their surroundings by ``min_darkening`` (a morphological black top-hat of structuring
-    element ``2 * width`` of the longer side: lines thinner than that stand out) and nearly grey (chroma below
-    ``max_chroma``), outside tissue, are grouped into connected pieces. A piece is kept when it is a long line
+    element ``2 * width`` of the longer side: lines thinner than that stand out) or dark outright (grey level
+    below ``max_grey``: the core of a thick edge), nearly grey (chroma below ``max_chroma``) and outside tissue are grouped into connected pieces. A piece is kept when it is a long line
     (its bounding-box diagonal reaches ``min_length`` of the longer side and its mean thickness, area over
     length, stays below ``max_thickness``) or a ring (a closed rim whose filled area is at least three times its
     own and at least ``bubble_area`` of the image: an air bubble).
@@ -101,7 +102,9 @@ def coverslip_edges(
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     darker = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel)
     chroma = (rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)) / 255.0
-    candidates = ((darker > min_darkening) & (chroma < max_chroma) & ~tissue).astype(np.uint8)
+    candidates = (((darker > min_darkening) | (grey < max_grey)) & (chroma < max_chroma) & ~tissue).astype(
+        np.uint8
+    )
     n, labels, stats, _ = cv2.connectedComponentsWithStats(candidates, connectivity=8)
     keep = np.zeros(n, bool)
     for i in range(1, n):

@@ -109,6 +109,10 @@ def qc_stage(
             store.write_group("qc", grid.key, arrays, attrs, overwrite=True)
         if not tissue.any():
             warnings.append("no tissue found")
+        elif not len(grid):
+            warnings.append(
+                f"no {tile_size}-px tile has {min_tissue:.0%} tissue: focus not measured (lower --min-tissue or --size)"
+            )
 
         save_png(job.out_dir / "thumbnail.png", rgb)
         save_png(job.out_dir / "overlay.png", qc_overlay(rgb, tissue, {"pen": pen, **layers}))

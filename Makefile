@@ -6,23 +6,26 @@ PY     := $(VENV)/bin/python
 EOSIN_DATA ?= $(abspath ../shared/data)
 export EOSIN_DATA
 
-.PHONY: demo test test-all venv clean
+.PHONY: demo test test-all clean
 
-$(VENV)/.installed: pyproject.toml
+# The core install (no PyTorch) is all the demo needs; tests also need the torch and test extras.
+$(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.full: $(VENV)/.core
 	$(PY) -m pip install -q -e ".[test,torch]"
 	touch $@
 
-venv: $(VENV)/.installed
-
-demo: venv
+demo: $(VENV)/.core
 	bash scripts/demo.sh
 
-test: venv
+test: $(VENV)/.full
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: venv
+test-all: $(VENV)/.full
 	$(PY) -m pytest -q
 
 clean:

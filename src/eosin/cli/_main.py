@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("eosin.cli._models:models", "List the model registry."),
     "embed": ("eosin.cli._embed:embed", "Embed a store's tiles with an encoder from the registry."),
     "stain": ("eosin.cli._stain:stain", "Normalize the stain of images to a target."),
+    "train": ("eosin.cli._train:train", "Train models: tile classifiers (and MIL, segmentation when installed)."),
+    "predict": ("eosin.cli._predict:predict", "Classify the tiles of slides with a trained model; heatmaps, CSV."),
     "qc": ("eosin.cli._qc:qc", "Quality control: artefacts, blurry tiles, per-tile flags and a cohort report."),
 }
 

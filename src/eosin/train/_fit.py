@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from typing import Any
 
@@ -183,7 +184,7 @@ def fit_tiles(
                 waited += 1
         history.append(record)
         if progress:
-            print({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}, flush=True)
+            print({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}, file=sys.stderr)
         if (max_steps is not None and step >= max_steps) or (val is not None and waited >= patience):
             break
     if best_state is not None:

@@ -1,0 +1,152 @@
+"""``eosin predict``: a trained tile classifier over the tiles of slides or stores."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+import click
+
+from eosin.cli._common import echo_json
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Checkpoint folder written by eosin train tiles.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder: <stem>/heatmap_<class>.png and predictions.csv (default: beside each store). "
+    "Needed for slide files, which are tiled into <out>/<stem>/store.zarr first.",
+)
+@click.option("--grid", "grid_key", default=None, help="Which stored grid (when a store holds several).")
+@click.option(
+    "--labels",
+    "labels_csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV of slide_id,label[,patient_id] (a cohort CSV works): the truth per slide, so predictions.csv "
+    "can go to eosin evaluate classification.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Tile-decoding processes.")
+@click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("-q", "--quiet", is_flag=True, help="Accepted for symmetry with other commands.")
+def predict(
+    paths, model_path, out, grid_key, labels_csv, batch_size, device, workers, slide_mpp, quiet
+) -> int:
+    """Per-tile class probabilities of SLIDE_OR_STORE... with the classifier --model.
+
+    Each store gets predictions/<model key> (probabilities aligned with the grid's tiles); each slide gets
+    heatmap_<class>.png over its thumbnail; predictions.csv (id, slide, x, y, [label, patient,] pred, p_<class>)
+    collects every tile. One JSON line per slide on stdout; exit 1 when some failed.
+    """
+    from eosin.embed import select_device
+    from eosin.errors import EosinError
+    from eosin.io._atomic import atomic_write_text
+    from eosin.train import checkpoint_key, load_classifier
+    from eosin.train._predict import predict_store
+
+    dev = select_device(device)
+    model = load_classifier(model_path, device=str(dev))
+    model.meta["checkpoint"] = str(model_path.resolve())
+    key = checkpoint_key(model_path)
+    truth = _read_labels(labels_csv) if labels_csv else {}
+    rows: list[list[str]] = []
+    failed = 0
+    for path in paths:
+        try:
+            store_path, out_dir = _store_for(path, out, model, slide_mpp)
+            result = predict_store(
+                store_path,
+                model,
+                key=key,
+                out_dir=out_dir,
+                grid_key=grid_key,
+                batch_size=batch_size,
+                workers=workers,
+                slide_mpp=slide_mpp,
+            )
+        except EosinError as exc:
+            failed += 1
+            click.echo(f"error: {exc}", err=True)
+            continue
+        slide_id = Path(result["slide"]).stem
+        label, patient = truth.get(slide_id, (None, None))
+        if labels_csv and label is None:
+            click.echo(
+                f"note: {slide_id} has no label in {labels_csv}; its rows have an empty label.", err=True
+            )
+        for i, ((x, y), p) in enumerate(zip(result.pop("coords"), result.pop("proba"), strict=True)):
+            row = [f"{slide_id}:{i}", slide_id, str(int(x)), str(int(y))]
+            if labels_csv:
+                row += [label or "", patient or slide_id]
+            row += [model.classes[int(p.argmax())], *(f"{v:.6f}" for v in p)]
+            rows.append(row)
+        echo_json(result)
+    if rows:
+        header = ["id", "slide", "x", "y"] + (["label", "patient"] if labels_csv else [])
+        header += ["pred", *(f"p_{c}" for c in model.classes)]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        target = (out if out is not None else Path(result_dir_of(paths[0]))) / "predictions.csv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, buffer.getvalue())
+        click.echo(f"predictions: {target}", err=True)
+    if failed:
+        click.echo(f"{failed} of {len(paths)} input(s) failed.", err=True)
+    sys.stdout.flush()
+    return 1 if failed else 0
+
+
+def result_dir_of(path: Path) -> Path:
+    """Default output folder of an input: the folder holding its store (``<out>/<stem>`` of eosin tile)."""
+    path = Path(path)
+    if path.name.endswith(".zarr"):
+        return path.parent
+    return path
+
+
+def _store_for(path: Path, out: Path | None, model, slide_mpp: float | None) -> tuple[Path, Path]:
+    """The store to read for an input and the folder its heatmaps go to; tiles slide files first."""
+    from eosin.errors import UsageError
+    from eosin.run._stages import STORE_NAME, plan_outputs, tile_stage
+
+    if path.is_dir():
+        store = path if (path / "zarr.json").exists() or path.suffix == ".zarr" else path / STORE_NAME
+        if not store.exists():
+            raise UsageError("no store here.", path=path, fix="pass a store.zarr folder or a slide file")
+        stem = store.parent.name if store.name == STORE_NAME else store.stem
+        return store, (out / stem if out is not None else store.parent)
+    if out is None:
+        raise UsageError(
+            "a slide file needs --out (its store is made there).", path=path, fix="add --out DIR"
+        )
+    job = plan_outputs([path], out)[0]
+    tile_stage(job, mpp=model.meta.get("mpp"), tile_size=model.input_size, slide_mpp=slide_mpp)
+    return job.store_path, job.out_dir
+
+
+def _read_labels(path: Path) -> dict[str, tuple[str, str | None]]:
+    from eosin.errors import DataError
+
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        id_col = next((c for c in ("slide_id", "slide") if c in cols), None)
+        if id_col is None or "label" not in cols:
+            raise DataError(f"needs columns slide_id (or slide) and label; columns seen: {cols}.", path=path)
+        pat_col = next((c for c in ("patient_id", "patient") if c in cols), None)
+        return {r[id_col]: (r["label"], r[pat_col] if pat_col else None) for r in reader}

@@ -1,0 +1,225 @@
+"""``eosin train``: train tile classifiers (``tiles``); MIL and segmentation subcommands load from their modules."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+from pathlib import Path
+
+import click
+
+# subcommands defined in other modules, imported on first use: name -> ("module:attribute", short help)
+_PLUGINS = {
+    "mil": ("eosin.cli._train_mil:mil", "Train a slide-level model on feature bags (attention MIL)."),
+    "seg": ("eosin.cli._train_seg:seg", "Train a segmentation model on image/mask pairs."),
+}
+
+
+class _TrainGroup(click.Group):
+    """``train`` group: ``tiles`` lives here; other subcommands load lazily from their modules when installed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names |= {name for name, (target, _) in _PLUGINS.items() if _available(target)}
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in _PLUGINS and _available(_PLUGINS[name][0]):
+            module, attr = _PLUGINS[name][0].split(":")
+            command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [
+            (
+                name,
+                self.commands[name].get_short_help_str(limit=80)
+                if name in self.commands
+                else _PLUGINS[name][1],
+            )
+            for name in self.list_commands(ctx)
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _available(target: str) -> bool:
+    try:
+        return importlib.util.find_spec(target.split(":")[0]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@click.group(cls=_TrainGroup)
+def train() -> None:
+    """Train models: tile classifiers, and (when installed) MIL and segmentation models."""
+
+
+@train.command()
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option("--encoder", required=True, help="Registry name of the encoder (see eosin models).")
+@click.option(
+    "--weights",
+    default="hub",
+    show_default=True,
+    help="Encoder weights: hub, a file or folder, or none (random initialisation).",
+)
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Checkpoint folder."
+)
+@click.option(
+    "--probe",
+    type=click.Choice(["finetune", "linear", "knn"]),
+    default="finetune",
+    show_default=True,
+    help="Fine-tune encoder and head, or fit a linear/kNN probe on frozen features.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Share of patients held out for validation and early stopping (0: none).",
+)
+@click.option(
+    "--patient-column",
+    default="patient",
+    show_default=True,
+    help="CSV column of patient ids; tiles without one count as their own patient.",
+)
+@click.option(
+    "--label-from",
+    type=click.Choice(["auto", "folder", "prefix", "csv"]),
+    default="auto",
+    show_default=True,
+    help="Where labels come from: sub-folders per class, CLASS-... file names, or a path,label CSV.",
+)
+@click.option(
+    "--balance",
+    type=click.Choice(["weighted", "oversample", "none"]),
+    default="weighted",
+    show_default=True,
+    help="Class balancing of the training batches.",
+)
+@click.option(
+    "--augment/--no-augment", default=True, show_default=True, help="Flips, 90° turns, HED jitter, blur."
+)
+@click.option(
+    "--k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours of --probe knn."
+)
+@click.option("--input-size", type=click.IntRange(min=16), default=None, help="Resize tiles to this side.")
+@click.option(
+    "--mpp", type=click.FloatRange(min=0, min_open=True), default=None, help="Microns per pixel of the tiles."
+)
+@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tiny", is_flag=True, hidden=True, help="Toy-width encoder (tests).")
+@click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines on stderr.")
+def tiles(
+    data,
+    encoder,
+    weights,
+    out,
+    probe,
+    epochs,
+    batch_size,
+    lr,
+    val_fraction,
+    patient_column,
+    label_from,
+    balance,
+    augment,
+    k,
+    input_size,
+    mpp,
+    patience,
+    device,
+    workers,
+    seed,
+    tiny,
+    quiet,
+) -> int:
+    """Train a tile classifier on DATA: a folder with one sub-folder per class, or a CSV of path,label[,patient].
+
+    Validation tiles are whole patients held out (stratified by label where possible); the checkpoint folder gets
+    model.safetensors and config.json (encoder, classes, preprocessing, mpp, training parameters, history). One
+    JSON summary goes to stdout.
+    """
+    from eosin.data import load_tile_table, patient_split
+    from eosin.train import fit_probe_tiles, fit_tiles, save_classifier
+
+    table = load_tile_table(data, label_from=label_from, patient_column=patient_column)
+    w = None if weights.lower() == "none" else weights
+    if val_fraction > 0:
+        tr, va = patient_split(table.labels, table.patients, test_size=val_fraction, seed=seed)
+        train_t, val_t = table.subset(tr), table.subset(va)
+    else:
+        train_t, val_t = table, None
+    if probe == "finetune":
+        model, history = fit_tiles(
+            train_t,
+            val_t,
+            encoder=encoder,
+            weights=w,
+            tiny=tiny,
+            input_size=input_size,
+            mpp=mpp,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            balance=balance,
+            augment=augment,
+            patience=patience,
+            device=device,
+            workers=workers,
+            seed=seed,
+            progress=not quiet,
+        )
+        last = history[-1]
+    else:
+        model = fit_probe_tiles(
+            train_t,
+            encoder=encoder,
+            weights=w,
+            tiny=tiny,
+            input_size=input_size,
+            mpp=mpp,
+            kind=probe,
+            k=k,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+        )
+        last = {}
+        if val_t is not None:
+            from eosin.train._fit import _validate
+
+            last = _validate(
+                model, val_t, next(model.parameters()).device, batch_size=batch_size, workers=workers
+            )
+            model.meta["validation"] = last
+    model.meta["split"] = {
+        "val_fraction": val_fraction,
+        "train_patients": sorted(set(train_t.patients.tolist()))[:1000],
+        "val_patients": sorted(set(val_t.patients.tolist()))[:1000] if val_t is not None else [],
+    }
+    save_classifier(model, out)
+    summary = {
+        "checkpoint": str(out),
+        "encoder": encoder,
+        "probe": probe,
+        "classes": list(table.classes),
+        "n_train": len(train_t),
+        "n_val": 0 if val_t is None else len(val_t),
+        **{k_: round(v, 4) for k_, v in last.items() if k_.startswith("val_")},
+    }
+    click.echo(json.dumps(summary))
+    return 0

@@ -1,0 +1,149 @@
+"""Applying a tile classifier to a slide store: per-tile probabilities into the store, heatmaps, a CSV."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PREDICTIONS_KIND", "heatmap", "predict_store"]
+
+PREDICTIONS_KIND = "predictions"
+
+
+def predict_store(
+    store_path: str | os.PathLike[str],
+    model: Any,
+    *,
+    key: str,
+    out_dir: str | os.PathLike[str],
+    grid_key: str | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    slide_mpp: float | None = None,
+    overwrite: bool = True,
+) -> dict[str, Any]:
+    """Classify every tile of a stored grid; write ``predictions/<key>`` and ``heatmap_<class>.png`` files.
+
+    The group holds ``proba`` ``(n_tiles, K)`` float32 in the grid's tile order and ``coords`` ``(n_tiles, 2)``
+    level-0 x, y; its attributes name the classes, the grid and the checkpoint. Tiles are read as the model was
+    trained: centred on each grid tile at the checkpoint's mpp when it has one and the slide a trustworthy mpp,
+    else the grid's own tiles resized to the model's input size.
+
+    Returns
+    -------
+    dict
+        slide, store, key, n_tiles, classes, heatmaps (paths), ``proba`` and ``coords`` arrays (for the CSV), seconds.
+    """
+    import torch
+
+    from eosin.data._torch import to_input
+    from eosin.embed._prepare import TilePrep, reading_grid
+    from eosin.errors import UsageError
+    from eosin.io import SlideStore
+    from eosin.io._export import pick_key
+    from eosin.slide import open_slide
+    from eosin.tiles import TileGrid, iter_tiles
+    from eosin.viz import save_png
+
+    t0 = time.perf_counter()
+    store = SlideStore.open(store_path)
+    record = store.slide or {}
+    if record.get("path") is None:
+        raise UsageError(
+            "the store records no slide path.", path=store.path, fix="make the store with eosin tile"
+        )
+    gkey = pick_key(store, "grids", grid_key)
+    group = store.read_group("grids", gkey)
+    grid = TileGrid.from_group(group, group.attrs)
+    if slide_mpp is None and record.get("mpp_source") == "override":
+        slide_mpp = record.get("mpp_x")
+    dev = next(model.parameters()).device
+    proba = np.zeros((len(grid), len(model.classes)), dtype=np.float32)
+    with open_slide(record["path"], slide_mpp=slide_mpp) as slide:
+        read, resize = reading_grid(
+            grid, slide, input_size=model.input_size, native_mpp=model.meta.get("mpp")
+        )
+        prep = TilePrep(None, resize) if resize else None
+        start = 0
+        model.eval()
+        with torch.inference_mode():
+            for batch in iter_tiles(slide, read, batch_size=batch_size, workers=workers, transform=prep):
+                x = to_input(torch.from_numpy(batch.images), model.mean, model.std, dev)
+                p = model.predict_proba(x).cpu().numpy()
+                proba[start : start + len(p)] = p
+                start += len(p)
+        thumb = slide.thumbnail(max_size=1024)
+        bounds = slide.bounds
+    attrs = {
+        "classes": list(model.classes),
+        "grid": gkey,
+        "encoder": model.encoder.spec.name,
+        "checkpoint": model.meta.get("checkpoint"),
+        "read_mpp": read.mpp,
+        "read_tile_size": read.tile_size,
+        "order": "rows follow the grid's tile order",
+    }
+    store.write_group(
+        PREDICTIONS_KIND,
+        key,
+        {"proba": proba, "coords": grid.coords.astype(np.int64)},
+        attrs,
+        overwrite=overwrite,
+    )
+    out_dir = Path(out_dir)
+    paths = []
+    for k, name in enumerate(model.classes):
+        picture = heatmap(thumb, grid, proba[:, k], bounds=bounds)
+        paths.append(str(save_png(out_dir / f"heatmap_{_safe(name)}.png", picture)))
+    return {
+        "slide": record.get("path"),
+        "store": str(store.path),
+        "key": key,
+        "grid": gkey,
+        "n_tiles": len(grid),
+        "classes": list(model.classes),
+        "heatmaps": paths,
+        "proba": proba,
+        "coords": grid.coords,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def heatmap(
+    thumb: np.ndarray, grid: Any, values: np.ndarray, *, bounds=None, alpha: float = 0.5
+) -> np.ndarray:
+    """``thumb`` with each grid tile painted by ``values`` (0-1, colour map 'jet': blue low, red high).
+
+    ``bounds`` is the slide's ``(x, y, width, height)`` content box the thumbnail shows (default: the tiles' span).
+    """
+    import cv2
+
+    rows, cols = thumb.shape[:2]
+    bx, by, bw, bh = bounds if bounds is not None else (0, 0, cols, rows)
+    sx, sy = cols / float(bw), rows / float(bh)
+    value_map = np.zeros((rows, cols), dtype=np.float32)
+    weight = np.zeros((rows, cols), dtype=np.float32)
+    ext = grid.extent
+    for (x, y), v in zip(grid.coords, values, strict=True):
+        x0, y0 = int((x - bx) * sx), int((y - by) * sy)
+        x1 = max(x0 + 1, int(np.ceil((x - bx + ext) * sx)))
+        y1 = max(y0 + 1, int(np.ceil((y - by + ext) * sy)))
+        value_map[max(y0, 0) : y1, max(x0, 0) : x1] += v
+        weight[max(y0, 0) : y1, max(x0, 0) : x1] += 1
+    covered = weight > 0
+    value_map[covered] /= weight[covered]
+    colours = cv2.applyColorMap((np.clip(value_map, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    colours = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB)
+    out = thumb.copy()
+    out[covered] = (thumb[covered] * (1 - alpha) + colours[covered] * alpha).astype(np.uint8)
+    return out
+
+
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", name)

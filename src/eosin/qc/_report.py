@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 __all__ = ["COLUMNS", "write_report"]
 
@@ -96,7 +97,7 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]
         ok = row.get("status") == "ok"
         pics = []
         for name in ("thumbnail", "overlay", "tiles") if ok else ():
-            src = html.escape(f"{row['out']}/{name}.png", quote=True)
+            src = html.escape(quote(f"{row['out']}/{name}.png"), quote=True)
             pics.append(f'<td><a href="{src}"><img src="{src}" alt="{name}" loading="lazy"></a></td>')
         if not ok:
             pics.append(f'<td colspan="3" class="err">{html.escape(_cell(row.get("error")))}</td>')

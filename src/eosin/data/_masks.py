@@ -11,7 +11,18 @@ import numpy as np
 from eosin.data._table import TileTable
 from eosin.errors import DataError, UsageError
 
-__all__ = ["binary_mask", "mask_fractions", "tiles_from_masks"]
+__all__ = ["EBHI_PALETTE", "binary_mask", "mask_fractions", "tiles_from_masks"]
+
+#: EBHI-SEG mask colours (RGB): background, then one colour per class
+EBHI_PALETTE = {
+    "background": (0, 0, 0),
+    "Adenocarcinoma": (110, 80, 50),
+    "High-grade_IN": (240, 130, 240),
+    "Low-grade_IN": (255, 255, 0),
+    "Normal": (255, 255, 255),
+    "Polyp": (0, 255, 0),
+    "Serrated_adenoma": (0, 0, 255),
+}
 
 
 def binary_mask(

@@ -85,8 +85,8 @@ def tile_qc(
     grid
         The :class:`~eosin.tiles.TileGrid`.
     artefacts
-        Name → ``(rows, cols)`` bool mask of a low-resolution image of the slide (e.g. ``dark``, ``edge``,
-        ``stain``); ``pen`` is taken from ``grid.pen_fraction``.
+        Name → ``(rows, cols)`` mask of a low-resolution image of the slide, bool or the float coverage of each
+        pixel (e.g. ``dark``, ``edge``, ``stain``); ``pen`` is taken from ``grid.pen_fraction``.
     downsample, origin
         Level-0 pixels per mask pixel (``(dx, dy)`` or one number) and the level-0 position of mask pixel
         ``(0, 0)``, as in :class:`~eosin.tissue.TissueMasks`.
@@ -104,7 +104,9 @@ def tile_qc(
     mx, my = (grid.x - ox) / dx, (grid.y - oy) / dy
     fractions = {"pen": np.asarray(grid.pen_fraction, np.float32)}
     for name, mask in artefacts.items():
-        fractions[name] = box_fractions(mask.astype(np.float32), mx, my, grid.extent / dx, grid.extent / dy)
+        fractions[name] = box_fractions(
+            np.asarray(mask, np.float32), mx, my, grid.extent / dx, grid.extent / dy
+        )
     flags = np.zeros(n, np.uint8)
     score = np.full(n, np.nan, np.float32) if blur_score is None else np.asarray(blur_score, np.float32)
     if score.shape != (n,):

@@ -16,6 +16,8 @@ __all__ = ["QC_SIDE", "qc_image", "qc_stage"]
 
 #: the QC image is at least this many pixels on its longer side (or at the tissue masks' resolution if finer)
 QC_SIDE = 1600
+#: longer side of the pictures for people (thumbnail, overlay, tiles)
+PICTURE_SIDE = 1200
 
 
 def qc_image(slide: Any, masks: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
@@ -52,6 +54,8 @@ def qc_stage(
 
     Returns the slide's metrics (the row of the cohort report).
     """
+    import cv2
+
     from eosin.qc._artefacts import coverslip_edges, dark_regions, stain_masks, stain_stats
     from eosin.qc._flags import FLAGS, tile_qc
     from eosin.qc._focus import focus_score
@@ -95,10 +99,16 @@ def qc_stage(
         scores = np.empty(len(grid), np.float32)
         for batch in iter_tiles(slide, grid, batch_size=32, workers=0):
             scores[batch.indices] = focus_score(batch.images)
+        # tile coverage from the layers averaged down to the tissue masks' grid (exact areas, far fewer pixels)
+        rows, cols = masks.tissue.shape
+        coarse = {
+            k: cv2.resize(v.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
+            for k, v in layers.items()
+        }
         tiles = tile_qc(
             grid,
-            layers,
-            downsample=ds,
+            coarse,
+            downsample=masks.downsample,
             origin=origin,
             blur_score=scores,
             blur_threshold=blur_threshold,
@@ -114,11 +124,20 @@ def qc_stage(
                 f"no {tile_size}-px tile has {min_tissue:.0%} tissue: focus not measured (lower --min-tissue or --size)"
             )
 
-        save_png(job.out_dir / "thumbnail.png", rgb)
-        save_png(job.out_dir / "overlay.png", qc_overlay(rgb, tissue, {"pen": pen, **layers}))
+        # pictures for people at most PICTURE_SIDE pixels a side; masks at the QC image's full size
+        small, k = _shrink(rgb)
+        save_png(job.out_dir / "thumbnail.png", small)
+        save_png(
+            job.out_dir / "overlay.png",
+            qc_overlay(
+                small, _shrink(tissue)[0], {k: _shrink(v)[0] for k, v in {"pen": pen, **layers}.items()}
+            ),
+        )
         save_png(
             job.out_dir / "tiles.png",
-            draw_tile_flags(rgb, grid, tiles.flags, FLAGS, downsample=ds, origin=origin),
+            draw_tile_flags(
+                small, grid, tiles.flags, FLAGS, downsample=(ds[0] * k, ds[1] * k), origin=origin
+            ),
         )
         for name, mask in {"tissue": tissue, "pen": pen, **layers}.items():
             save_png(job.out_dir / f"{name}.png", mask)
@@ -156,6 +175,19 @@ def qc_stage(
 
     atomic_write_text(job.out_dir / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
+
+
+def _shrink(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """``image`` shrunk to at most :data:`PICTURE_SIDE` pixels a side, and the factor it was shrunk by."""
+    import cv2
+
+    k = max(image.shape[:2]) / PICTURE_SIDE
+    if k <= 1:
+        return image, 1.0
+    size = (max(1, round(image.shape[1] / k)), max(1, round(image.shape[0] / k)))
+    if image.dtype == bool:
+        return cv2.resize(image.view(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0, k
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), k
 
 
 def save_png(path: Any, array: np.ndarray) -> None:

@@ -66,18 +66,20 @@ def _direct(store_path, model) -> np.ndarray:
         return model((x - mean) / std).numpy()
 
 
-def test_features_match_a_direct_model_call(store):
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_features_match_a_direct_model_call(store, runtime):
     from eosin.embed import embed_store
     from eosin.io import SlideStore
 
     model = _model()
-    record = embed_store(store, model, dtype="float32", workers=2, batch_size=8)
+    record = embed_store(store, model, dtype="float32", workers=2, batch_size=8, runtime=runtime)
+    assert record["runtime"] == runtime
     assert record["cached"] is False and record["dim"] == 512
     group = SlideStore.open(store).read_group("features", record["key"])
     features = np.asarray(group["features"])
     expected = _direct(store, model)
     assert features.shape == expected.shape == (record["n_tiles"], 512)
-    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(features, expected, rtol=1e-3, atol=1e-3)
     assert group.attrs["encoder"] == "resnet18" and group.attrs["order"].startswith("rows follow")
     again = embed_store(store, model)
     assert again["cached"] is True
@@ -108,7 +110,7 @@ embed_store({str(store)!r}, create_encoder("resnet18", weights=None), dtype="flo
     record = embed_store(store, model, dtype="float32", batch_size=4, block_rows=4, workers=0)
     assert record["resumed_from"] == 8
     features = np.asarray(SlideStore.open(store).read_group("features", record["key"])["features"])
-    np.testing.assert_allclose(features, _direct(store, model), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(features, _direct(store, model), rtol=1e-3, atol=1e-3)
 
 
 def test_cli_embed_and_bad_input(store, tmp_path, capsys):

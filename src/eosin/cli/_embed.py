@@ -21,6 +21,13 @@ from eosin.cli._common import echo_json
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
 @click.option(
+    "--runtime",
+    type=click.Choice(["auto", "torch", "onnx"]),
+    default="auto",
+    show_default=True,
+    help="auto: ONNX Runtime on a CPU (fp32) when installed, else PyTorch.",
+)
+@click.option(
     "--dtype",
     type=click.Choice(["float16", "float32"]),
     default="float16",
@@ -63,6 +70,7 @@ from eosin.cli._common import echo_json
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def embed(
     inputs,
+    runtime,
     encoder,
     weights,
     grid_key,
@@ -121,6 +129,7 @@ def embed(
                 workers=workers,
                 slide_mpp=slide_mpp,
                 progress=not quiet,
+                runtime=runtime,
             )
         except Exception as exc:
             from eosin.errors import EosinError

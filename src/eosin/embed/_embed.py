@@ -81,6 +81,7 @@ def embed_store(
     slide_mpp: float | None = None,
     progress: bool = False,
     block_rows: int | None = None,
+    runtime: str = "auto",
 ) -> dict[str, Any]:
     """Embed the tiles of a stored grid with ``encoder`` into ``features/<encoder>--<grid>`` of the store.
 
@@ -102,6 +103,9 @@ def embed_store(
         A fitted stain normalizer applied to tiles before the model (in the decoding workers), or None.
     workers
         Decoding processes (default: CPUs; 0 decodes in this process).
+    runtime
+        ``auto`` (ONNX Runtime on a CPU in fp32 when installed, else PyTorch), ``torch`` or ``onnx``
+        (see :mod:`eosin.embed._runners`).
     block_rows
         Rows per stored chunk and per resume point (default: about 4096, a multiple of ``batch_size``).
 
@@ -110,7 +114,6 @@ def embed_store(
     dict
         One summary record: slide, store, key, n_tiles, dim, seconds, tiles_per_s, cached, resumed_from.
     """
-    import torch
 
     from eosin.io import SlideStore
     from eosin.io._export import pick_key
@@ -178,38 +181,32 @@ def embed_store(
         if len(grid):
             part.group["coords"][...] = grid.coords
     features = part.group["features"]
-    mean = torch.tensor(model.spec.mean, device=dev).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(model.spec.std, device=dev).view(1, 3, 1, 1) * 255.0
-    pin = dev.type == "cuda"
+    from eosin.embed._runners import make_runner
+
+    runner = make_runner(model, dev, precision, runtime)
     start = part.done
     pending: list[np.ndarray] = []
     pending_rows = 0
     t_run = time.perf_counter()
-    with torch.inference_mode(), _autocast(dev, precision):
-        batches = iter_tiles(
-            slide,
-            read,
-            indices=np.arange(start, len(grid)),
-            batch_size=batch_size,
-            workers=workers,
-            transform=prep,
-            progress=progress,
-        )
-        for batch in batches:
-            x = torch.from_numpy(batch.images)
-            if pin:
-                x = x.pin_memory()
-            # NHWC uint8 -> NCHW float: the permuted view is channels_last already, which oneDNN/cuDNN prefer
-            x = x.to(dev, non_blocking=pin).permute(0, 3, 1, 2).float().sub_(mean).div_(std)
-            out = model(x).float().cpu().numpy().astype(dtype, copy=False)
-            pending.append(out)
-            pending_rows += len(out)
-            if pending_rows >= block or start + pending_rows == len(grid):
-                rows = np.concatenate(pending)
-                features[start : start + len(rows)] = rows
-                start += len(rows)
-                part.mark(start)
-                pending, pending_rows = [], 0
+    batches = iter_tiles(
+        slide,
+        read,
+        indices=np.arange(start, len(grid)),
+        batch_size=batch_size,
+        workers=workers,
+        transform=prep,
+        progress=progress,
+    )
+    for batch in batches:
+        out = runner(batch.images).astype(dtype, copy=False)
+        pending.append(out)
+        pending_rows += len(out)
+        if pending_rows >= block or start + pending_rows == len(grid):
+            rows = np.concatenate(pending)
+            features[start : start + len(rows)] = rows
+            start += len(rows)
+            part.mark(start)
+            pending, pending_rows = [], 0
     part.commit()
     slide.close()
     seconds = time.perf_counter() - t0
@@ -221,4 +218,5 @@ def embed_store(
         "resumed_from": resumed_from,
         "seconds": round(seconds, 3),
         "tiles_per_s": round(done_now / max(time.perf_counter() - t_run, 1e-9), 1),
+        "runtime": runner.name,
     }

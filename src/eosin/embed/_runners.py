@@ -1,0 +1,143 @@
+"""Running an encoder on uint8 tile batches: PyTorch, or ONNX Runtime on the CPU.
+
+Both take ``(n, rows, cols, 3)`` uint8 RGB and return ``(n, dim)`` float32 features; both fold the conversion
+to float and the encoder's mean/std normalization into the model run.
+
+Why ONNX Runtime: on this project's 2-core CPU machine, ResNet-18 at 224 px, batch 32, ran at ~8 tiles/s in
+ONNX Runtime against ~4 tiles/s in PyTorch eager with ``no_grad`` and ~5 with ``inference_mode`` and
+channels_last (same process, interleaved runs; docs/benchmarks.md has the end-to-end figures). So on a CPU,
+``runtime="auto"`` exports the encoder to ONNX once per run (in memory) and uses ONNX Runtime when it is
+installed and the export works; GPUs (and bf16/fp16) always use PyTorch with autocast and pinned memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+
+from eosin.errors import UsageError
+
+__all__ = ["RUNTIMES", "make_runner"]
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+class _Normalized:
+    """The encoder behind uint8 NHWC input: ``(x / 255 - mean) / std`` then the model (an ``nn.Module``)."""
+
+    @staticmethod
+    def wrap(model: Any):
+        import torch
+        from torch import nn
+
+        class Wrapped(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+                self.register_buffer("mean", torch.tensor(model.spec.mean).view(1, 3, 1, 1) * 255.0)
+                self.register_buffer("std", torch.tensor(model.spec.std).view(1, 3, 1, 1) * 255.0)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                # NHWC -> NCHW: the permuted view is channels_last, which oneDNN and cuDNN prefer
+                x = x.permute(0, 3, 1, 2).float()
+                return self.model((x - self.mean) / self.std).float()
+
+        return Wrapped().eval()
+
+
+class TorchRunner:
+    name = "torch"
+
+    def __init__(self, model: Any, device: Any, precision: str):
+        import torch
+
+        self.device = device
+        self.net = _Normalized.wrap(model).to(device)
+        self.pin = device.type == "cuda"
+        self.precision = precision
+        self._torch = torch
+
+    def _autocast(self):
+        torch = self._torch
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        x = torch.from_numpy(images)
+        if self.pin:
+            x = x.pin_memory()
+        with torch.inference_mode(), self._autocast():
+            return self.net(x.to(self.device, non_blocking=self.pin)).cpu().numpy()
+
+
+class OnnxRunner:
+    name = "onnx"
+
+    def __init__(self, model: Any, threads: int | None = None):
+        import onnxruntime as ort
+        import torch
+
+        net = _Normalized.wrap(model).cpu()
+        size = model.input_size
+        buffer = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net,
+                (torch.zeros(1, size, size, 3, dtype=torch.uint8),),
+                buffer,
+                input_names=["tiles"],
+                output_names=["features"],
+                dynamic_axes={"tiles": {0: "n"}, "features": {0: "n"}},
+                dynamo=False,
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or _cpus()
+        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"tiles": np.ascontiguousarray(images)})[0]
+
+
+def make_runner(model: Any, device: Any, precision: str, runtime: str = "auto"):
+    """The runner for ``runtime`` (``auto``: ONNX Runtime on a CPU in fp32 when available, else PyTorch)."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    onnx_possible = device.type == "cpu" and precision == "fp32"
+    if runtime == "onnx" and not onnx_possible:
+        raise UsageError(
+            "the ONNX runtime runs fp32 on the CPU only.", fix="use --runtime torch for GPUs or bf16/fp16"
+        )
+    if runtime in ("auto", "onnx") and onnx_possible:
+        try:
+            return OnnxRunner(model)
+        except ImportError:
+            if runtime == "onnx":
+                raise UsageError(
+                    "onnxruntime is not installed.", fix="pip install onnxruntime onnx"
+                ) from None
+        except Exception as exc:  # noqa: BLE001 - an architecture the exporter cannot take: PyTorch runs it
+            if runtime == "onnx":
+                raise UsageError(
+                    f"this encoder could not be exported to ONNX ({exc}).", fix="use --runtime torch"
+                ) from None
+            warnings.warn(
+                f"ONNX export failed ({type(exc).__name__}); running the encoder in PyTorch", stacklevel=2
+            )
+    return TorchRunner(model, device, precision)
+
+
+def _cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover
+        return max(1, os.cpu_count() or 1)

@@ -25,6 +25,7 @@ from eosin.qc import (
     mask_agreement,
     qc_image,
     qc_stage,
+    stain_stats,
     tile_qc,
 )
 from eosin.run._stages import SlideJob
@@ -56,6 +57,24 @@ def test_coverslip_edges_agree_with_histoqc_masks(name, floor):
     # a blank image of the same glass has no edge at all
     glass = np.full_like(image, 235)
     assert not coverslip_edges(glass, np.zeros(truth.shape, bool)).any()
+
+
+def test_a_bubble_rim_on_the_glass_is_found_and_a_speck_is_not():
+    image, _ = _pair("coverslip-edge/ihc")
+    tissue = detect_tissue(image).tissue
+    before = coverslip_edges(image, tissue)
+    assert not tissue[150:250, 400:500].any()  # clean glass around (450, 200)
+    bubble = image.copy()
+    cv2.circle(bubble, (450, 200), 40, (150, 150, 150), 3)  # a grey rim
+    rim = np.zeros(tissue.shape, np.uint8)
+    cv2.circle(rim, (450, 200), 40, 1, 3)
+    found = coverslip_edges(bubble, tissue)
+    assert found[rim > 0].mean() > 0.9
+    near = cv2.dilate(rim, np.ones((11, 11), np.uint8)) > 0  # the rim and 5 px around it
+    assert not (found & ~before & ~near).any()
+    speck = image.copy()
+    cv2.circle(speck, (450, 200), 6, (150, 150, 150), 2)  # dust, far smaller than a bubble
+    assert not (coverslip_edges(speck, tissue) & ~before).any()
 
 
 @pytest.mark.parametrize(
@@ -117,6 +136,21 @@ def test_dark_regions_find_a_fold_and_nothing_on_a_clean_slide(cmu):
     found = dark_regions(folded.astype(np.uint8), tissue)
     assert found[box & tissue].mean() > 0.4
     assert found[~box & tissue].mean() < 0.005
+
+
+def test_stain_stats_follow_a_darker_and_a_paler_copy(cmu):
+    slide, masks = cmu
+    rgb, tissue, _, _ = qc_image(slide, masks)
+    normal = stain_stats(rgb, tissue)
+    # optical density scales with the amount of stain: I = 255 * (I0 / 255) ** k has k times the OD
+    dark = stain_stats((255 * (rgb / 255.0) ** 2.5).astype(np.uint8), tissue)
+    pale = stain_stats((255 * (rgb / 255.0) ** 0.4).astype(np.uint8), tissue)
+    assert normal["od_mean"] == pytest.approx(0.29, abs=0.05)
+    assert dark["od_mean"] == pytest.approx(2.5 * normal["od_mean"], rel=0.1)
+    assert pale["od_mean"] == pytest.approx(0.4 * normal["od_mean"], rel=0.1)
+    assert normal["over_fraction"] < 0.02 and dark["over_fraction"] > 0.2
+    assert normal["clipped_fraction"] < 0.01 and dark["clipped_fraction"] > 0.1
+    assert pale["under_fraction"] > 2 * normal["under_fraction"]
 
 
 def _blurred_copy(tmp_path):

@@ -54,7 +54,7 @@ class KNNHead(nn.Module):
         }
 
     def proba(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x.float() - self.shift) / self.scale
+        z = (x.to(self.bank.dtype) - self.shift) / self.scale
         dist = torch.cdist(z, self.bank)
         near = dist.topk(min(self.k, len(self.bank)), dim=1, largest=False).indices
         votes = nn.functional.one_hot(self.bank_labels[near], self.n_classes).float()

@@ -1,0 +1,142 @@
+"""eosin.train and the train/predict commands: probes equal scikit-learn, checkpoints round-trip, predictions
+land in the store aligned with the grid and the CSV goes through eosin evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import DATA, SLIDES, require
+
+pytestmark = pytest.mark.torch
+
+CRC = DATA / "tiles" / "crc-val-he-7k"
+CAMELYON = DATA / "segmentation" / "camelyon"
+
+
+@pytest.fixture(scope="module")
+def camelyon_tiles():
+    from eosin.data import tiles_from_masks
+
+    images = sorted((require(CAMELYON) / "images").glob("*.jpg"))[:8]
+    return tiles_from_masks(
+        images, [CAMELYON / "masks" / p.name for p in images], tile_size=128, hi=0.5, lo=0.05
+    )
+
+
+def test_balanced_loader_draws_classes_equally(camelyon_tiles):
+    from eosin.data import make_loader
+
+    counts = camelyon_tiles.counts()
+    assert counts["tumour"] > 1.5 * counts["normal"]
+    for balance in ("weighted", "oversample"):
+        loader = make_loader(camelyon_tiles, size=32, batch_size=64, balance=balance, workers=0, seed=1)
+        labels = torch.cat([y for _, y in loader]).numpy()
+        share = labels.mean()
+        assert 0.4 < share < 0.6, (balance, share)
+    images, _ = next(iter(make_loader(camelyon_tiles, size=32, batch_size=4, workers=0)))
+    assert images.shape == (4, 32, 32, 3) and images.dtype == torch.uint8
+
+
+def test_probe_heads_compute_what_scikit_learn_predicts():
+    from eosin.train import fit_probe, probe_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5)) * [1, 2, 3, 4, 5] + 3
+    for n_classes in (2, 3):
+        y = np.array(["a", "b", "c"][:n_classes])[rng.integers(0, n_classes, 60)]
+        for kind in ("linear", "knn"):
+            pipe = fit_probe(x, y, kind=kind, k=5)
+            head = probe_head(pipe, x).double()
+            test = rng.normal(size=(20, 5)) * [1, 2, 3, 4, 5] + 3
+            with torch.no_grad():
+                got = head.proba(torch.from_numpy(test)).numpy()
+            np.testing.assert_allclose(got, pipe.predict_proba(test), atol=1e-6)
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(camelyon_tiles, tmp_path):
+    from eosin.data import patient_split
+    from eosin.train import fit_probe_tiles, fit_tiles, load_classifier, predict_tiles, save_classifier
+
+    tr, va = patient_split(camelyon_tiles.labels, camelyon_tiles.patients, test_size=0.25)
+    train, val = camelyon_tiles.subset(tr), camelyon_tiles.subset(va)
+    model, history = fit_tiles(
+        train,
+        val,
+        encoder="resnet18",
+        input_size=32,
+        epochs=2,
+        batch_size=16,
+        max_steps=3,
+        workers=0,
+        device="cpu",
+        mpp=0.5,
+    )
+    assert history[-1]["tiles"] == 16 and 0 <= history[-1]["val_balanced_accuracy"] <= 1
+    knn = fit_probe_tiles(train, encoder="resnet18", input_size=32, kind="knn", k=3, workers=0, device="cpu")
+    for m, name in ((model, "ft"), (knn, "knn")):
+        save_classifier(m, tmp_path / name)
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert config["encoder"] == "resnet18" and config["classes"] == ["normal", "tumour"]
+        assert config["preprocess"]["input_size"] == 32
+        again = load_classifier(tmp_path / name)
+        p1, p2 = predict_tiles(m, val, workers=0), predict_tiles(again, val, workers=0)
+        assert p1.shape == (len(val), 2)
+        np.testing.assert_array_equal(p1, p2)
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["mpp"] == 0.5
+
+
+def test_train_and_predict_commands(tmp_path):
+    from eosin.cli._main import main
+    from eosin.io import SlideStore
+    from eosin.tiles import TileGrid
+
+    ckpt = tmp_path / "ckpt"
+    args = [
+        "train",
+        "tiles",
+        str(require(CRC)),
+        "--encoder",
+        "resnet18",
+        "--weights",
+        "none",
+        "--out",
+        str(ckpt),
+    ]
+    assert (
+        main([*args, "--probe", "linear", "--input-size", "32", "--workers", "0", "--val-fraction", "0.25"])
+        == 0
+    )
+    assert main(["train", "tiles", str(CRC), "--encoder", "resnet1", "--out", str(ckpt)]) == 2
+    out = tmp_path / "tiled"
+    svs = require(SLIDES / "CMU-1-Small-Region.svs")
+    assert main(["tile", str(svs), "--mpp", "2", "--size", "64", "--out", str(out), "-q"]) == 0
+    labels = tmp_path / "labels.csv"
+    labels.write_text("slide_id,label\nCMU-1-Small-Region,TUM\n")
+    assert (
+        main(
+            ["predict", str(out / svs.stem), "--model", str(ckpt), "--labels", str(labels), "--workers", "0"]
+        )
+        == 0
+    )
+    store = SlideStore.open(out / svs.stem / "store.zarr")
+    (key,) = store.keys("predictions")
+    group = store.read_group("predictions", key)
+    grid_group = store.read_group("grids", group.attrs["grid"])
+    grid = TileGrid.from_group(grid_group, grid_group.attrs)
+    proba = np.asarray(group["proba"])
+    assert proba.shape == (len(grid), 8)
+    np.testing.assert_array_equal(np.asarray(group["coords"]), grid.coords)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-5)
+    rows = list(csv.DictReader((out / svs.stem / "predictions.csv").read_text().splitlines()))
+    assert len(rows) == len(grid)
+    assert [[int(r["x"]), int(r["y"])] for r in rows] == grid.coords.tolist()
+    assert all(
+        r["pred"] == group.attrs["classes"][int(np.argmax(p))] for r, p in zip(rows, proba, strict=True)
+    )
+    assert (out / svs.stem / "heatmap_TUM.png").is_file()
+    assert main(["evaluate", "classification", str(out / svs.stem / "predictions.csv"), "--json"]) == 0

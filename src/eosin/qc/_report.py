@@ -22,20 +22,31 @@ COLUMNS = (
     "mpp",
     "tissue_fraction",
     "pen_fraction",
-    "dark_fraction",
     "edge_fraction",
+    "dark_fraction",
     "stain_fraction",
+    "n_tiles",
+    "blur_fraction",
+    "flagged_tile_fraction",
+    "blur_score_median",
     "stain_od_mean",
     "stain_under_fraction",
     "stain_clipped_fraction",
     "stain_saturation",
-    "n_tiles",
-    "blur_fraction",
-    "blur_score_median",
-    "flagged_tile_fraction",
     "warnings",
     "error",
 )
+
+#: a value above its limit is highlighted in the report (a slide worth a look)
+ATTENTION = {
+    "pen_fraction": 0.01,
+    "dark_fraction": 0.02,
+    "edge_fraction": 0.005,
+    "stain_fraction": 0.05,
+    "stain_clipped_fraction": 0.01,
+    "blur_fraction": 0.1,
+    "flagged_tile_fraction": 0.2,
+}
 
 _SORT_JS = """
 document.querySelectorAll('th').forEach((th, i) => th.addEventListener('click', () => {
@@ -54,10 +65,11 @@ table { border-collapse: collapse; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 4px 6px; vertical-align: top; }
 th { background: #f0f0f0; cursor: pointer; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.high { background: #ffe0a0; font-weight: bold; }
 tr.failed td { background: #fde8e8; }
-img { max-width: 220px; max-height: 220px; display: block; }
+img { max-width: 170px; max-height: 170px; display: block; }
 .legend span { display: inline-block; padding: 2px 8px; margin-right: 6px; color: #fff; border-radius: 3px; }
-.warn { color: #8a5a00; } .err { color: #b00000; white-space: pre-wrap; max-width: 420px; }
+.warn { color: #8a5a00; min-width: 220px; } .err { color: #b00000; white-space: pre-wrap; max-width: 420px; }
 """
 
 
@@ -87,11 +99,15 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]
         tsv.append("\t".join(_cell(row.get(c)).replace("\t", " ").replace("\n", " ") for c in COLUMNS))
     atomic_write_text(out / "results.tsv", "\n".join(tsv) + "\n")
 
+    shown = [c for c in COLUMNS if c != "error"]  # a failed slide's error fills its picture cells
     n_failed = sum(r.get("status") != "ok" for r in rows)
     legend = "".join(
         f'<span style="background: rgb{c}">{html.escape(name)}</span>' for name, c in COLOURS.items()
     )
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("thumbnail", "artefacts", "tiles", *COLUMNS))
+    head = "".join(
+        f'<th title="{html.escape(c)}">{html.escape(c.replace("_", " "))}</th>'
+        for c in ("thumbnail", "artefacts", "tiles", *shown)
+    )
     body = []
     for row in rows:
         ok = row.get("status") == "ok"
@@ -102,13 +118,12 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]
         if not ok:
             pics.append(f'<td colspan="3" class="err">{html.escape(_cell(row.get("error")))}</td>')
         cells = []
-        for c in COLUMNS:
+        for c in shown:
             value = row.get(c)
             text = html.escape(_cell(value))
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                cells.append(f'<td class="num" data-v="{_cell(value)}">{text}</td>')
-            elif c == "error":
-                cells.append(f'<td class="err">{text}</td>')
+                high = " high" if c in ATTENTION and value > ATTENTION[c] else ""
+                cells.append(f'<td class="num{high}" data-v="{_cell(value)}">{text}</td>')
             elif c == "warnings":
                 cells.append(f'<td class="warn">{text}</td>')
             else:
@@ -120,7 +135,7 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]
 <h1>eosin QC report</h1>
 <p>{len(rows)} slide(s), {n_failed} failed. Fractions: tissue, pen and coverslip edge of the whole image; dark
 (folds), stain (over-stained or clipped) of the tissue; blur and flagged of the tiles. Click a column to sort;
-click a picture to open it. Metrics per slide: <code>&lt;slide&gt;/metrics.json</code>; all: <a
+click a picture to open it; highlighted values deserve a look. Metrics per slide: <code>&lt;slide&gt;/metrics.json</code>; all: <a
 href="results.tsv">results.tsv</a>.</p>
 <p class="legend">{legend}</p>
 <table><thead><tr>{head}</tr></thead><tbody>

@@ -65,6 +65,8 @@ def test_registry_names_and_unknown_name():
     with pytest.raises(UnknownNameError, match="Did you mean 'macenko'") as info:
         get_normalizer("macenco")
     assert info.value.exit_code == 2
+    with pytest.raises(UsageError, match="no parameter"):
+        get_normalizer("reinhard", alpha=1.0)
     ready = ReinhardNormalizer()
     assert get_normalizer(ready, mask_background=False) is ready and ready.mask_background is False
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eosin.errors import UnknownNameError
+from eosin.errors import UnknownNameError, UsageError
 from eosin.stain._common import StainNormalizer, glass_mask
 from eosin.stain._hed import HEDJitter
 from eosin.stain._macenko import MacenkoNormalizer, macenko_stains
@@ -49,10 +49,19 @@ def get_normalizer(name: str | StainNormalizer, **params: Any) -> StainNormalize
     ------
     UnknownNameError
         For a name that is not a method, with close matches.
+    UsageError
+        For a parameter the method does not have.
     """
     if isinstance(name, StainNormalizer):
         return name.set_params(**params)
     key = name.lower()
     if key not in _NORMALIZERS:
         raise UnknownNameError("stain method", name, _NORMALIZERS, fix="see eosin.stain.list_normalizers()")
-    return _NORMALIZERS[key](**params)
+    cls = _NORMALIZERS[key]
+    valid = cls().get_params()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise UsageError(
+            f"{cls.__name__} has no parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}."
+        )
+    return cls(**params)

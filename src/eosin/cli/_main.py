@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("eosin.cli._train:train", "Train models: tile classifiers (and MIL, segmentation when installed)."),
     "predict": ("eosin.cli._predict:predict", "Classify the tiles of slides with a trained model; heatmaps, CSV."),
     "qc": ("eosin.cli._qc:qc", "Quality control: artefacts, blurry tiles, per-tile flags and a cohort report."),
+    "segment": ("eosin.cli._segment:segment", "Segment images and slides with a U-Net; masks, instances, GeoJSON."),
 }
 
 

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from eosin.cli._common import echo_json
+
+#: inputs up to this many pixels with one level are segmented whole at their own resolution (unless --mpp)
+IMAGE_PIXELS = 64_000_000
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Checkpoint folder (eosin train seg --out).",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option(
+    "--mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Segment slides at this µm/px (default: the model's). Images without --mpp are segmented as they are.",
+)
+@click.option(
+    "--overlap",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.25,
+    show_default=True,
+    help="Fraction of a window shared with its neighbours (blended).",
+)
+@click.option(
+    "--tile-size", type=click.IntRange(min=32), default=None, help="Window side (default: the model's)."
+)
+@click.option(
+    "--instances",
+    "instance_method",
+    type=click.Choice(["auto", "components", "distance", "boundary"]),
+    default="auto",
+    show_default=True,
+    help="How touching objects are separated (auto: boundary channel if the model has one, else distance).",
+)
+@click.option(
+    "--min-size", type=click.IntRange(min=0), default=10, show_default=True, help="Smallest object, px."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
+@click.option(
+    "--slide-mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Level-0 µm/px overriding the slide's own.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decoding processes for slides (0: in this process).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def segment(
+    inputs,
+    model_dir,
+    out,
+    mpp,
+    overlap,
+    tile_size,
+    instance_method,
+    min_size,
+    batch_size,
+    device,
+    slide_mpp,
+    workers,
+    quiet,
+):
+    """Segment images and whole slides with a trained model.
+
+    Writes OUT/<stem>/mask.png (0/255; the image's size, or the slide at the chosen mpp), instances.png (16-bit
+    labels), overlay.png and instances.geojson (QuPath detections, level-0 coordinates). Slides also get
+    OUT/<stem>/store.zarr with the blended probability map (group segmentation/<key>). Prints one JSON line per
+    input; exit 1 when some inputs failed.
+    """
+    from eosin.cli._common import expand_inputs
+    from eosin.errors import EosinError
+    from eosin.segment import load_segmenter
+
+    model = load_segmenter(model_dir, device=device)
+    failed = 0
+    for path in expand_inputs(inputs):
+        try:
+            record = _one(
+                path,
+                model,
+                out,
+                mpp,
+                overlap,
+                tile_size,
+                instance_method,
+                min_size,
+                batch_size,
+                slide_mpp,
+                workers,
+                quiet,
+            )
+        except EosinError as exc:
+            failed += 1
+            click.echo(f"error: {exc}", err=True)
+            continue
+        echo_json(record)
+    return 1 if failed else 0
+
+
+def _one(path, model, out, mpp, overlap, tile_size, method, min_size, batch_size, slide_mpp, workers, quiet):
+    import numpy as np
+
+    from eosin.segment import segment_image, segment_slide, slide_segmentation, write_segmentation
+    from eosin.slide import open_slide
+
+    slide = open_slide(path, slide_mpp=slide_mpp)
+    stem = path.stem if path.is_file() else path.name
+    folder = out / stem
+    whole = slide.level_count == 1 and slide.width * slide.height <= IMAGE_PIXELS and mpp is None
+    name = "nucleus" if model.config.boundary else "object"
+    if whole:
+        rgb = slide.thumbnail(downsample=1.0)
+        seg = segment_image(
+            rgb,
+            model,
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            instance_method=method,
+            min_size=min_size,
+        )
+        record = {"input": str(path), "kind": "image"}
+    else:
+        from eosin.io import SlideStore
+        from eosin.slide import diagnose
+
+        store = SlideStore.create(folder / "store.zarr", slide=diagnose(slide))
+        key = segment_slide(
+            slide,
+            model,
+            store,
+            mpp=mpp,
+            tile_size=tile_size or 512,
+            overlap=overlap,
+            batch_size=batch_size,
+            workers=workers,
+            progress=not quiet,
+        )
+        seg = slide_segmentation(store, key, instance_method=method, min_size=min_size)
+        rgb = slide.thumbnail(max_size=4096)
+        record = {
+            "input": str(path),
+            "kind": "slide",
+            "store": str(store.path),
+            "group": f"segmentation/{key}",
+        }
+    files = write_segmentation(folder, seg, rgb, name=name)
+    return {
+        **record,
+        "shape": list(seg.foreground.shape),
+        "mpp": seg.mpp,
+        "n_objects": int(seg.instances.max()),
+        "foreground_fraction": round(float(np.mean(seg.mask)), 4),
+        "files": files,
+    }

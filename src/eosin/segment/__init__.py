@@ -1,0 +1,55 @@
+"""Segmentation: U-Net training, blended sliding-window inference on images and slides, instance separation.
+
+Names load on first use, so ``import eosin.segment`` loads neither numpy nor PyTorch.
+
+>>> from eosin.segment import train_segmenter, load_segmenter, segment_image
+>>> train_segmenter("images/", "masks/", "model/", encoder="resnet18", epochs=5)  # doctest: +SKIP
+>>> seg = segment_image(rgb, load_segmenter("model/"))  # doctest: +SKIP
+>>> seg.mask.shape == rgb.shape[:2], seg.instances.max()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "SegConfig": "_model",
+    "Segmenter": "_model",
+    "build_unet": "_model",
+    "load_segmenter": "_model",
+    "save_segmenter": "_model",
+    "train_segmenter": "_train",
+    "dice_ce_loss": "_train",
+    "split_by_image": "_train",
+    "Augment": "_data",
+    "CropSampler": "_data",
+    "pair_files": "_data",
+    "read_class_mask": "_data",
+    "target_from_labels": "_data",
+    "sliding_window": "_window",
+    "blend_window": "_window",
+    "BandAccumulator": "_window",
+    "separate_instances": "_instances",
+    "Segmentation": "_infer",
+    "segment_image": "_infer",
+    "segment_slide": "_infer",
+    "slide_segmentation": "_infer",
+    "patch_probability_map": "_infer",
+    "write_segmentation": "_outputs",
+    "instance_features": "_outputs",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"eosin.segment.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'eosin.segment' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,266 @@
+"""Training data for segmenters: image/mask pairs by file stem, targets, balanced random crops, augmentation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eosin.errors import UsageError
+
+__all__ = [
+    "Augment",
+    "CropSampler",
+    "SegSample",
+    "load_pairs",
+    "pair_files",
+    "read_class_mask",
+    "read_image",
+    "target_from_labels",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".xml")
+
+
+@dataclass
+class SegSample:
+    """One training image: ``image`` ``(rows, cols, 3)`` uint8 and ``target`` ``(rows, cols)`` uint8 class ids."""
+
+    stem: str
+    image: np.ndarray
+    target: np.ndarray
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file as ``(rows, cols, 3)`` RGB uint8."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def pair_files(images: str | os.PathLike[str], masks: str | os.PathLike[str]) -> list[tuple[str, Path, Path]]:
+    """``(stem, image, mask)`` for every image in ``images`` with a mask of the same stem in ``masks``.
+
+    Raises :class:`~eosin.errors.UsageError` when nothing pairs.
+    """
+
+    def by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+        if not folder.is_dir():
+            raise UsageError("not a folder.", path=folder, fix="pass a folder of images or masks")
+        return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes and p.is_file()}
+
+    imgs, msks = by_stem(Path(images), IMAGE_SUFFIXES), by_stem(Path(masks), MASK_SUFFIXES)
+    pairs = [(s, imgs[s], msks[s]) for s in sorted(imgs.keys() & msks.keys())]
+    if not pairs:
+        raise UsageError(
+            "no image has a mask with the same file stem.",
+            path=Path(masks),
+            fix="name each mask like its image (a.tif -> a.png)",
+        )
+    return pairs
+
+
+def read_class_mask(
+    path: str | os.PathLike[str],
+    *,
+    shape: tuple[int, int] | None = None,
+    palette: Mapping[str, Sequence[int]] | None = None,
+    threshold: int = 127,
+) -> np.ndarray:
+    """Instance labels (binary masks) or class ids (colour-coded masks through ``palette``) of a mask file.
+
+    - Aperio XML polygons (``shape`` needed) and 16-bit label images: instance labels as they are.
+    - Grey or RGB 8-bit masks without a palette: foreground is grey ``> threshold`` (JPEG masks are not exactly
+      0/255), its 8-connected components are the instances.
+    - With ``palette`` (``{class name: (r, g, b)}``, background first): every pixel gets the index of the nearest
+      palette colour (JPEG artefacts land on the right class).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, cols)`` int32.
+    """
+    from eosin.evaluate._seg_io import read_aperio_xml, read_mask
+
+    path = Path(path)
+    if path.suffix.lower() == ".xml":
+        if shape is None:
+            raise UsageError("an XML mask needs the image's shape.", path=path)
+        return read_aperio_xml(path, shape)
+    if palette is None:
+        return read_mask(path, threshold=threshold)
+    rgb = read_image(path).astype(np.int32)
+    colours = np.asarray(list(palette.values()), np.int32)
+    dist = ((rgb[:, :, None, :] - colours[None, None]) ** 2).sum(-1)
+    return np.argmin(dist, axis=-1).astype(np.int32)
+
+
+def target_from_labels(labels: np.ndarray, *, boundary: bool, width: int = 1) -> np.ndarray:
+    """Training target of instance labels: ``0`` background, ``1`` object, and with ``boundary`` ``2`` on the
+    ``width``-pixel inner rim of every object (where touching objects meet, the rim separates them)."""
+    labels = np.asarray(labels)
+    target = (labels > 0).astype(np.uint8)
+    if boundary:
+        from skimage.segmentation import find_boundaries
+
+        rim = find_boundaries(labels, mode="inner")
+        if width > 1:
+            from scipy import ndimage
+
+            rim = ndimage.binary_dilation(rim, iterations=width - 1) & (labels > 0)
+        target[rim & (labels > 0)] = 2
+    return target
+
+
+def load_pairs(
+    pairs: Sequence[tuple[str, Path, Path]],
+    *,
+    boundary: bool,
+    palette: Mapping[str, Sequence[int]] | None = None,
+    instances: str | os.PathLike[str] | None = None,
+) -> list[SegSample]:
+    """Read image/mask pairs into memory as :class:`SegSample` (targets built by :func:`target_from_labels`).
+
+    ``instances``: an optional folder of instance annotations (Aperio XML or 16-bit labels) by stem; where one
+    exists it replaces the mask for the target, so touching objects are told apart.
+    """
+    extra: dict[str, Path] = {}
+    if instances is not None:
+        extra = {p.stem: p for p in Path(instances).iterdir() if p.suffix.lower() in MASK_SUFFIXES}
+    out = []
+    for stem, image_path, mask_path in pairs:
+        image = read_image(image_path)
+        source = extra.get(stem, mask_path)
+        values = read_class_mask(source, shape=image.shape[:2], palette=palette)
+        if values.shape != image.shape[:2]:
+            raise UsageError(
+                f"mask {values.shape} and image {image.shape[:2]} differ in size.",
+                path=mask_path,
+                fix="masks must be the size of their images",
+            )
+        target = values.astype(np.uint8) if palette else target_from_labels(values, boundary=boundary)
+        out.append(SegSample(stem, image, target))
+    return out
+
+
+class CropSampler:
+    """Random crops with a target fraction of positive crops (Foucart et al.'s balancing).
+
+    With probability ``positive_fraction`` a crop is centred (with jitter) on a random foreground pixel, else
+    it is placed uniformly; images smaller than the crop are padded by reflection.
+
+    Parameters
+    ----------
+    samples
+        The training images.
+    crop
+        Crop side in pixels.
+    positive_fraction
+        Target share of crops that contain foreground.
+    seed
+        Random seed.
+    """
+
+    def __init__(
+        self, samples: Sequence[SegSample], *, crop: int, positive_fraction: float = 0.5, seed: int = 0
+    ):
+        if not 0 <= positive_fraction <= 1:
+            raise UsageError(f"positive_fraction must lie in [0, 1], got {positive_fraction!r}.")
+        self.samples = [_pad_to(s, crop) for s in samples]
+        self.crop = crop
+        self.positive_fraction = positive_fraction
+        self.rng = np.random.default_rng(seed)
+        self.positives = [np.flatnonzero(s.target.ravel() > 0) for s in self.samples]
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """One ``(crop, crop, 3)`` uint8 image and its ``(crop, crop)`` target."""
+        i = int(self.rng.integers(len(self.samples)))
+        s = self.samples[i]
+        rows, cols = s.target.shape
+        c = self.crop
+        pos = self.positives[i]
+        if pos.size and self.rng.random() < self.positive_fraction:
+            r, q = divmod(int(pos[self.rng.integers(pos.size)]), cols)
+            y = int(np.clip(r - self.rng.integers(c), 0, rows - c))
+            x = int(np.clip(q - self.rng.integers(c), 0, cols - c))
+        else:
+            y, x = int(self.rng.integers(rows - c + 1)), int(self.rng.integers(cols - c + 1))
+        return s.image[y : y + c, x : x + c], s.target[y : y + c, x : x + c]
+
+
+def _pad_to(s: SegSample, crop: int) -> SegSample:
+    rows, cols = s.target.shape
+    pr, pc = max(0, crop - rows), max(0, crop - cols)
+    if not (pr or pc):
+        return s
+    image = np.pad(s.image, ((0, pr), (0, pc), (0, 0)), mode="reflect")
+    target = np.pad(s.target, ((0, pr), (0, pc)), mode="reflect")
+    return SegSample(s.stem, image, target)
+
+
+class Augment:
+    """Flips, 90-degree rotations, elastic deformation and HED stain jitter of an image and its target.
+
+    Parameters
+    ----------
+    elastic
+        Probability of an elastic deformation (Simard et al.: Gaussian-smoothed random displacements).
+    alpha, sigma
+        Displacement scale and smoothness of the elastic field, in pixels.
+    hed_sigma, hed_bias
+        :class:`~eosin.stain.HEDJitter` strengths (0 turns it off).
+    seed
+        Random seed.
+    """
+
+    def __init__(
+        self,
+        *,
+        elastic: float = 0.3,
+        alpha: float = 120.0,
+        sigma: float = 8.0,
+        hed_sigma: float = 0.05,
+        hed_bias: float = 0.01,
+        seed: int = 0,
+    ):
+        from eosin.stain import HEDJitter
+
+        self.elastic, self.alpha, self.sigma = elastic, alpha, sigma
+        self.rng = np.random.default_rng(seed)
+        self.hed = HEDJitter(sigma=hed_sigma, bias=hed_bias, seed=seed) if hed_sigma or hed_bias else None
+
+    def __call__(self, image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = int(self.rng.integers(4))
+        image, target = np.rot90(image, k), np.rot90(target, k)
+        if self.rng.random() < 0.5:
+            image, target = image[:, ::-1], target[:, ::-1]
+        image, target = np.ascontiguousarray(image), np.ascontiguousarray(target)
+        if self.rng.random() < self.elastic:
+            image, target = self._elastic(image, target)
+        if self.hed is not None:
+            image = self.hed.transform(image)
+        return image, target
+
+    def _elastic(self, image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import cv2
+
+        rows, cols = target.shape
+        shape = (rows, cols)
+        dx = (
+            cv2.GaussianBlur(self.rng.uniform(-1, 1, shape).astype(np.float32), (0, 0), self.sigma)
+            * self.alpha
+        )
+        dy = (
+            cv2.GaussianBlur(self.rng.uniform(-1, 1, shape).astype(np.float32), (0, 0), self.sigma)
+            * self.alpha
+        )
+        gx, gy = np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32))
+        mx, my = gx + dx, gy + dy
+        image = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        target = cv2.remap(target, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+        return image, target

@@ -1,0 +1,211 @@
+"""U-Net segmenters (segmentation-models-pytorch) and their checkpoints: safetensors weights + a JSON record.
+
+A checkpoint is a folder::
+
+    CKPT/
+      model.safetensors      the network's state dict
+      config.json            architecture, encoder, classes, mpp, normalization, training parameters
+
+Both files are written beside their targets and renamed into place, ``config.json`` last, so a folder with a
+``config.json`` always has the weights that belong to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eosin.errors import EosinError, UsageError
+
+__all__ = ["SegConfig", "Segmenter", "build_unet", "load_segmenter", "save_segmenter", "select_device"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ARCHS = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus")
+FORMAT = "eosin.segmenter"
+
+
+@dataclass
+class SegConfig:
+    """What a segmentation checkpoint records besides its weights.
+
+    Attributes
+    ----------
+    arch, encoder
+        segmentation-models-pytorch architecture (``Unet``...) and encoder name (``resnet18``...).
+    classes
+        Output channel names; channel 0 is background. ``["background", "foreground"]`` for a binary model,
+        ``["background", "interior", "boundary"]`` for a model of touching objects (nuclei, glands).
+    mpp
+        Microns per pixel of the training images (``None`` when unknown: images are then segmented as they are).
+    mean, std
+        Input normalization of RGB in ``[0, 1]``.
+    tile_size
+        Default window side for inference (a multiple of 32).
+    training
+        The training parameters and outcome (epochs, crop, split, losses...).
+    """
+
+    arch: str = "Unet"
+    encoder: str = "resnet18"
+    classes: list[str] = field(default_factory=lambda: ["background", "foreground"])
+    mpp: float | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    tile_size: int = 256
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def boundary(self) -> bool:
+        """Whether the model predicts a boundary channel (interior/boundary/background)."""
+        return "boundary" in self.classes
+
+
+def select_device(device: str = "auto"):
+    """``auto``: CUDA when available, else the CPU; or exactly the device named."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            "CUDA was asked for, but PyTorch sees no CUDA device.", fix="use --device cpu or auto"
+        )
+    return dev
+
+
+def build_unet(
+    *, arch: str = "Unet", encoder: str = "resnet18", n_classes: int = 2, encoder_weights: str | None = None
+):
+    """A segmentation network from segmentation-models-pytorch.
+
+    ``encoder_weights="imagenet"`` downloads pretrained encoder weights (online only); ``None`` starts at random.
+    """
+    import segmentation_models_pytorch as smp
+
+    if arch not in ARCHS:
+        from eosin.errors import UnknownNameError
+
+        raise UnknownNameError("architecture", arch, list(ARCHS))
+    try:
+        return getattr(smp, arch)(
+            encoder_name=encoder, encoder_weights=encoder_weights, in_channels=3, classes=n_classes
+        )
+    except KeyError as exc:
+        raise UsageError(
+            f"segmentation-models-pytorch has no encoder {encoder!r}.",
+            fix="e.g. resnet18, resnet34, efficientnet-b0, mobilenet_v2",
+        ) from exc
+    except Exception as exc:  # download failures surface as many exception types
+        if encoder_weights is None:
+            raise
+        from eosin.errors import WeightsUnavailableError
+
+        raise WeightsUnavailableError(
+            f"could not get {encoder_weights!r} weights for {encoder} ({exc}).",
+            fix="train from random weights (encoder_weights=None) when offline",
+        ) from exc
+
+
+class Segmenter:
+    """A network and its :class:`SegConfig`: RGB uint8 tiles in, per-class probabilities out.
+
+    Examples
+    --------
+    >>> seg = load_segmenter("model/")  # doctest: +SKIP
+    >>> probs = seg.predict(tiles)  # (n, rows, cols, 3) uint8 -> (n, classes, rows, cols) float32
+    """
+
+    def __init__(self, net: Any, config: SegConfig, *, device: str = "auto"):
+        self.config = config
+        self.device = select_device(device) if isinstance(device, str) else device
+        self.net = net.to(self.device).eval()
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.config.classes)
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        return self.predict(tiles)
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """Class probabilities (softmax) of ``(n, rows, cols, 3)`` uint8 tiles: ``(n, classes, rows, cols)`` float32.
+
+        Sides that are not multiples of 32 are padded by reflection and cropped back.
+        """
+        import torch
+
+        tiles = np.asarray(tiles)
+        rows, cols = tiles.shape[1:3]
+        pr, pc = -rows % 32, -cols % 32
+        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device).permute(0, 3, 1, 2).float()
+        mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1) * 255
+        x = (x - mean) / std
+        if pr or pc:
+            mode = "reflect" if pr < rows and pc < cols else "replicate"
+            x = torch.nn.functional.pad(x, (0, pc, 0, pr), mode=mode)
+        autocast = self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=autocast):
+            logits = self.net(x)
+        probs = torch.softmax(logits.float(), dim=1)[:, :, :rows, :cols]
+        return probs.cpu().numpy()
+
+
+def save_segmenter(path: str | os.PathLike[str], net: Any, config: SegConfig) -> Path:
+    """Write ``net``'s weights (safetensors) and ``config`` (JSON) into the folder ``path``, atomically."""
+    from safetensors.torch import save_file
+
+    from eosin.io._atomic import atomic_path, atomic_write_text
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+    record = {"format": FORMAT, "version": 1, **asdict(config)}
+    atomic_write_text(folder / "config.json", json.dumps(record, indent=1, default=_plain))
+    return folder
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_segmenter(path: str | os.PathLike[str], *, device: str = "auto") -> Segmenter:
+    """Load a checkpoint folder written by :func:`save_segmenter` (or ``eosin train seg``)."""
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    meta = folder / "config.json"
+    weights = folder / "model.safetensors"
+    if not meta.is_file() or not weights.is_file():
+        raise EosinError(
+            "not a segmentation checkpoint (it needs config.json and model.safetensors).",
+            path=folder,
+            fix="give the folder that eosin train seg --out wrote",
+        )
+    record = json.loads(meta.read_text())
+    if record.get("format") != FORMAT:
+        raise EosinError(
+            "config.json is not an eosin segmenter's.", path=meta, fix="give a segmentation model"
+        )
+    fields = {k: record[k] for k in SegConfig.__dataclass_fields__ if k in record}
+    fields["mean"], fields["std"] = (
+        tuple(fields.get("mean", IMAGENET_MEAN)),
+        tuple(fields.get("std", IMAGENET_STD)),
+    )
+    config = SegConfig(**fields)
+    net = build_unet(arch=config.arch, encoder=config.encoder, n_classes=len(config.classes))
+    net.load_state_dict(load_file(str(weights)))
+    return Segmenter(net, config, device=device)

@@ -1,0 +1,281 @@
+"""Segmentation: blending without seams, any image size, instance separation, training, checkpoints, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import DATA, SLIDES, require
+from eosin.segment import (
+    BandAccumulator,
+    blend_window,
+    patch_probability_map,
+    separate_instances,
+    sliding_window,
+)
+
+MONUSEG = DATA / "segmentation" / "monuseg-train"
+STEM = "TCGA-21-5784-01Z-00-DX1"
+
+
+def _identity(tiles: np.ndarray) -> np.ndarray:
+    """A 'model' whose output at each pixel is the pixel itself: blending must give the image back."""
+    return tiles.transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def _image(rows: int, cols: int) -> np.ndarray:
+    return np.random.default_rng(rows * cols).integers(0, 256, (rows, cols, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ blending
+def test_constant_model_gives_a_constant_map():
+    out = sliding_window(
+        _image(301, 457), lambda t: np.full((len(t), 2, *t.shape[1:3]), 0.7), tile_size=128, overlap=0.25
+    )
+    assert out.shape == (2, 301, 457)
+    np.testing.assert_allclose(out, 0.7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(301, 457), (37, 53), (129, 255), (1, 300)])
+def test_position_dependent_model_reconstructs_the_image_at_any_size(shape):
+    image = _image(*shape)
+    out = sliding_window(image, _identity, tile_size=64, overlap=16, batch_size=5)
+    assert out.shape == (3, *shape)
+    np.testing.assert_allclose(out, image.transpose(2, 0, 1), atol=1e-3)
+
+
+def test_blend_weights_are_smooth_and_positive():
+    w = blend_window(64, 16)
+    assert w.min() > 0 and w[32, 32] == 1
+    assert np.abs(np.diff(w[32])).max() < 0.15  # no jump anywhere along a row
+
+
+def test_band_accumulator_streams_the_same_map_as_in_memory_blending():
+    image = _image(200, 170)
+    tile, over = 64, 16
+    expected = sliding_window(image, _identity, tile_size=tile, overlap=over)
+    out = np.full((3, 200, 170), -1.0, np.float32)
+    rows_seen = []
+
+    def sink(row, block):
+        rows_seen.append((row, block.shape[1]))
+        out[:, row : row + block.shape[1]] = block
+
+    band = BandAccumulator((200, 170), 3, tile_size=tile, overlap=over, sink=sink)
+    from eosin.segment._window import window_starts
+
+    for y in window_starts(200, tile, tile - over):
+        for x in window_starts(170, tile, tile - over):
+            band.add(int(y), int(x), _identity(image[None, y : y + tile, x : x + tile])[0])
+    band.close()
+    np.testing.assert_allclose(out, expected, atol=1e-3)
+    assert sum(n for _, n in rows_seen) == 200 and max(n for _, n in rows_seen) <= tile - over
+
+
+def test_band_accumulator_leaves_untouched_rows_at_zero():
+    blocks = {}
+    band = BandAccumulator((100, 50), 1, tile_size=32, overlap=0, sink=lambda r, b: blocks.update({r: b}))
+    band.add(64, 0, np.ones((1, 32, 32), np.float32))
+    band.close()
+    full = np.concatenate([blocks[r] for r in sorted(blocks)], axis=1)[0]
+    assert full.shape == (100, 50)
+    assert full[:64].max() == 0 and full[64:96, :32].min() == 1 and full[64:, 32:].max() == 0
+
+
+def test_patch_route_spreads_patch_probabilities_smoothly():
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[:, 150:] = 255  # the right half is "positive"
+    prob = patch_probability_map(image, lambda p: p.mean(axis=(1, 2, 3)) / 255, patch_size=64, stride=16)
+    assert prob.shape == (200, 300)
+    assert prob[:, :60].max() < 0.01 and prob[:, 240:].min() > 0.99
+    assert np.all(np.diff(prob[100]) >= -1e-6)  # rises monotonically across the border, no steps back
+
+
+# ------------------------------------------------------------------------------------------------ instances
+def _two_touching_discs() -> np.ndarray:
+    yy, xx = np.mgrid[:100, :160]
+    return ((yy - 50) ** 2 + (xx - 50) ** 2 < 30**2) | ((yy - 50) ** 2 + (xx - 105) ** 2 < 30**2)
+
+
+def test_distance_watershed_splits_two_touching_discs():
+    mask = _two_touching_discs()
+    assert separate_instances(mask, method="components").max() == 1
+    labels = separate_instances(mask.astype(np.float32), method="distance", min_distance=5)
+    assert labels.max() == 2
+    assert labels[50, 50] != labels[50, 105] and labels[50, 50] > 0
+    assert np.array_equal(labels > 0, mask)
+
+
+def test_boundary_watershed_splits_at_the_boundary_channel():
+    mask = _two_touching_discs()
+    interior = mask.astype(np.float32)
+    interior[:, 76:80] = 0.1  # the boundary channel marks the neck between the discs
+    labels = separate_instances(mask.astype(np.float32), interior=interior)
+    assert labels.max() == 2 and np.array_equal(labels > 0, mask)
+
+
+# ------------------------------------------------------------------------------------------------ data
+def test_palette_masks_map_to_the_nearest_colour(tmp_path):
+    from PIL import Image
+
+    from eosin.segment import read_class_mask
+
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[:, 10:20] = (250, 5, 3)  # JPEG-like red
+    rgb[:, 20:] = (2, 248, 9)
+    Image.fromarray(rgb).save(tmp_path / "m.png")
+    palette = {"background": (0, 0, 0), "tumour": (255, 0, 0), "stroma": (0, 255, 0)}
+    classes = read_class_mask(tmp_path / "m.png", palette=palette)
+    assert classes[0, 0] == 0 and classes[0, 15] == 1 and classes[0, 25] == 2
+
+
+def test_boundary_target_separates_touching_instances():
+    from eosin.segment import target_from_labels
+
+    labels = np.zeros((10, 12), np.int32)
+    labels[2:8, 1:6], labels[2:8, 6:11] = 1, 2
+    target = target_from_labels(labels, boundary=True)
+    assert set(np.unique(target)) == {0, 1, 2}
+    assert np.all(target[3:7, 5:7] == 2)  # where the two objects meet
+    assert target[4, 3] == 1 and target[0, 0] == 0
+
+
+# ------------------------------------------------------------------------------------------------ torch
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    pytest.importorskip("segmentation_models_pytorch")
+    import torch
+
+    from eosin.segment import SegConfig, build_unet, save_segmenter
+
+    torch.manual_seed(0)
+    net = build_unet(encoder="resnet18", n_classes=3)
+    config = SegConfig(classes=["background", "interior", "boundary"], mpp=0.5, tile_size=256)
+    return save_segmenter(tmp_path_factory.mktemp("ckpt") / "model", net, config)
+
+
+@pytest.mark.torch
+def test_training_steps_on_a_real_monuseg_crop_decrease_the_loss():
+    pytest.importorskip("segmentation_models_pytorch")
+    import torch
+
+    from eosin.segment import build_unet, dice_ce_loss, target_from_labels
+    from eosin.segment._data import read_class_mask, read_image
+
+    image = read_image(require(MONUSEG / "tissue_image" / f"{STEM}.tif"))
+    labels = read_class_mask(MONUSEG / "annotations" / f"{STEM}.xml", shape=image.shape[:2])
+    target = target_from_labels(labels, boundary=True)[300:428, 300:428]
+    assert (target == 1).mean() > 0.1 and (target == 2).any()
+    torch.manual_seed(0)
+    net = build_unet(encoder="resnet18", n_classes=3)
+    x = torch.from_numpy(image[300:428, 300:428].copy()).permute(2, 0, 1)[None].float() / 255 - 0.5
+    y = torch.from_numpy(target.astype(np.int64))[None]
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        loss = dice_ce_loss(net(x), y, class_weights=torch.tensor([1.0, 1.0, 3.0]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.torch
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_checkpoint):
+    from eosin.segment import load_segmenter
+
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    assert config["arch"] == "Unet" and config["classes"] == ["background", "interior", "boundary"]
+    a = load_segmenter(tiny_checkpoint, device="cpu")
+    b = load_segmenter(tiny_checkpoint, device="cpu")
+    tiles = _image(70, 90)[None]  # not a multiple of 32: padded and cropped back
+    pa, pb = a.predict(tiles), b.predict(tiles)
+    assert pa.shape == (1, 3, 70, 90)
+    np.testing.assert_array_equal(pa, pb)
+    np.testing.assert_allclose(pa.sum(1), 1, rtol=1e-5)
+
+
+@pytest.mark.torch
+def test_train_seg_command_writes_a_checkpoint(tmp_path):
+    pytest.importorskip("segmentation_models_pytorch")
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from eosin.cli._train_seg import seg
+    from eosin.segment._data import read_image
+
+    image = read_image(require(MONUSEG / "tissue_image" / f"{STEM}.tif"))
+    mask = np.asarray(Image.open(MONUSEG / "masks" / f"{STEM}.png").convert("L"))
+    (tmp_path / "img").mkdir()
+    (tmp_path / "msk").mkdir()
+    for i, (r, c) in enumerate([(0, 0), (500, 500), (0, 500)]):
+        Image.fromarray(image[r : r + 96, c : c + 96]).save(tmp_path / "img" / f"c{i}.png")
+        Image.fromarray(mask[r : r + 96, c : c + 96]).save(tmp_path / "msk" / f"c{i}.jpg", quality=80)
+    args = [
+        "--images",
+        tmp_path / "img",
+        "--masks",
+        tmp_path / "msk",
+        "--out",
+        tmp_path / "ck",
+        "--epochs",
+        "1",
+    ]
+    args += ["--crops-per-epoch", "4", "--crop", "64", "--batch-size", "2", "--val-fraction", "0.34", "-q"]
+    result = CliRunner().invoke(seg, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output.strip().splitlines()[-1])
+    assert len(record["val"]) == 1 and len(record["train"]) == 2
+    config = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert config["training"]["val"] == record["val"] and (tmp_path / "ck" / "model.safetensors").is_file()
+
+
+@pytest.mark.torch
+def test_segment_command_on_a_real_image(tiny_checkpoint, tmp_path):
+    from PIL import Image
+
+    from eosin.cli._main import main
+
+    image = require(MONUSEG / "tissue_image" / f"{STEM}.tif")
+    crop = np.asarray(Image.open(image).convert("RGB"))[:301, :417]  # odd size
+    Image.fromarray(crop).save(tmp_path / "odd.png")
+    code = main(
+        ["segment", str(tmp_path / "odd.png"), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "o")]
+    )
+    assert code == 0
+    mask = np.asarray(Image.open(tmp_path / "o" / "odd" / "mask.png"))
+    assert mask.shape == (301, 417) and set(np.unique(mask)) <= {0, 255}
+    inst = Image.open(tmp_path / "o" / "odd" / "instances.png")
+    assert inst.mode.startswith("I;16") and np.asarray(inst).shape == (301, 417)
+    doc = json.loads((tmp_path / "o" / "odd" / "instances.geojson").read_text())
+    labels = np.asarray(inst)
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(np.unique(labels[labels > 0]))
+
+
+@pytest.mark.torch
+def test_segment_command_on_a_slide_writes_the_mask_at_the_mpp_and_the_store_group(tiny_checkpoint, tmp_path):
+    from PIL import Image
+
+    from eosin.cli._main import main
+    from eosin.io import SlideStore
+
+    slide = require(SLIDES / "CMU-1-Small-Region.svs")
+    out = tmp_path / "o"
+    code = main(
+        ["segment", str(slide), "--model", str(tiny_checkpoint), "--out", str(out), "--mpp", "2", "-q"]
+        + ["--workers", "0", "--tile-size", "128"]
+    )
+    assert code == 0
+    store = SlideStore.open(out / slide.stem / "store.zarr")
+    (key,) = store.keys("segmentation")
+    group = store.read_group("segmentation", key)
+    ds = group.attrs["downsample"]
+    assert group.attrs["mpp"] == 2 and ds == pytest.approx(2 / 0.499, rel=0.01)
+    rows, cols = int(np.ceil(2967 / ds)), int(np.ceil(2220 / ds))
+    assert group["foreground"].shape == (rows, cols) and group["interior"].shape == (rows, cols)
+    mask = np.asarray(Image.open(out / slide.stem / "mask.png"))
+    assert mask.shape == (rows, cols) and set(np.unique(mask)) <= {0, 255}
+    assert np.array_equal(mask > 0, np.asarray(group["foreground"]) >= 128)

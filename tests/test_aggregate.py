@@ -240,6 +240,22 @@ def test_early_stopping_keeps_the_best_validation_epoch(real_bags, one_thread):
 
 
 @pytest.mark.torch
+def test_class_weights_scale_each_bag_loss(one_thread):
+    """Balanced weights are n / (n_classes * count): 12 bags, 10 of class a -> a 0.6, b 3.0 per bag."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    bags = [rng.normal(size=(5, 4)).astype(np.float32) for _ in range(12)]
+    agg = get_aggregator("abmil", epochs=1, hidden=8, attention_dim=4, dropout=0.0, device="cpu")
+    agg.fit(bags, ["a"] * 10 + ["b"] * 2)
+    weight = torch.tensor([0.6, 3.0])
+    x, label = torch.from_numpy(bags[0]), torch.tensor(1)
+    plain = F.cross_entropy(agg.model_(x)[0][None], label[None])
+    assert float(agg._loss(agg.model_, x, label, weight)) == pytest.approx(3.0 * float(plain), rel=1e-5)
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("name", sorted(SMALL_MIL))
 def test_save_load_round_trip(real_bags, tmp_path, one_thread, name):
     from eosin.aggregate import load_aggregator

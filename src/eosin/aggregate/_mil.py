@@ -200,7 +200,8 @@ class MILAggregator(Aggregator):
 
     def _loss(self, model: nn.Module, x: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None):
         logits, _, extra = model(x, label)
-        loss = F.cross_entropy(logits.float()[None], label[None], weight=weight)
+        # reduction="sum": with one bag per step a "mean" reduction would divide the class weight back out
+        loss = F.cross_entropy(logits.float()[None], label[None], weight=weight, reduction="sum")
         if extra is not None:
             loss = self.bag_weight * loss + (1 - self.bag_weight) * extra.float()
         return loss
@@ -213,7 +214,9 @@ class MILAggregator(Aggregator):
                 x = torch.as_tensor(check_bag(bags[i], i, n_features), device=dev)
                 logits = model(x)[0].float()
                 total += float(
-                    F.cross_entropy(logits[None], torch.tensor([codes[i]], device=dev), weight=weight)
+                    F.cross_entropy(
+                        logits[None], torch.tensor([codes[i]], device=dev), weight=weight, reduction="sum"
+                    )
                 )
         return total / len(codes)
 

@@ -12,7 +12,7 @@ from eosin.data._augment import Augment, resize_tile
 from eosin.data._table import TileTable, read_tile
 from eosin.errors import UsageError
 
-__all__ = ["BALANCING", "TileDataset", "make_loader", "to_input"]
+__all__ = ["BALANCING", "TileDataset", "default_loader_workers", "make_loader", "to_input"]
 
 BALANCING = ("weighted", "oversample", "none")
 
@@ -60,6 +60,15 @@ def balanced_indices(targets: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return np.concatenate(parts)
 
 
+def default_loader_workers() -> int:
+    """CPUs - 2, at most 8; none on a machine of 2 CPUs or fewer, where a worker only takes a core from the model
+    (decoding and augmenting a 224 px tile costs ~12 ms against ~340 ms of ResNet-18 training on such a CPU)."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    return max(0, min(8, cpus - 2))
+
+
 def make_loader(
     table: TileTable,
     *,
@@ -83,8 +92,8 @@ def make_loader(
     augment
         An :class:`Augment`, True for the default one, or None/False.
     workers
-        DataLoader worker processes that decode and augment while the model computes (default: CPUs - 1, at
-        least 1; 0: in this process).
+        DataLoader worker processes that decode and augment while the model computes (default:
+        :func:`default_loader_workers`; 0: in this process).
     """
     if balance not in BALANCING:
         raise UsageError(f"balance must be one of {list(BALANCING)}, not {balance!r}.")
@@ -102,9 +111,7 @@ def make_loader(
         idx = balanced_indices(targets, np.random.default_rng(seed))
         sampler = SubsetRandomSampler(idx.tolist(), generator=generator)
     if workers is None:
-        import os
-
-        workers = max(1, (os.cpu_count() or 2) - 1)
+        workers = default_loader_workers()
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -171,9 +171,10 @@ def bcss(lines):
     groups = sorted(set(table.patients.tolist()))
     folds = [(np.flatnonzero(table.patients != g), np.flatnonzero(table.patients == g)) for g in groups]
     how = (
-        "BCSS breast-cancer ROIs (3 TCGA regions, one per patient) cut into 256 px tiles (tumour > 50% / "
-        "non-tumour < 5% of the mask). Leave-one-ROI-out (3 folds): every test tile comes from a patient never "
-        "seen in training. Only 3 patients: a bootstrap over 3 groups cannot show the patient-to-patient spread, so "
+        "BCSS breast-cancer ROIs (3 TCGA regions; the data folder does not name their patients, so each ROI is a group) "
+        "cut into 256 px tiles (tumour > 50% / "
+        "non-tumour < 5% of the mask). Leave-one-ROI-out (3 folds): every test tile comes from an ROI never "
+        "seen in training. Only 3 groups: a bootstrap over 3 groups cannot show the spread between cases, so "
         "take the CIs as a lower bound on the uncertainty. Features on tiles "
         "resized to 128 px (random-conv: 64 px)."
     )
@@ -233,8 +234,8 @@ def crc(lines):
         "### CRC-VAL-HE-7K → NCT-CRC-HE-100K (8 tissue classes)",
         "",
         (
-            "Trained on the 32 CRC-VAL-HE-7K tiles (4 per class, 50 patients' cohort, patient ids not published), "
-            "tested on the 8 NCT-CRC-HE-100K tiles of the same classes (a different cohort: 86 other patients). "
+            "Trained on the 32 CRC-VAL-HE-7K tiles (4 per class, from a cohort of 50 patients; patient ids are not published), "
+            "tested on the 8 NCT-CRC-HE-100K tiles of the same classes (a different cohort: NCT-CRC-HE-100K comes from 86 other slides). "
             "Eight test tiles, one per class: the stratified bootstrap cannot vary them, so no CI is given "
             "(and none would mean much); 1 of 8 right is chance."
         ),

@@ -37,13 +37,19 @@ from eosin.cli._common import echo_json
     help="CSV of slide_id,label[,patient_id] (a cohort CSV works): the truth per slide, so predictions.csv "
     "can go to eosin evaluate classification.",
 )
+@click.option(
+    "--mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Resolution at which slide files are tiled (default: the mpp recorded in the checkpoint).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Tile-decoding processes.")
 @click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("-q", "--quiet", is_flag=True, help="Accepted for symmetry with other commands.")
 def predict(
-    paths, model_path, out, grid_key, labels_csv, batch_size, device, workers, slide_mpp, quiet
+    paths, model_path, out, grid_key, labels_csv, mpp, batch_size, device, workers, slide_mpp, quiet
 ) -> int:
     """Per-tile class probabilities of SLIDE_OR_STORE... with the classifier --model.
 
@@ -66,7 +72,7 @@ def predict(
     failed = 0
     for path in paths:
         try:
-            store_path, out_dir = _store_for(path, out, model, slide_mpp)
+            store_path, out_dir = _store_for(path, out, model, mpp, slide_mpp)
             result = predict_store(
                 store_path,
                 model,
@@ -119,7 +125,9 @@ def result_dir_of(path: Path) -> Path:
     return path
 
 
-def _store_for(path: Path, out: Path | None, model, slide_mpp: float | None) -> tuple[Path, Path]:
+def _store_for(
+    path: Path, out: Path | None, model, mpp: float | None, slide_mpp: float | None
+) -> tuple[Path, Path]:
     """The store to read for an input and the folder its heatmaps go to; tiles slide files first."""
     from eosin.errors import UsageError
     from eosin.run._stages import STORE_NAME, plan_outputs, tile_stage
@@ -134,8 +142,15 @@ def _store_for(path: Path, out: Path | None, model, slide_mpp: float | None) -> 
         raise UsageError(
             "a slide file needs --out (its store is made there).", path=path, fix="add --out DIR"
         )
+    mpp = mpp or model.meta.get("mpp")
+    if mpp is None:
+        raise UsageError(
+            "the checkpoint records no mpp, so the resolution to tile the slide at is unknown.",
+            path=path,
+            fix="add --mpp (the resolution of the training tiles), or tile it with eosin tile first",
+        )
     job = plan_outputs([path], out)[0]
-    tile_stage(job, mpp=model.meta.get("mpp"), tile_size=model.input_size, slide_mpp=slide_mpp)
+    tile_stage(job, mpp=mpp, tile_size=model.input_size, slide_mpp=slide_mpp)
     return job.store_path, job.out_dir
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import math
 
 import click
+
+from eosin.cli._lazy import LazyGroup
 
 # subcommands defined in other modules, imported on first use: name -> ("module:attribute", short help)
 _PLUGINS = {
@@ -18,41 +18,7 @@ _PLUGINS = {
 }
 
 
-class _EvaluateGroup(click.Group):
-    """``evaluate`` group: ``classification`` lives here; other subcommands load lazily from their modules."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx))
-        names |= {name for name, (target, _) in _PLUGINS.items() if _available(target)}
-        return sorted(names)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        command = super().get_command(ctx, name)
-        if command is None and name in _PLUGINS and _available(_PLUGINS[name][0]):
-            module, attr = _PLUGINS[name][0].split(":")
-            command = getattr(importlib.import_module(module), attr)
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = []
-        for name in self.list_commands(ctx):
-            if name in self.commands:
-                rows.append((name, self.commands[name].get_short_help_str(limit=80)))
-            else:
-                rows.append((name, _PLUGINS[name][1]))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-
-def _available(target: str) -> bool:
-    try:
-        return importlib.util.find_spec(target.split(":")[0]) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-@click.group(cls=_EvaluateGroup)
+@click.group(cls=LazyGroup, lazy=_PLUGINS)
 def evaluate() -> None:
     """Evaluate predictions against the truth: metrics with bootstrap confidence intervals and reports."""
 

@@ -1,56 +1,55 @@
 from __future__ import annotations
 
-import importlib
 import sys
 
 import click
 
 from eosin import __version__
+from eosin.cli._lazy import LazyGroup
 
 # name -> ("module:attribute", short help). Add a command by adding a line here and a module beside this one.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("eosin.cli._info:info", "Describe slides and diagnose their metadata (the slide doctor)."),
-    "tissue": ("eosin.cli._tissue:tissue", "Detect tissue, pen marks and cross-sections; write masks and overlays."),
+    "tissue": (
+        "eosin.cli._tissue:tissue",
+        "Detect tissue, pen marks and cross-sections; write masks and overlays.",
+    ),
     "tile": ("eosin.cli._tile:tile", "Build tissue tile grids at a resolution into one store per slide."),
-    "export": ("eosin.cli._export:export", "Export a store's tiles (CSV) or tissue contours (GeoJSON for QuPath)."),
-    "import": ("eosin.cli._import:import_", "Bring other tools' results (CLAM/TRIDENT/STAMP features) into stores."),
-    "evaluate": ("eosin.cli._evaluate:evaluate", "Evaluate predictions: classification or segmentation metrics."),
+    "export": (
+        "eosin.cli._export:export",
+        "Export a store's tiles (CSV) or tissue contours (GeoJSON for QuPath).",
+    ),
+    "import": (
+        "eosin.cli._import:import_",
+        "Bring other tools' results (CLAM/TRIDENT/STAMP features) into stores.",
+    ),
+    "evaluate": (
+        "eosin.cli._evaluate:evaluate",
+        "Evaluate predictions: classification or segmentation metrics.",
+    ),
     "models": ("eosin.cli._models:models", "List the model registry."),
     "embed": ("eosin.cli._embed:embed", "Embed a store's tiles with an encoder from the registry."),
     "stain": ("eosin.cli._stain:stain", "Normalize the stain of images to a target."),
-    "train": ("eosin.cli._train:train", "Train models: tile classifiers (and MIL, segmentation when installed)."),
-    "predict": ("eosin.cli._predict:predict", "Classify the tiles of slides with a trained model; heatmaps, CSV."),
-    "qc": ("eosin.cli._qc:qc", "Quality control: artefacts, blurry tiles, per-tile flags and a cohort report."),
-    "segment": ("eosin.cli._segment:segment", "Segment images and slides with a U-Net; masks, instances, GeoJSON."),
+    "train": (
+        "eosin.cli._train:train",
+        "Train models: tile classifiers (and MIL, segmentation when installed).",
+    ),
+    "predict": (
+        "eosin.cli._predict:predict",
+        "Classify the tiles of slides with a trained model; heatmaps, CSV.",
+    ),
+    "qc": (
+        "eosin.cli._qc:qc",
+        "Quality control: artefacts, blurry tiles, per-tile flags and a cohort report.",
+    ),
+    "segment": (
+        "eosin.cli._segment:segment",
+        "Segment images and slides with a U-Net; masks, instances, GeoJSON.",
+    ),
 }
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use (click's documented lazy-loading pattern)."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name, (target, _) in COMMANDS.items() if _available(target))
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS or not _available(COMMANDS[name][0]):
-            return None
-        module_name, attr = COMMANDS[name][0].split(":")
-        return getattr(importlib.import_module(module_name), attr)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-
-def _available(target: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(target.split(":")[0]) is not None
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="eosin")
 def cli() -> None:
     """eosin: whole-slide images in, tissue tiles, features, predictions and reports out.

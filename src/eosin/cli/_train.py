@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 from pathlib import Path
 
 import click
+
+from eosin.cli._lazy import LazyGroup
 
 # subcommands defined in other modules, imported on first use: name -> ("module:attribute", short help)
 _PLUGINS = {
@@ -16,44 +16,7 @@ _PLUGINS = {
 }
 
 
-class _TrainGroup(click.Group):
-    """``train`` group: ``tiles`` lives here; other subcommands load lazily from their modules when installed."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx))
-        names |= {name for name, (target, _) in _PLUGINS.items() if _available(target)}
-        return sorted(names)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        command = super().get_command(ctx, name)
-        if command is None and name in _PLUGINS and _available(_PLUGINS[name][0]):
-            module, attr = _PLUGINS[name][0].split(":")
-            command = getattr(importlib.import_module(module), attr)
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [
-            (
-                name,
-                self.commands[name].get_short_help_str(limit=80)
-                if name in self.commands
-                else _PLUGINS[name][1],
-            )
-            for name in self.list_commands(ctx)
-        ]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-
-def _available(target: str) -> bool:
-    try:
-        return importlib.util.find_spec(target.split(":")[0]) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-@click.group(cls=_TrainGroup)
+@click.group(cls=LazyGroup, lazy=_PLUGINS)
 def train() -> None:
     """Train models: tile classifiers, and (when installed) MIL and segmentation models."""
 

@@ -20,7 +20,7 @@ class LazyGroup(click.Group):
 
     def __init__(self, *args, lazy: Mapping[str, tuple[str, str]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.lazy = dict(lazy or {})
+        self.lazy = lazy if lazy is not None else {}  # the mapping itself: entries added later are seen
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from eosin._params import Params
 from eosin.errors import NotFittedError, UsageError
 
 __all__ = ["Aggregator", "Bags", "check_bag", "check_bags", "check_labels"]
@@ -76,7 +76,7 @@ def check_labels(y: Any, n_bags: int, classes: Any = None) -> tuple[np.ndarray, 
     return classes, np.array([lookup[c] for c in y.tolist()], dtype=np.int64)
 
 
-class Aggregator:
+class Aggregator(Params):
     """Base of the slide-level aggregators: keyword-only parameters, ``fit(bags, y)``, ``predict``, ``predict_proba``.
 
     Subclasses set ``name`` (the registry name), ``bag_kind`` (``"probabilities"`` or ``"features"``), implement
@@ -86,24 +86,7 @@ class Aggregator:
     name: str = ""
     bag_kind: str = "probabilities"
     _fitted: tuple[str, ...] = ("classes_",)
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor's parameters and their values (scikit-learn's convention)."""
-        params = inspect.signature(type(self).__init__).parameters
-        return {p: getattr(self, p) for p in params if p != "self"}
-
-    def set_params(self, **params: Any) -> Aggregator:
-        """Set constructor parameters; returns ``self``."""
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise UsageError(f"{type(self).__name__} has no parameter {key!r}; valid: {sorted(valid)}.")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+    _fit_hint = "call fit(bags, y) before predicting"
 
     def fit(self, bags: Bags, y: Any) -> Aggregator:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
@@ -117,7 +100,6 @@ class Aggregator:
         proba = self.predict_proba(bags)  # checks fitted before classes_ is read
         return self.classes_[np.argmax(proba, axis=1)]
 
-    def _check_fitted(self) -> None:
         if not all(hasattr(self, attr) for attr in self._fitted):
             raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet.", fix="call fit(bags, y) before predicting"

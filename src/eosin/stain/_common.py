@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
-from eosin.errors import NotFittedError, UsageError
+from eosin._params import Params
+from eosin.errors import UsageError
 
 __all__ = [
     "StainNormalizer",
@@ -98,7 +98,7 @@ def keep_glass(out: np.ndarray, original: np.ndarray, glass: np.ndarray | None =
     cv2.copyTo(np.ascontiguousarray(original).reshape(rows.shape), mask, rows)
 
 
-class StainNormalizer:
+class StainNormalizer(Params):
     """Base of the normalizers: keyword-only parameters, ``fit`` on a target, ``transform`` image batches.
 
     Subclasses implement ``_fit_pixels(pixels)`` (``(n, 3)`` uint8 target pixels) and ``_transform_one(pixels)``
@@ -107,24 +107,6 @@ class StainNormalizer:
 
     name: str = ""
     _fitted: tuple[str, ...] = ()
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor's parameters and their values (scikit-learn's convention)."""
-        params = inspect.signature(type(self).__init__).parameters
-        return {p: getattr(self, p) for p in params if p != "self"}
-
-    def set_params(self, **params: Any) -> StainNormalizer:
-        """Set constructor parameters; returns ``self``."""
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise UsageError(f"{type(self).__name__} has no parameter {key!r}; valid: {sorted(valid)}.")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     def fit(self, target: Any) -> StainNormalizer:
         """Learn the target's stain appearance.
@@ -157,12 +139,9 @@ class StainNormalizer:
         """``fit(target)`` then ``transform(target)`` (an array target only)."""
         return self.fit(target).transform(target)
 
-    def _check_fitted(self) -> None:
-        if not all(hasattr(self, attr) for attr in self._fitted):
-            raise NotFittedError(
-                f"this {type(self).__name__} is not fitted yet.",
-                fix=f"call .fit(target_image) before .transform(); it learns {', '.join(self._fitted)}",
-            )
+    @property
+    def _fit_hint(self) -> str:
+        return f"call .fit(target_image) before .transform(); it learns {', '.join(self._fitted)}"
 
     def _fit_pixels(self, pixels: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

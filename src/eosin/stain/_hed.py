@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from eosin._params import Params
 from eosin.errors import UsageError
 from eosin.stain._common import as_batch
 
@@ -17,7 +18,7 @@ def _matrices() -> tuple[np.ndarray, np.ndarray]:
     return hed_from_rgb.astype(np.float32), rgb_from_hed.astype(np.float32)
 
 
-class HEDJitter:
+class HEDJitter(Params):
     """Random perturbation of stain intensities in haematoxylin-eosin-DAB space (Tellez et al., 2018).
 
     Each image's HED channels (scikit-image's ``rgb2hed``, Ruifrok & Johnston's colour deconvolution) become
@@ -48,13 +49,6 @@ class HEDJitter:
         self.sigma = sigma
         self.bias = bias
         self.seed = seed
-
-    def get_params(self, deep: bool = True) -> dict:
-        """The constructor's parameters (scikit-learn's convention)."""
-        return {"sigma": self.sigma, "bias": self.bias, "seed": self.seed}
-
-    def __repr__(self) -> str:
-        return f"HEDJitter(sigma={self.sigma!r}, bias={self.bias!r}, seed={self.seed!r})"
 
     def fit(self, images: object = None) -> HEDJitter:
         """Nothing to learn; returns ``self`` (so it fits in the same pipelines as the normalizers)."""

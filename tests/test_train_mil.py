@@ -228,3 +228,47 @@ def test_folds_predict_every_slide_once_with_held_out_attention(cohort):
         for i in range(8)
     }
     assert roles == {"test"}
+
+
+def test_mean_rule_reads_stored_tile_predictions(cohort):
+    """``--model mean`` takes bags from ``predictions/<key>`` (as eosin predict writes them): p = mean tile proba."""
+    from eosin.io import SlideStore
+
+    root = cohort["root"]
+    expected = {}
+    for i in range(8):
+        store = SlideStore.open(cohort["stores"] / f"slide{i}" / "store.zarr")
+        gkey = store.keys("grids")[0]
+        n = store.read_group("grids", gkey).attrs["n_tiles"]
+        p_tumour = np.linspace(0.1, 0.9, n, dtype=np.float32) * (1.0 if i % 2 else 0.5)
+        proba = np.stack([1 - p_tumour, p_tumour], axis=1)
+        store.write_group(
+            "predictions",
+            "tilemodel_abc123",
+            {"proba": proba},
+            {"classes": ["normal", "tumour"], "grid": gkey},
+        )
+        expected[f"s{i}"] = float(p_tumour.mean())
+    csv_path = _write_cohort(root / "rules.csv", cohort["rows"][:8], ["train"] * 4 + ["test"] * 4)
+    out = root / "run_mean"
+    code, stdout, err = _run(
+        [
+            "train",
+            "mil",
+            csv_path,
+            "--features",
+            "tilemodel",
+            "--out",
+            str(out),
+            "--stores",
+            str(cohort["stores"]),
+        ]
+        + ["--model", "mean", "-q"]
+    )
+    assert code == 0, err
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == ["s4", "s5", "s6", "s7"]
+    for r in rows:
+        assert float(r["p_tumour"]) == pytest.approx(expected[r["id"]], abs=1e-5)
+    assert json.loads(stdout.strip().splitlines()[-1])["key"] is None  # no attention for a rule

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SEG = ROOT.parent / "shared" / "data" / "segmentation"
 SEED = 0
 N_TRAIN, N_VAL, N_TEST = 80, 20, 60
-BAG_SIZE = (16, 32)
+BAG_SIZE = (12, 24)
 WITNESS = (0.1, 0.4)
 MIL = {
     "abmil": {"hidden": 64, "attention_dim": 32},
@@ -35,19 +35,20 @@ HOW = f"""Bags are "slides" assembled from real tiles; no real slide-level cohor
 - **Tiles**: the 32 CAMELYON16 lymph-node images (512 px, tumour masks thresholded > 127) cut into non-overlapping
   128 px tiles with `eosin.data.tiles_from_masks`: tumour when > 50% of the tile is in the mask, normal when < 5%,
   ambiguous tiles dropped (386 tiles: 119 normal, 267 tumour).
-- **Disjoint halves**: the 32 source images are sorted by name and alternated into a training half and a test half;
-  no test bag shares a tile, or a source image, with a training bag (the data set names no slides or patients, and
-  its images come from few slides, so neighbouring images of one slide can still fall on both sides).
-- **Bags**: {N_TRAIN} training, {N_VAL} validation (from the training half) and {N_TEST} test bags, half positive, each of {BAG_SIZE[0]}-{BAG_SIZE[1]} tiles drawn
-  without replacement from its half. A negative bag holds only normal tiles; a positive bag holds
-  {int(WITNESS[0] * 100)}-{int(WITNESS[1] * 100)}% tumour tiles (at least one), the rest normal. Bags of one half
-  share tiles (each half has about 60 normal and 130 tumour tiles), so the test bags are not independent samples:
+- **Disjoint parts**: the 32 source images are sorted by name and dealt in turn into a training, a validation and a
+  test part (11/11/10 images); no bag shares a tile, or a source image, with a bag of another part (the data set
+  names no slides or patients, and its images come from few slides, so neighbouring images of one slide can still
+  fall into different parts).
+- **Bags**: {N_TRAIN} training, {N_VAL} validation and {N_TEST} test bags, half positive, each of {BAG_SIZE[0]}-{BAG_SIZE[1]} tiles drawn
+  without replacement from its part. A negative bag holds only normal tiles; a positive bag holds
+  {int(WITNESS[0] * 100)}-{int(WITNESS[1] * 100)}% tumour tiles (at least one), the rest normal. Bags of one part
+  share tiles (each part has about 40 normal and 90 tumour tiles), so the test bags are not independent samples:
   the bootstrap CIs below (over bags) are narrower than a cohort of real slides would give.
 - **Features** (no pretrained weights exist offline): the 40 handcrafted colour/texture features of
   `eosin.train.colour_texture_features` on the 128 px tiles, and the 512 pooled features of a randomly initialised
-  ResNet-18 on the tiles resized to 64 px ("random-conv"); both standardised with the training half's statistics.
+  ResNet-18 on the tiles resized to 64 px ("random-conv"); both standardised with the training part's statistics.
 - **Tile probabilities** (for vote, mean, thresholds and summary on probabilities): a logistic-regression tile
-  classifier (tumour vs normal) trained on the training half's tiles with their mask labels; the training bags get
+  classifier (tumour vs normal) trained on the training part's tiles with their mask labels; the training bags get
   out-of-fold probabilities (4 folds grouped by source image) so that thresholds are tuned on honest scores. The
   attention-MIL models see only the bag labels.
 - **Training**: ABMIL, CLAM-SB, CLAM-MB and TransMIL (hidden width 64), Adam, one bag per step, balanced class
@@ -76,10 +77,11 @@ def features(table) -> dict[str, np.ndarray]:
     return {"handcrafted": handcrafted(images), "random-conv": random_conv(images)}
 
 
-def halves(table) -> np.ndarray:
+def parts(table) -> np.ndarray:
+    """0 (train), 1 (validation) or 2 (test) per tile: its source image's turn in sorted order."""
     sources = sorted(set(table.patients.tolist()))
-    half_of = {s: i % 2 for i, s in enumerate(sources)}
-    return np.array([half_of[p] for p in table.patients])
+    part_of = {s: i % 3 for i, s in enumerate(sources)}
+    return np.array([part_of[p] for p in table.patients])
 
 
 def make_bags(index_tumour, index_normal, n_bags, rng):
@@ -99,7 +101,7 @@ def make_bags(index_tumour, index_normal, n_bags, rng):
 
 
 def tile_probabilities(x, table, train_rows, test_rows):
-    """Tumour-vs-normal tile probabilities: out-of-fold on the training half, fitted on it for the test half."""
+    """Tumour-vs-normal tile probabilities: out-of-fold on the training part, fitted on it for the test part."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
@@ -148,7 +150,7 @@ def run(fname, x, table, train, val, test, lines) -> None:
     lines += [
         f"### {fname} features",
         "",
-        f"Tile classifier on the test half's tiles: ROC-AUC {tile_auc:.3f} (the probability aggregators' input).",
+        f"Tile classifier on the test part's tiles: ROC-AUC {tile_auc:.3f} (the probability aggregators' input).",
         "",
         "| aggregator | test bags | ROC-AUC | accuracy | balanced accuracy | called tumour | attention on tumour | training | CPU s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -208,18 +210,18 @@ def main() -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     table = tile_table()
-    half = halves(table)
+    part = parts(table)
     feats = features(table)
     rng = np.random.default_rng(SEED)
     split = {}
-    for name, h, n_bags in (("train", 0, N_TRAIN), ("val", 0, N_VAL), ("test", 1, N_TEST)):
-        tum = np.flatnonzero((half == h) & (table.labels == "tumour"))
-        nor = np.flatnonzero((half == h) & (table.labels == "normal"))
+    for name, h, n_bags in (("train", 0, N_TRAIN), ("val", 1, N_VAL), ("test", 2, N_TEST)):
+        tum = np.flatnonzero((part == h) & (table.labels == "tumour"))
+        nor = np.flatnonzero((part == h) & (table.labels == "normal"))
         split[name] = make_bags(tum, nor, n_bags, rng)
-    used = [set(np.concatenate(split[s][0]).tolist()) for s in ("train", "test")]
-    used[0] |= set(np.concatenate(split["val"][0]).tolist())
-    assert not used[0] & used[1], "a tile is in a training and a test bag"
-    assert not set(table.patients[list(used[0])]) & set(table.patients[list(used[1])])
+    used = [set(np.concatenate(split[s][0]).tolist()) for s in ("train", "val", "test")]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert not used[a] & used[b], "a tile is in bags of two parts"
+        assert not set(table.patients[list(used[a])]) & set(table.patients[list(used[b])])
     lines = [
         "## Slide-level aggregation (MIL)",
         "",
@@ -230,8 +232,12 @@ def main() -> int:
         HOW,
         "",
         (
-            f"Tiles per half: training {len(used[0])} of {int((half == 0).sum())}, test {len(used[1])} of "
-            f"{int((half == 1).sum())} used."
+            "Tiles used / available per part: "
+            + ", ".join(
+                f"{s} {len(used[k])} / {int((part == k).sum())}"
+                for k, s in enumerate(("training", "validation", "test"))
+            )
+            + "."
         ),
         "",
     ]

@@ -28,6 +28,7 @@ MIL = {
     "clam_mb": {"hidden": 64, "attention_dim": 32, "k_sample": 4},
     "transmil": {"hidden": 64, "heads": 4, "landmarks": 16},
 }
+LABELS = {"abmil": "ABMIL", "clam_sb": "CLAM-SB", "clam_mb": "CLAM-MB", "transmil": "TransMIL"}
 EPOCHS, PATIENCE, LRS = 60, 8, (2e-4, 1e-3)
 
 HOW = f"""Bags are "slides" assembled from real tiles; no real slide-level cohort exists on this machine.
@@ -145,7 +146,7 @@ def run(fname, x, table, train, val, test, lines) -> None:
         ("thresholds (DeepSlide)", "thresholds", {}, "p"),
         ("summary of probabilities + logistic", "summary", {}, "p"),
         ("summary of pooled features + logistic", "summary", {"bag_kind": "features"}, "f"),
-        *((name.upper().replace("_", "-"), name, params, "f") for name, params in MIL.items()),
+        *((LABELS[name], name, params, "f") for name, params in MIL.items()),
     ]
     lines += [
         f"### {fname} features",

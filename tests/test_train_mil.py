@@ -249,7 +249,11 @@ def test_mean_rule_reads_stored_tile_predictions(cohort):
             {"classes": ["normal", "tumour"], "grid": gkey},
         )
         expected[f"s{i}"] = float(p_tumour.mean())
-    csv_path = _write_cohort(root / "rules.csv", cohort["rows"][:8], ["train"] * 4 + ["test"] * 4)
+    # the cohort's path column may name the stores themselves (no --stores needed)
+    rows = [
+        (str(cohort["stores"] / f"slide{i}" / "store.zarr"), *r[1:]) for i, r in enumerate(cohort["rows"][:8])
+    ]
+    csv_path = _write_cohort(root / "rules.csv", rows, ["train"] * 4 + ["test"] * 4)
     out = root / "run_mean"
     code, stdout, err = _run(
         [
@@ -260,8 +264,6 @@ def test_mean_rule_reads_stored_tile_predictions(cohort):
             "tilemodel",
             "--out",
             str(out),
-            "--stores",
-            str(cohort["stores"]),
         ]
         + ["--model", "mean", "-q"]
     )

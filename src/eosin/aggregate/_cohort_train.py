@@ -29,7 +29,9 @@ __all__ = [
     "CohortBags",
     "cohort_splits",
     "load_cohort_bags",
+    "model_key",
     "predictions_csv",
+    "store_of",
     "train_cohort",
     "write_attention",
 ]
@@ -140,7 +142,7 @@ def load_cohort_bags(
                     fix=f"run eosin tile {path} --out {store_path.parent.parent} (or pass --stores)",
                 )
             store = SlideStore.open(store_path)
-            keys.append(_pick_key(store, kind, source, sid, path))
+            keys.append(_pick_key(store, kind, source, sid))
         except (StoreError, UsageError) as exc:
             failures.append((str(sid), str(exc)))
             continue
@@ -160,11 +162,12 @@ def load_cohort_bags(
     return bags, failures
 
 
-def _pick_key(store: Any, kind: str, source: str, slide_id: str, slide_path: str) -> str:
+def _pick_key(store: Any, kind: str, source: str, slide_id: str) -> str:
+    """The one group of ``kind`` whose key is ``source`` or starts with it (an encoder name matches its
+    ``<encoder>--<grid>`` keys; a longer prefix such as ``resnet18--mpp0.5_224px`` picks one grid)."""
     keys = store.keys(kind) if kind in store.kinds() else []
-    found = [k for k in keys if k == source] or [
-        k for k in keys if k.startswith(f"{source}--" if kind == "features" else source)
-    ]
+    prefix = f"{source}--" if kind == "features" and "--" not in source else source
+    found = [k for k in keys if k == source] or [k for k in keys if k.startswith(prefix)]
     if not found:
         what = "features of encoder" if kind == "features" else "tile predictions of model"
         fix = (
@@ -182,7 +185,7 @@ def _pick_key(store: Any, kind: str, source: str, slide_id: str, slide_path: str
         raise StoreError(
             f"slide {slide_id}: several {kind} groups match {source!r}: {', '.join(found)}.",
             path=store.path,
-            fix="give the full key",
+            fix="give a longer prefix that picks one, e.g. the encoder and the grid's resolution and size",
         )
     return found[0]
 

@@ -3,7 +3,9 @@
 ``python benchmarks/run.py tiling`` (prints all three)
 
 - ``tiling``: eosin opens the slide, detects tissue, builds the grid (mpp 0.5, 256 px, min tissue 0.5) and reads and
-  decodes every tile through :func:`eosin.tiles.iter_tiles` (worker processes). Baseline: one process calling
+  decodes every tile through :func:`eosin.tiles.iter_tiles` with its default ``workers=None`` (it times the first
+  batch and starts worker processes only when decoding is dear; the record says which it chose and also gives the
+  stream's rate in one process and through a 2-process pool). Baseline: one process calling
   ``openslide.OpenSlide.read_region`` on the same tiles (at the level eosin reads) and converting each to an RGB
   array, openslide-python installed in its own venv. Unit: tiles/s, whole eosin time included.
 - ``tissue``: seconds for tissue detection + grid (median of 5 runs after a first, cold one which is also reported).
@@ -25,7 +27,7 @@ BENCHES = ("tiling", "tissue", "cli-help")
 SETTINGS = {"mpp": 0.5, "tile_size": 256, "min_tissue": 0.5}
 
 
-def eosin_side(slide_path: str, coords_out: str, workers: int) -> dict:
+def eosin_side(slide_path: str, coords_out: str, workers: int | None) -> dict:
     t0 = time.perf_counter()
     import numpy as np
 
@@ -47,6 +49,12 @@ def eosin_side(slide_path: str, coords_out: str, workers: int) -> dict:
     for batch in iter_tiles(slide, grid, batch_size=64, workers=workers):
         checksum += int(batch.images[:, ::64, ::64].sum())
     t2 = time.perf_counter()
+    # the stream alone, in this process and through a 2-process pool, for the record
+    stream_rates = {}
+    for label, w in (("stream_in_process_tiles_per_s", 0), ("stream_pool2_tiles_per_s", 2)):
+        s = time.perf_counter()
+        n = sum(len(b) for b in iter_tiles(slide, grid, batch_size=64, workers=w))
+        stream_rates[label] = round(n / (time.perf_counter() - s), 1)
     np.save(coords_out, grid.coords)
     level = slide.best_level(grid.downsample)
     return {
@@ -58,7 +66,8 @@ def eosin_side(slide_path: str, coords_out: str, workers: int) -> dict:
         "tissue_first_seconds": t_grid - t0,
         "tissue_median_seconds": statistics.median(tissue_runs),
         "checksum": checksum,
-        "workers": workers,
+        "workers": "auto" if workers is None else workers,
+        **stream_rates,
     }
 
 
@@ -84,14 +93,19 @@ def run(names: list[str]) -> list[dict]:
     slide = _common.big_slide()
     coords = _common.WORK / "tiling-coords.npy"
     if "tiling" in names or "tissue" in names:
-        from eosin.tiles import default_workers
-
-        workers = default_workers()
-        e, rss = _common.run_measured([sys.executable, __file__, "eosin", str(slide), str(coords), str(workers)])
+        e, rss = _common.run_measured([sys.executable, __file__, "eosin", str(slide), str(coords), "auto"])
         if "tiling" in names:
             py = _common.peer_venv("openslide", ["openslide-python", "openslide-bin", "numpy", "pillow"])
             b, b_rss = _common.run_measured(
-                [str(py), __file__, "openslide", str(slide), str(coords), str(e["level"]), str(e["read_size"])]
+                [
+                    str(py),
+                    __file__,
+                    "openslide",
+                    str(slide),
+                    str(coords),
+                    str(e["level"]),
+                    str(e["read_size"]),
+                ]
             )
             eosin_rate, base_rate = e["n_tiles"] / e["seconds"], b["n_tiles"] / b["seconds"]
             out.append(
@@ -106,6 +120,8 @@ def run(names: list[str]) -> list[dict]:
                     "baseline_peak_rss_mb": round(b_rss, 1),
                     "n_tiles": e["n_tiles"],
                     "workers": e["workers"],
+                    "stream_in_process_tiles_per_s": e["stream_in_process_tiles_per_s"],
+                    "stream_pool2_tiles_per_s": e["stream_pool2_tiles_per_s"],
                     "slide": slide.name,
                     **SETTINGS,
                 }
@@ -152,7 +168,7 @@ def _wall(cmd: list[str]) -> float:
 if __name__ == "__main__":
     side, *args = sys.argv[1:]
     if side == "eosin":
-        result = eosin_side(args[0], args[1], int(args[2]))
+        result = eosin_side(args[0], args[1], None if args[2] == "auto" else int(args[2]))
     elif side == "openslide":
         result = openslide_side(args[0], args[1], int(args[2]), int(args[3]))
     else:

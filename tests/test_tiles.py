@@ -22,7 +22,10 @@ class ArraySlide(Slide):
     def __init__(self, image: np.ndarray, *, mpp: float | None = 0.5, bounds=None):
         import cv2
 
-        self.pixels = [image, cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)]
+        self.pixels = [
+            image,
+            cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA),
+        ]
         levels = [
             Level(image.shape[1], image.shape[0], 1.0),
             Level(self.pixels[1].shape[1], self.pixels[1].shape[0], image.shape[1] / self.pixels[1].shape[1]),
@@ -44,7 +47,11 @@ class ArraySlide(Slide):
         return self.pixels[level][ly : ly + height, lx : lx + width].copy()
 
     def __reduce__(self):  # pickles by value: there is no file to reopen
-        return (ArraySlide, (self.pixels[0],), {"mpp_x": self.mpp_x, "mpp_y": self.mpp_y, "bounds": self.bounds})
+        return (
+            ArraySlide,
+            (self.pixels[0],),
+            {"mpp_x": self.mpp_x, "mpp_y": self.mpp_y, "bounds": self.bounds},
+        )
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -167,15 +174,46 @@ def test_stream_subset_and_transform(he_image):
     idx = np.array([5, 2, 9])
     (batch,) = list(iter_tiles(slide, grid, indices=idx, batch_size=8, workers=1, transform=_invert))
     assert np.array_equal(batch.indices, idx)
-    assert np.array_equal(batch.images, 255 - read_tiles(slide, grid.coords[idx], tile_size=100, downsample=2.0))
+    assert np.array_equal(
+        batch.images, 255 - read_tiles(slide, grid.coords[idx], tile_size=100, downsample=2.0)
+    )
     with pytest.raises(UsageError):
         list(iter_tiles(slide, grid, indices=np.array([len(grid)])))
+
+
+def _slow_invert(batch):
+    import time
+
+    time.sleep(0.05)  # 50 ms for 4 tiles of 100 px: far above the pool threshold
+    return 255 - batch
+
+
+@pytest.mark.parametrize("transform, pool", [(_invert, False), (_slow_invert, True)])
+def test_auto_workers_start_a_pool_only_for_costly_decoding(he_image, transform, pool, monkeypatch):
+    """workers=None decodes the first batch here; a pool starts only when decoding is dear. Same output."""
+    import eosin.tiles._stream as stream
+
+    started = []
+    real_pool = stream.ProcessPoolExecutor
+    monkeypatch.setattr(
+        stream, "ProcessPoolExecutor", lambda *a, **k: started.append(1) or real_pool(*a, **k)
+    )
+    monkeypatch.setattr(stream, "default_workers", lambda: 2)
+    slide = ArraySlide(he_image, mpp=0.25)
+    grid = make_grid(slide, None, mpp=0.5, tile_size=100)
+    batches = list(iter_tiles(slide, grid, batch_size=4, transform=transform))
+    assert np.array_equal(np.concatenate([b.indices for b in batches]), np.arange(len(grid)))
+    direct = 255 - read_tiles(slide, grid.coords, tile_size=100, downsample=grid.downsample)
+    assert np.array_equal(np.concatenate([b.images for b in batches]), direct)
+    assert bool(started) is pool
 
 
 def test_sampling_strategies():
     assert np.array_equal(sample_tiles(4), np.arange(4))
     r1 = sample_tiles(100, strategy="random", n=10, seed=1)
-    assert len(set(r1.tolist())) == 10 and np.array_equal(r1, sample_tiles(100, strategy="random", n=10, seed=1))
+    assert len(set(r1.tolist())) == 10 and np.array_equal(
+        r1, sample_tiles(100, strategy="random", n=10, seed=1)
+    )
     labels = ["tumour"] * 3 + ["normal"] * 30 + [None] * 5
     idx = sample_tiles(len(labels), strategy="balanced", labels=labels, seed=0)
     drawn = [labels[i] for i in idx]

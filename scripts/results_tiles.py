@@ -7,6 +7,7 @@ over the same groups, 95% CIs). Features: 40 handcrafted colour/texture features
 and the 512 pooled features of a randomly initialised ResNet-18 ("random-conv"); no pretrained weights exist here.
 
 Usage: python scripts/results_tiles.py OUT.md   (prints the Markdown section; a few minutes on 2 CPUs)
+       python scripts/results_tiles.py --report DIR   (the CAMELYON report's pictures, for docs/img/)
 """
 
 from __future__ import annotations
@@ -142,14 +143,33 @@ def experiment(title: str, table, folds, how: str, size: int, lines: list[str]) 
     lines += ["", f"({time.perf_counter() - t0:.0f} s)", ""]
 
 
-def camelyon(lines):
+def camelyon_table():
+    """CAMELYON tiles from the masks and their 5 folds grouped by source image."""
     from eosin.data import patient_kfold, tiles_from_masks
 
     images = sorted((SEG / "camelyon" / "images").glob("*.jpg"))
     table = tiles_from_masks(
         images, [SEG / "camelyon" / "masks" / p.name for p in images], tile_size=128, hi=0.5, lo=0.05
     )
-    folds = patient_kfold(table.labels, table.patients, k=5, seed=SEED)
+    return table, patient_kfold(table.labels, table.patients, k=5, seed=SEED)
+
+
+def camelyon_report(out_dir: Path) -> None:
+    """The report (ROC, PR, confusion, calibration) of handcrafted features + logistic regression on CAMELYON."""
+    from eosin.evaluate import write_report
+
+    table, folds = camelyon_table()
+    proba = cross_validate(handcrafted(load_images(table, 128)), table, folds, "linear")
+    write_report(
+        score(table, proba),
+        out_dir,
+        title="CAMELYON tumour vs normal: handcrafted features + logistic regression (5 folds by source image)",
+        source="scripts/results_tiles.py --report",
+    )
+
+
+def camelyon(lines):
+    table, folds = camelyon_table()
     how = (
         "CAMELYON lymph-node tiles (32 images of 512 px, tumour masks thresholded > 127) cut into 128 px tiles: "
         "tumour when > 50% of the tile is in the mask, normal when < 5%, the rest dropped. 5-fold cross-validation "
@@ -304,6 +324,9 @@ def finetune(lines, table, folds):
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--report"]:
+        camelyon_report(Path(sys.argv[2]))
+        return 0
     lines = [
         "## Tile classification",
         "",

@@ -127,7 +127,7 @@ class MacenkoNormalizer(StainNormalizer):
             [macenko_stains(t if t.ndim == 3 else t[None], alpha=self.alpha) for t in samples]
         )
         pinv = np.linalg.pinv(np.swapaxes(stains, 1, 2)).astype(np.float32)  # (b, 2, 3) least squares
-        conc = pinv @ np.swapaxes(od, 1, 2)
+        conc = pinv @ np.swapaxes(od, 1, 2) if not self.tissue_percentiles or max_pixels is None else pinv
         if not self.tissue_percentiles:
             max_conc = np.percentile(conc, 99, axis=2)
         elif max_pixels is not None:
@@ -152,11 +152,21 @@ class MacenkoNormalizer(StainNormalizer):
             chunk = batch[start : start + self._chunk]
             od, tissue = self._od_tissue(chunk.reshape(len(chunk), -1, 3))
             _, conc, max_conc = self._decompose(od, tissue, self.max_pixels)
-            conc *= (self.max_concentrations_ / np.maximum(max_conc, 1e-6)).astype(np.float32)[:, :, None]
-            recomposed = cv2.exp((np.swapaxes(conc, 1, 2) @ target).reshape(-1, chunk.shape[2], 3))
-            out[start : start + len(chunk)] = cv2.convertScaleAbs(recomposed, alpha=self.io).reshape(
-                chunk.shape
-            )
+            scale = (self.max_concentrations_ / np.maximum(max_conc, 1e-6)).astype(np.float32)
+            if conc.ndim == 3 and conc.shape[1:] == (2, 3):  # only the pseudo-inverses: one 3x3 map per image
+                # OD_out = OD_in @ pinv.T @ diag(scale) @ -stains_target, applied per pixel by cv2.transform
+                maps = np.swapaxes(conc, 1, 2) @ (scale[:, :, None] * target)
+                for i, image_od in enumerate(od):
+                    od_out = cv2.transform(image_od.reshape(-1, 1, 3), maps[i].T)
+                    out[start + i] = cv2.convertScaleAbs(cv2.exp(od_out), alpha=self.io).reshape(
+                        chunk.shape[1:]
+                    )
+            else:
+                conc *= scale[:, :, None]
+                recomposed = cv2.exp((np.swapaxes(conc, 1, 2) @ target).reshape(-1, chunk.shape[2], 3))
+                out[start : start + len(chunk)] = cv2.convertScaleAbs(recomposed, alpha=self.io).reshape(
+                    chunk.shape
+                )
         if self.mask_background:
             keep_glass(out, batch)
         return out[0] if single else out

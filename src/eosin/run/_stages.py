@@ -140,10 +140,10 @@ def tissue_stage(
         job.out_dir.mkdir(parents=True, exist_ok=True)
         store = _store_for(job, slide)
         masks, cached = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)
-        thumb = _thumbnail_like(slide, masks)
         save_png(job.out_dir / "tissue.png", masks.tissue.astype(np.uint8) * 255)
         save_png(job.out_dir / "pen.png", masks.pen.astype(np.uint8) * 255)
-        save_png(job.out_dir / "overlay.png", overlay(thumb, masks))
+        shown = _for_display(masks)
+        save_png(job.out_dir / "overlay.png", overlay(_thumbnail_like(slide, shown), shown))
     summary = {
         "slide": str(job.path),
         "out": str(job.out_dir),
@@ -165,6 +165,36 @@ def tissue_stage(
             "scan and that the background is glass",
         )
     return summary
+
+
+#: long side, in pixels, of the pictures for people (overlay.png, tiles.png); masks are enlarged to it
+DISPLAY_SIDE = 1600
+
+
+def _for_display(masks: Any) -> Any:
+    """The masks enlarged (by whole pixels) so pictures drawn on them are about :data:`DISPLAY_SIDE` wide.
+
+    Masks at 8 µm/px of a small slide are a few hundred pixels: too small to look at. The enlarged copy keeps the
+    mapping to level 0 (its downsample shrinks by the same factor), never going finer than level 0.
+    """
+    from dataclasses import replace
+
+    rows, cols = masks.tissue.shape
+    dx, dy = _pair(masks.downsample)
+    k = min(max(1, -(-DISPLAY_SIDE // max(rows, cols, 1))), max(1, int(min(dx, dy))))
+    if k == 1:
+        return masks
+
+    def up(a: np.ndarray) -> np.ndarray:
+        return np.repeat(np.repeat(a, k, axis=0), k, axis=1)
+
+    return replace(
+        masks,
+        tissue=up(masks.tissue),
+        pen=up(masks.pen),
+        sections=up(masks.sections),
+        downsample=(dx / k, dy / k),
+    )
 
 
 def _thumbnail_like(slide: Any, masks: Any) -> np.ndarray:
@@ -225,8 +255,8 @@ def tile_stage(
         if not cached:
             arrays, attrs = grid.to_group()
             store.write_group("grids", grid.key, arrays, attrs)
-        thumb = _thumbnail_like(slide, masks)
-        save_png(job.out_dir / "tiles.png", draw_grid(thumb, grid, masks))
+        shown = _for_display(masks)
+        save_png(job.out_dir / "tiles.png", draw_grid(_thumbnail_like(slide, shown), grid, shown))
     return {
         "slide": str(job.path),
         "store": str(job.store_path),

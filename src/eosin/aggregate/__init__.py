@@ -14,9 +14,9 @@ The attention-MIL classes need PyTorch and load it on first use; the others do n
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from eosin._lazy import lazy_getattr
 from eosin.errors import UnknownNameError
 
 __all__ = [
@@ -63,12 +63,7 @@ _REGISTRY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'eosin.aggregate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -11,9 +11,7 @@ Listing and describing models needs no PyTorch; :func:`create_encoder` (and :cla
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from eosin._lazy import lazy_getattr
 from eosin.models._registry import EncoderSpec, get_spec, list_encoders, register_encoder
 
 __all__ = ["Encoder", "EncoderSpec", "create_encoder", "get_spec", "list_encoders", "register_encoder"]
@@ -21,9 +19,4 @@ __all__ = ["Encoder", "EncoderSpec", "create_encoder", "get_spec", "list_encoder
 _LAZY = {"create_encoder": "eosin.models._create", "Encoder": "eosin.models._create"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'eosin.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

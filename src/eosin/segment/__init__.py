@@ -10,8 +10,7 @@ Names load on first use, so ``import eosin.segment`` loads neither numpy nor PyT
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from eosin._lazy import lazy_getattr
 
 _LAZY = {
     "SegConfig": "_model",
@@ -43,12 +42,7 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"eosin.segment.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'eosin.segment' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

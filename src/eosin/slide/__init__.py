@@ -6,8 +6,9 @@ Importing this package loads no slide library; a backend is imported when a slid
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from eosin._lazy import lazy_getattr
 
 __all__ = ["Level", "Slide", "diagnose", "diagnose_path", "list_backends", "open_slide"]
 
@@ -21,12 +22,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'eosin.slide' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -10,15 +10,15 @@ from eosin.tiles._sample import STRATEGIES, balanced_strides, sample_tiles
 from eosin.tiles._stream import TileBatch, default_workers, iter_tiles, read_tiles
 
 __all__ = [
-    "TileGrid",
-    "make_grid",
-    "resolve_downsample",
-    "box_fractions",
-    "sample_tiles",
-    "balanced_strides",
     "STRATEGIES",
     "TileBatch",
-    "iter_tiles",
-    "read_tiles",
+    "TileGrid",
+    "balanced_strides",
+    "box_fractions",
     "default_workers",
+    "iter_tiles",
+    "make_grid",
+    "read_tiles",
+    "resolve_downsample",
+    "sample_tiles",
 ]

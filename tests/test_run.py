@@ -37,3 +37,31 @@ def test_any_executor_with_submit():
 
 def test_empty():
     assert map_slides(_stage, []) == []
+
+
+def test_dask_client_as_executor():
+    """A Dask client maps the same stage; typed errors come back as errors, not worker crashes."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        results = map_slides(_stage, range(5), executor=client)
+    assert [r.value for r in results] == [0, 1, 4, None, None]
+    assert isinstance(results[3].error, CorruptSlideError) and "copy it again" in str(results[3].error)
+    assert isinstance(results[4].error, ValueError)
+
+
+def test_cli_runs_slides_on_a_local_dask_cluster(tmp_path, capsys):
+    import json
+
+    from conftest import SLIDES, require
+    from eosin.cli._main import main
+
+    svs = require(SLIDES / "CMU-1-Small-Region.svs")
+    assert main(["tissue", str(svs), "--out", str(tmp_path / "a"), "-q"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main(["tissue", str(svs), "--out", str(tmp_path / "b"), "--scheduler", "local", "-q"]) == 0
+    dask = json.loads(capsys.readouterr().out)
+    assert dask["tissue_fraction"] == local["tissue_fraction"] and dask["n_sections"] == local["n_sections"]

@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from eosin.errors import SlideNotFoundError
+from eosin.errors import SlideNotFoundError, UsageError
 
-__all__ = ["expand_inputs", "slide_options", "run_over_slides", "echo_json"]
+__all__ = ["echo_json", "expand_inputs", "run_over_slides", "slide_executor", "slide_options"]
 
 
 #: file name endings of slides and images; files with other endings inside a folder are skipped (with a note)
 SLIDE_SUFFIXES = frozenset(
-    ".svs .tif .tiff .ndpi .vms .vmu .mrxs .scn .svslide .bif .qptiff .dcm .png .jpg .jpeg .bmp .isyntax .czi".split()
+    [
+        ".svs",
+        ".tif",
+        ".tiff",
+        ".ndpi",
+        ".vms",
+        ".vmu",
+        ".mrxs",
+        ".scn",
+        ".svslide",
+        ".bif",
+        ".qptiff",
+        ".dcm",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".bmp",
+        ".isyntax",
+        ".czi",
+    ]
 )
 
 
@@ -84,6 +104,13 @@ def slide_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Slides processed in parallel (0: in this process; default: one per CPU, at most the number of slides).",
         ),
+        click.option(
+            "--scheduler",
+            default=None,
+            metavar="ADDRESS",
+            help="Run the slides on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' for a "
+            "local Dask cluster. Workers need eosin installed and the same paths. Default: a local process pool.",
+        ),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
     ]
     for option in reversed(options):
@@ -105,8 +132,48 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+@contextlib.contextmanager
+def slide_executor(scheduler: str | None) -> Iterator[Any]:
+    """None (map_slides then uses a local process pool), or a Dask client for ``--scheduler``."""
+    if not scheduler:
+        yield None
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UsageError(
+            "--scheduler needs Dask's distributed package.", fix="pip install 'eosin[dask]'"
+        ) from None
+    cluster = None
+    try:
+        if scheduler == "local":
+            cluster = LocalCluster(n_workers=_cpus(), threads_per_worker=1, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler, timeout="20s")
+    except OSError as exc:
+        if cluster is not None:
+            cluster.close()
+        raise UsageError(
+            f"cannot reach the Dask scheduler at {scheduler} ({exc}).",
+            fix="check the address (tcp://host:8786) and that the scheduler runs",
+        ) from None
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def run_over_slides(
-    stage: Callable[..., dict[str, Any]], jobs: Sequence[Any], *, workers: int | None, quiet: bool, desc: str
+    stage: Callable[..., dict[str, Any]],
+    jobs: Sequence[Any],
+    *,
+    workers: int | None,
+    quiet: bool,
+    desc: str,
+    scheduler: str | None = None,
 ) -> int:
     """Run ``stage`` on every job; print one JSON line per success on stdout and one line per failure on stderr.
 
@@ -115,9 +182,15 @@ def run_over_slides(
     from eosin.run import map_slides
 
     n_workers = min(len(jobs), workers if workers is not None else _cpus()) if jobs else 0
-    results = map_slides(
-        stage, jobs, workers=max(n_workers, 1), progress=not quiet and len(jobs) > 1, desc=desc
-    )
+    with slide_executor(scheduler) as executor:
+        results = map_slides(
+            stage,
+            jobs,
+            workers=max(n_workers, 1),
+            progress=not quiet and len(jobs) > 1,
+            desc=desc,
+            executor=executor,
+        )
     failed = 0
     for result in results:
         if result.error is None:

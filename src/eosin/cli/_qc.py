@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from eosin.cli._common import echo_json, expand_inputs, slide_options
+from eosin.cli._common import echo_json, expand_inputs, slide_executor, slide_options
 
 
 @click.command()
@@ -36,7 +36,7 @@ from eosin.cli._common import echo_json, expand_inputs, slide_options
     help="Tiles with at least this tissue fraction are checked (the grid eosin tile builds with the same options).",
 )
 @slide_options
-def qc(paths, out, mpp, tile_size, min_tissue, slide_mpp, backend, workers, quiet):
+def qc(paths, out, mpp, tile_size, min_tissue, slide_mpp, backend, workers, scheduler, quiet):
     """Quality control of slides, with a cohort report in the spirit of HistoQC.
 
     Per slide, OUT/<stem>/ gets thumbnail.png, overlay.png (artefacts shaded), tiles.png (flagged tiles),
@@ -55,9 +55,15 @@ def qc(paths, out, mpp, tile_size, min_tissue, slide_mpp, backend, workers, quie
         qc_stage, mpp=mpp, tile_size=tile_size, min_tissue=min_tissue, slide_mpp=slide_mpp, backend=backend
     )
     n_workers = min(len(jobs), workers if workers is not None else default_workers())
-    results = map_slides(
-        stage, jobs, workers=max(n_workers, 1), progress=not quiet and len(jobs) > 1, desc="qc"
-    )
+    with slide_executor(scheduler) as executor:
+        results = map_slides(
+            stage,
+            jobs,
+            workers=max(n_workers, 1),
+            progress=not quiet and len(jobs) > 1,
+            desc="qc",
+            executor=executor,
+        )
     rows = []
     for job, result in zip(jobs, results):
         if result.ok:

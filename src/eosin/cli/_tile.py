@@ -64,6 +64,7 @@ def tile(
     slide_mpp,
     backend,
     workers,
+    scheduler,
     quiet,
 ):
     """Build tissue tile grids, one store per slide (OUT/<stem>/store.zarr).
@@ -89,4 +90,4 @@ def tile(
         slide_mpp=slide_mpp,
         backend=backend,
     )
-    return run_over_slides(stage, jobs, workers=workers, quiet=quiet, desc="tile")
+    return run_over_slides(stage, jobs, workers=workers, quiet=quiet, desc="tile", scheduler=scheduler)

@@ -84,11 +84,18 @@ def map_slides(
     return results
 
 
+class _Failed:
+    """A typed eosin error handed back as a value: executors (Dask) then do not log it as a crash."""
+
+    def __init__(self, error: EosinError):
+        self.error = error
+
+
 def _call(fn: Callable[[Any], Any], item: Any) -> Any:
     try:
         return fn(item)
-    except EosinError:
-        raise
+    except EosinError as exc:
+        return _Failed(exc)
     except Exception as exc:  # keep the worker's traceback for the report
         exc.add_note("".join(traceback.format_exception(exc)))
         raise
@@ -96,7 +103,10 @@ def _call(fn: Callable[[Any], Any], item: Any) -> Any:
 
 def _settle(result: SlideResult, get: Callable[[], Any]) -> None:
     try:
-        result.value = get()
+        value = get()
+        if isinstance(value, _Failed):
+            raise value.error
+        result.value = value
     except KeyboardInterrupt:
         raise
     except Exception as exc:

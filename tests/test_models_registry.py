@@ -122,3 +122,18 @@ def test_listing_models_does_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_unreachable_hub_fails_fast_with_the_fix(tmp_path, monkeypatch):
+    """Not offline by setting, but no network: one quick probe, then the error naming the hub id and the fix."""
+    from eosin.errors import WeightsUnavailableError
+    from eosin.models import _weights, get_spec
+
+    for var in ("HF_HUB_OFFLINE", "EOSIN_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("EOSIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(_weights, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(WeightsUnavailableError, match="cannot be reached") as info:
+        _weights.resolve_weights(get_spec("phikon"), "hub")
+    assert "owkin/phikon" in str(info.value) and "--weights" in str(info.value)

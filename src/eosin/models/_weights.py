@@ -113,6 +113,12 @@ def _from_cache_or_download(spec: EncoderSpec) -> Path:
         for local_only in (True, False):
             if not local_only and is_offline():
                 break
+            if not local_only and not _hub_reachable():
+                raise _unavailable(
+                    spec,
+                    reason=f"the weights of {spec.name!r} are not cached and the Hugging Face hub cannot be reached "
+                    "from this machine.",
+                )
             for candidate in names:
                 found = _hf_download(spec, candidate, local_files_only=local_only)
                 if found is not None:
@@ -120,6 +126,25 @@ def _from_cache_or_download(spec: EncoderSpec) -> Path:
     elif spec.weights_url and not is_offline():
         return _url_download(spec)
     raise _unavailable(spec)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers a TCP connection (so an offline machine fails in seconds, not after
+    huggingface_hub's retries). Behind a proxy (``HTTPS_PROXY``...) the probe is skipped."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+    ):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _hf_cache_dir() -> str | None:

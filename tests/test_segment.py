@@ -279,3 +279,46 @@ def test_segment_command_on_a_slide_writes_the_mask_at_the_mpp_and_the_store_gro
     mask = np.asarray(Image.open(out / slide.stem / "mask.png"))
     assert mask.shape == (rows, cols) and set(np.unique(mask)) <= {0, 255}
     assert np.array_equal(mask > 0, np.asarray(group["foreground"]) >= 128)
+
+
+@pytest.mark.torch
+def test_slide_segmentation_killed_half_way_resumes_to_the_same_map(tiny_checkpoint, tmp_path):
+    """A run killed after some bands were written continues from them and ends with the uninterrupted map."""
+    import subprocess
+    import sys
+
+    from eosin.io import SlideStore
+    from eosin.segment import load_segmenter, segment_slide
+    from eosin.slide import open_slide
+
+    path = require(SLIDES / "CMU-1-Small-Region.svs")
+    code = f"""
+import os
+from eosin.io import SlideStore
+from eosin.io._store import PartialGroup
+from eosin.segment import load_segmenter, segment_slide
+from eosin.slide import open_slide
+mark = PartialGroup.mark
+def dying(self, done):
+    mark(self, done)
+    if done >= 200:
+        os._exit(9)
+PartialGroup.mark = dying
+segment_slide(open_slide({str(path)!r}), load_segmenter({str(tiny_checkpoint)!r}),
+              SlideStore.create({str(tmp_path / "a.zarr")!r}), mpp=2.0, tile_size=128, workers=0)
+"""
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
+    store = SlideStore.open(tmp_path / "a.zarr")
+    assert "segmentation" not in store.kinds()
+    import json
+
+    (progress,) = (tmp_path / "a.zarr" / ".staging").glob("segmentation.*.partial/eosin-progress.json")
+    assert json.loads(progress.read_text())["done"] >= 200  # the second run starts from there
+    model = load_segmenter(tiny_checkpoint)
+    key = segment_slide(open_slide(path), model, store, mpp=2.0, tile_size=128, workers=0)
+    resumed = np.asarray(store.read_group("segmentation", key)["foreground"])
+    fresh_store = SlideStore.create(tmp_path / "b.zarr")
+    fresh_key = segment_slide(open_slide(path), model, fresh_store, mpp=2.0, tile_size=128, workers=0)
+    fresh = np.asarray(fresh_store.read_group("segmentation", fresh_key)["foreground"])
+    assert key == fresh_key and resumed.shape == fresh.shape and resumed.shape[0] > 200
+    np.testing.assert_array_equal(resumed, fresh)

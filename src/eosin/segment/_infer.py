@@ -181,21 +181,39 @@ def segment_slide(
     }
     stride = tile_size - over
     chunks = (stride, min(shape[1], 4096))
-    with store.group_writer(KIND, key, attrs, overwrite=overwrite) as group:
-        arrays = {n: group.create_array(n, shape=shape, dtype=np.uint8, chunks=chunks) for n in names}
+    # a partial group: a run killed half way resumes from the last finished band of rows
+    fingerprint = hashlib.sha1(json.dumps(attrs, sort_keys=True, default=str).encode()).hexdigest()
+    part = store.partial_group(KIND, key, attrs, fingerprint=fingerprint)
+    if names[0] not in part.group:
+        for n in names:
+            part.group.create_array(n, shape=shape, dtype=np.uint8, chunks=chunks)
+    arrays = {n: part.group[n] for n in names}
+    done = part.done
 
-        def sink(row: int, block: np.ndarray) -> None:
-            fg, inner = _maps(block, model.config.classes)
-            arrays["foreground"][row : row + block.shape[1]] = _to_u8(fg)
-            if inner is not None:
-                arrays["interior"][row : row + block.shape[1]] = _to_u8(inner)
+    def sink(row: int, block: np.ndarray) -> None:
+        n = block.shape[1]
+        if row + n <= done:  # finished by an earlier run
+            return
+        skip = max(0, done - row)
+        fg, inner = _maps(block[:, skip:], model.config.classes)
+        arrays["foreground"][row + skip : row + n] = _to_u8(fg)
+        if inner is not None:
+            arrays["interior"][row + skip : row + n] = _to_u8(inner)
+        part.mark(row + n)
 
-        band = BandAccumulator(shape, model.n_classes, tile_size=tile_size, overlap=over, sink=sink)
-        for batch in iter_tiles(slide, grid, batch_size=batch_size, workers=workers, progress=progress):
+    # every window that reaches a row not yet finished (rows above are skipped by the sink)
+    window_rows = np.rint((grid.y - by) / ds).astype(np.int64)
+    todo = np.flatnonzero(window_rows + tile_size > done)
+    band = BandAccumulator(shape, model.n_classes, tile_size=tile_size, overlap=over, sink=sink)
+    if todo.size:
+        for batch in iter_tiles(
+            slide, grid, indices=todo, batch_size=batch_size, workers=workers, progress=progress
+        ):
             probs = model.predict(batch.images)
             for (x, y), p in zip(batch.coords, probs):
                 band.add(round((y - by) / ds), round((x - bx) / ds), p)
-        band.close()
+    band.close()
+    part.commit()
     return key
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "glass_mask",
     "keep_glass",
     "od_lut",
+    "recompose",
     "target_pixels",
     "tissue_or_all",
 ]
@@ -148,6 +149,13 @@ class StainNormalizer(Params):
 
     def _transform_one(self, pixels: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def recompose(conc: np.ndarray, target: np.ndarray, io: float, shape: tuple[int, ...]) -> np.ndarray:
+    """RGB uint8 of ``shape`` from concentrations ``(b, 2, n)`` and negated target stains ``(2, 3)``:
+    ``io * exp(-(c @ stains))``, rounded and clipped by OpenCV."""
+    od = np.swapaxes(conc, 1, 2) @ target
+    return cv2.convertScaleAbs(cv2.exp(od.reshape(-1, shape[-2], 3)), alpha=io).reshape(shape)
 
 
 def tissue_or_all(mask: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from eosin.stain._common import StainNormalizer, as_batch, keep_glass, od_lut, tissue_or_all
+from eosin.stain._common import StainNormalizer, as_batch, keep_glass, od_lut, recompose, tissue_or_all
 
 __all__ = ["MacenkoNormalizer", "macenko_stains"]
 
@@ -162,10 +162,8 @@ class MacenkoNormalizer(StainNormalizer):
                         chunk.shape[1:]
                     )
             else:
-                conc *= scale[:, :, None]
-                recomposed = cv2.exp((np.swapaxes(conc, 1, 2) @ target).reshape(-1, chunk.shape[2], 3))
-                out[start : start + len(chunk)] = cv2.convertScaleAbs(recomposed, alpha=self.io).reshape(
-                    chunk.shape
+                out[start : start + len(chunk)] = recompose(
+                    conc * scale[:, :, None], target, self.io, chunk.shape
                 )
         if self.mask_background:
             keep_glass(out, batch)

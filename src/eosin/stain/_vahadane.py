@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from eosin.stain._common import StainNormalizer, as_batch, glass_mask, keep_glass, od_lut
+from eosin.stain._common import StainNormalizer, as_batch, glass_mask, keep_glass, od_lut, recompose
 
 __all__ = ["VahadaneNormalizer", "nn_lasso2", "vahadane_stains"]
 
@@ -219,10 +219,7 @@ class VahadaneNormalizer(StainNormalizer):
             conc = (
                 _nn_lasso2_rows(od, stains, 0.0) * scale[:, :, None]
             )  # non-negative least squares, rescaled
-            recomposed = cv2.exp((np.swapaxes(conc, 1, 2) @ target).reshape(-1, chunk.shape[2], 3))
-            out[start : start + len(chunk)] = cv2.convertScaleAbs(recomposed, alpha=self._io).reshape(
-                chunk.shape
-            )
+            out[start : start + len(chunk)] = recompose(conc, target, self._io, chunk.shape)
         if self.mask_background:
             keep_glass(out, batch)
         return out[0] if single else out

@@ -29,7 +29,9 @@ def modules() -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", help="benchmark names (or module groups); default: --list")
     parser.add_argument("--list", action="store_true", help="list the benchmark names")
     args = parser.parse_args(argv)

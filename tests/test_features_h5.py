@@ -30,7 +30,9 @@ def test_read_file_with_tile_names_instead_of_coords():
     assert bag.names[0] == "0_0_0_506.jpg" and len(bag.names) == 180
 
 
-@pytest.mark.parametrize("layout, dataset", [("clam", "features"), ("trident", "features"), ("stamp", "feats")])
+@pytest.mark.parametrize(
+    "layout, dataset", [("clam", "features"), ("trident", "features"), ("stamp", "feats")]
+)
 def test_import_then_export_round_trip(tmp_path, layout, dataset):
     store = SlideStore.create(tmp_path / "s.zarr")
     key = import_features(store, require(WITH_COORDS), key="stamp")
@@ -75,7 +77,9 @@ def test_cli_import_and_export(tmp_path, capsys):
 
     store = tmp_path / "s.zarr"
     assert main(["import", "features", str(require(WITH_COORDS)), "--store", str(store), "--key", "k"]) == 0
-    assert main(["export", "features", str(store), "--h5", str(tmp_path / "o.h5"), "--layout", "trident"]) == 0
+    assert (
+        main(["export", "features", str(store), "--h5", str(tmp_path / "o.h5"), "--layout", "trident"]) == 0
+    )
     with h5py.File(tmp_path / "o.h5") as handle:
         assert handle["features"].shape == (777, 512)
     assert main(["export", "features", str(tmp_path), "--h5", str(tmp_path / "x.h5")]) == 1

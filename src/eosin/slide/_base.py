@@ -110,7 +110,10 @@ class Slide:
             self.bounds = (0, 0, self.width, self.height)
         if not isinstance(self.associated_images, _LazyImages):
             self.associated_images = _LazyImages(
-                {k: (lambda v=v: v) if isinstance(v, np.ndarray) else v for k, v in self.associated_images.items()}
+                {
+                    k: (lambda v=v: v) if isinstance(v, np.ndarray) else v
+                    for k, v in self.associated_images.items()
+                }
             )
 
     # ---------------------------------------------------------------- backend hook
@@ -203,7 +206,9 @@ class Slide:
             "e.g. 0.25 for a 40x scan or 0.5 for 20x"
         )
         if problem == "missing":
-            raise MissingResolutionError("the slide does not record its microns per pixel (mpp).", path=self.path, fix=fix)
+            raise MissingResolutionError(
+                "the slide does not record its microns per pixel (mpp).", path=self.path, fix=fix
+            )
         if problem == "implausible":
             lo, hi = PLAUSIBLE_MPP
             raise ImplausibleResolutionError(
@@ -261,7 +266,9 @@ class Slide:
             downsample = self.downsample_for(mpp)
         elif level is not None:
             if not 0 <= level < len(self.levels):
-                raise UsageError(f"level {level} does not exist; the slide has levels 0-{len(self.levels) - 1}.")
+                raise UsageError(
+                    f"level {level} does not exist; the slide has levels 0-{len(self.levels) - 1}."
+                )
             downsample = self.levels[level].downsample
         elif downsample is None:
             downsample = 1.0
@@ -294,7 +301,9 @@ class Slide:
             return self._read_level(level, round(ix * lv.downsample), round(iy * lv.downsample), w, h)
         out = np.full((h, w, 3), BACKGROUND, np.uint8)
         if cx1 > cx0 and cy1 > cy0:
-            part = self._read_level(level, round(cx0 * lv.downsample), round(cy0 * lv.downsample), cx1 - cx0, cy1 - cy0)
+            part = self._read_level(
+                level, round(cx0 * lv.downsample), round(cy0 * lv.downsample), cx1 - cx0, cy1 - cy0
+            )
             out[cy0 - iy : cy1 - iy, cx0 - ix : cx1 - ix] = part
         return out
 
@@ -323,13 +332,20 @@ def _reopen(open_slide, path, kwargs):
     return open_slide(path, **kwargs)
 
 
-def _resample(window: np.ndarray, box: tuple[float, float, float, float], out_w: int, out_h: int) -> np.ndarray:
+def _resample(
+    window: np.ndarray, box: tuple[float, float, float, float], out_w: int, out_h: int
+) -> np.ndarray:
     """Resample the sub-pixel box ``(x, y, w, h)`` of ``window`` to ``out_w`` x ``out_h``."""
     import cv2
 
     bx, by, bw, bh = box
     shrinking = bw >= out_w and bh >= out_h
-    if abs(bx) < 1e-6 and abs(by) < 1e-6 and abs(bw - window.shape[1]) < 1e-6 and abs(bh - window.shape[0]) < 1e-6:
+    if (
+        abs(bx) < 1e-6
+        and abs(by) < 1e-6
+        and abs(bw - window.shape[1]) < 1e-6
+        and abs(bh - window.shape[0]) < 1e-6
+    ):
         interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
         return cv2.resize(window, (out_w, out_h), interpolation=interp)
     if shrinking:

@@ -142,7 +142,11 @@ class TileGrid:
 
 
 def resolve_downsample(
-    slide: Any, *, mpp: float | None = None, magnification: float | None = None, downsample: float | None = None
+    slide: Any,
+    *,
+    mpp: float | None = None,
+    magnification: float | None = None,
+    downsample: float | None = None,
 ) -> tuple[float, float | None]:
     """Level-0 pixels per output pixel and the output mpp, from exactly one of mpp, magnification, downsample.
 
@@ -244,7 +248,9 @@ def make_grid(
     if not isinstance(tile_size, (int, np.integer)) or tile_size < 1:
         raise UsageError(f"tile_size must be a positive whole number of pixels, got {tile_size!r}.")
     if not isinstance(overlap, (int, np.integer)) or not 0 <= overlap < tile_size:
-        raise UsageError(f"overlap must be a whole number with 0 <= overlap < tile_size ({tile_size}), got {overlap!r}.")
+        raise UsageError(
+            f"overlap must be a whole number with 0 <= overlap < tile_size ({tile_size}), got {overlap!r}."
+        )
     if not 0.0 <= min_tissue <= 1.0:
         raise UsageError(f"min_tissue is a fraction between 0 and 1, got {min_tissue!r}.")
     ds, out_mpp = resolve_downsample(slide, mpp=mpp, magnification=magnification, downsample=downsample)

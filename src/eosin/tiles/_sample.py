@@ -68,7 +68,9 @@ def sample_tiles(
         raise UsageError("strategy 'balanced' needs labels= (one class per tile).")
     labels = np.asarray(labels, dtype=object)
     if labels.shape != (total,):
-        raise UsageError(f"labels has {labels.shape[0] if labels.ndim else 0} entries but there are {total} tiles.")
+        raise UsageError(
+            f"labels has {labels.shape[0] if labels.ndim else 0} entries but there are {total} tiles."
+        )
     valid = np.array([_is_label(v) for v in labels], dtype=bool)
     classes = sorted({v for v in labels[valid]}, key=str)
     if not classes:

@@ -3,7 +3,10 @@
 ``python benchmarks/run.py embed-resnet18``
 
 - eosin: ``eosin tile BIG --mpp 0.5 --size 224`` (not timed), then ``eosin embed STORE --encoder resnet18
-  --weights none`` timed as a whole command (start-up, decoding in worker processes, inference, writing).
+  --weights none`` timed as a whole command (start-up, decoding in worker processes, inference, writing), with
+  default settings: ``--precision auto`` is bf16 autocast in PyTorch on CPUs with native bfloat16 instructions
+  (AVX512-BF16, AMX), else float32 in ONNX Runtime. ``eosin_fp32`` is the same command with ``--precision fp32``
+  (ONNX Runtime), the like-for-like arithmetic.
 - baseline: torchvision ``resnet18()`` (random weights, eval mode, ``torch.no_grad()``, default threads), batch 32,
   over the same tiles already decoded in memory (decoding not timed), ImageNet normalization in the loop.
 - ``EOSIN_BENCH_TILES`` limits both sides to the first N tiles of the grid (default: all).
@@ -79,11 +82,14 @@ def run(names: list[str]) -> list[dict]:
         grid = TileGrid.from_group(group, group.attrs)
         arrays, attrs = grid.subset(list(range(min(limit, len(grid))))).to_group()
         st.write_group("grids", key, arrays, attrs, overwrite=True)
+    command = [eosin, "embed", str(store), "--encoder", "resnet18", "--weights", "none", "-q"]
     t0 = time.perf_counter()
-    e, rss = _common.run_measured(
-        [eosin, "embed", str(store), "--encoder", "resnet18", "--weights", "none", "-q"]
-    )
+    e, rss = _common.run_measured(command)
     e_seconds = time.perf_counter() - t0
+    shutil.rmtree(store / "features")  # the fp32 run must not find these features cached
+    t0 = time.perf_counter()
+    e32, rss32 = _common.run_measured([*command, "--precision", "fp32"])
+    e32_seconds = time.perf_counter() - t0
     b, b_rss = _common.run_measured([sys.executable, __file__, "baseline", str(store), str(limit)])
     rate, base = e["n_tiles"] / e_seconds, b["n_tiles"] / b["seconds"]
     return [
@@ -94,7 +100,12 @@ def run(names: list[str]) -> list[dict]:
             "baseline": "plain torch loop: torchvision resnet18, eval + no_grad, batch 32, tiles pre-decoded",
             "baseline_value": round(base, 2),
             "ratio": round(rate / base, 3),
+            "precision": e.get("precision"),
+            "runtime": e.get("runtime"),
+            "eosin_fp32": round(e32["n_tiles"] / e32_seconds, 2),
+            "ratio_fp32": round(e32["n_tiles"] / e32_seconds / base, 3),
             "peak_rss_mb": round(rss, 1),
+            "peak_rss_mb_fp32": round(rss32, 1),
             "baseline_peak_rss_mb": round(b_rss, 1),
             "n_tiles": e["n_tiles"],
             "eosin_inner_tiles_per_s": e.get("tiles_per_s"),

@@ -3,10 +3,12 @@
 Both sides train a randomly initialised torchvision ResNet-18 with a 2-class head at 224 px, batch 32, AdamW,
 on the same tiles (PNG files cut from the BCSS regions in ../shared/data, labelled by their tumour masks), with the
 same augmentation (eosin.data.Augment: flips, 90° turns, HED jitter, blur). The baseline decodes and augments in
-the training process, batch by batch, and feeds contiguous NCHW float tensors; eosin decodes and augments in
-DataLoader worker processes while the model computes and feeds channels_last tensors. Each side runs in its own
-process (peak RSS of the process tree); throughput counts every tile of one epoch, start-up of workers included.
-``EOSIN_BENCH_TRAIN_TILES`` sets the number of tiles (default 192).
+the training process, batch by batch, and feeds contiguous NCHW float32 tensors; eosin (default settings)
+decodes and augments in DataLoader worker processes while the model computes, keeps weights and inputs
+channels_last and trains with ``precision="auto"``: bf16 autocast on CPUs with native bfloat16 instructions
+(AVX512-BF16, AMX), else float32. ``eosin_fp32`` is eosin with ``precision="fp32"``, the like-for-like
+arithmetic. Each side runs in its own process (peak RSS of the process tree); throughput counts every tile of
+one epoch, start-up of workers included. ``EOSIN_BENCH_TRAIN_TILES`` sets the number of tiles (default 192).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def _tiles(n: int) -> Path:
     return out
 
 
-def _eosin(folder: str) -> dict:
+def _eosin(folder: str, precision: str = "auto") -> dict:
+    from eosin._device import resolve_precision, select_device
     from eosin.data import load_tile_table
     from eosin.train import fit_tiles
 
@@ -63,9 +66,11 @@ def _eosin(folder: str) -> dict:
         balance="none",
         augment=True,
         device="cpu",
+        precision=precision,
         seed=0,
     )
     return {
+        "precision": resolve_precision(select_device("cpu"), precision),
         "n_tiles": history[0]["tiles"],
         "seconds": time.perf_counter() - t0,
         "tiles_per_s": history[0]["tiles_per_s"],
@@ -109,6 +114,7 @@ def run(names: list[str]) -> list[dict]:
     folder = _tiles(n)
     e, rss = _common.run_measured([sys.executable, __file__, "eosin", str(folder)])
     b, b_rss = _common.run_measured([sys.executable, __file__, "baseline", str(folder)])
+    e32, _ = _common.run_measured([sys.executable, __file__, "eosin-fp32", str(folder)])
     return [
         {
             "bench": "train-tiles",
@@ -118,6 +124,9 @@ def run(names: list[str]) -> list[dict]:
             "augmentation in the training process, contiguous NCHW",
             "baseline_value": round(b["tiles_per_s"], 2),
             "ratio": round(e["tiles_per_s"] / b["tiles_per_s"], 3),
+            "precision": e["precision"],
+            "eosin_fp32": round(e32["tiles_per_s"], 2),
+            "ratio_fp32": round(e32["tiles_per_s"] / b["tiles_per_s"], 3),
             "peak_rss_mb": round(rss, 1),
             "baseline_peak_rss_mb": round(b_rss, 1),
             "n_tiles": e["n_tiles"],
@@ -128,4 +137,7 @@ def run(names: list[str]) -> list[dict]:
 
 if __name__ == "__main__":
     side, folder = sys.argv[1], sys.argv[2]
-    print(json.dumps(_eosin(folder) if side == "eosin" else _baseline(folder)))
+    if side == "baseline":
+        print(json.dumps(_baseline(folder)))
+    else:
+        print(json.dumps(_eosin(folder, "fp32" if side == "eosin-fp32" else "auto")))

@@ -72,7 +72,9 @@ def test_features_match_a_direct_model_call(store, runtime):
     from eosin.io import SlideStore
 
     model = _model()
-    record = embed_store(store, model, dtype="float32", workers=2, batch_size=8, runtime=runtime)
+    record = embed_store(
+        store, model, dtype="float32", workers=2, batch_size=8, runtime=runtime, precision="fp32"
+    )
     assert record["runtime"] == runtime
     assert record["cached"] is False and record["dim"] == 512
     group = SlideStore.open(store).read_group("features", record["key"])
@@ -81,8 +83,24 @@ def test_features_match_a_direct_model_call(store, runtime):
     assert features.shape == expected.shape == (record["n_tiles"], 512)
     np.testing.assert_allclose(features, expected, rtol=1e-3, atol=1e-3)
     assert group.attrs["encoder"] == "resnet18" and group.attrs["order"].startswith("rows follow")
-    again = embed_store(store, model)
+    again = embed_store(store, model, precision="fp32")
     assert again["cached"] is True
+
+
+def test_bf16_features_stay_close_to_fp32(store):
+    """bf16 autocast (what ``auto`` picks on CPUs with native bfloat16) changes features by rounding only."""
+    from eosin.embed import embed_store
+    from eosin.io import SlideStore
+
+    model = _model()
+    record = embed_store(store, model, dtype="float32", workers=0, batch_size=8, precision="bf16")
+    assert record["runtime"] == "torch"
+    group = SlideStore.open(store).read_group("features", record["key"])
+    assert group.attrs["precision"] == "bf16"
+    got, expected = np.asarray(group["features"]), _direct(store, model)
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() > 0.9999
+    assert np.abs(got - expected).max() < 0.02 * np.abs(expected).max()
 
 
 def test_killed_run_resumes_without_corrupt_output(store):
@@ -99,7 +117,7 @@ def dying_mark(self, done):
 PartialGroup.mark = dying_mark
 torch.manual_seed(0)
 embed_store({str(store)!r}, create_encoder("resnet18", weights=None), dtype="float32", batch_size=4,
-            block_rows=4, workers=0)
+            block_rows=4, workers=0, precision="fp32")
 """
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
     from eosin.embed import embed_store
@@ -107,7 +125,9 @@ embed_store({str(store)!r}, create_encoder("resnet18", weights=None), dtype="flo
 
     assert "features" not in SlideStore.open(store).kinds()
     model = _model()
-    record = embed_store(store, model, dtype="float32", batch_size=4, block_rows=4, workers=0)
+    record = embed_store(
+        store, model, dtype="float32", batch_size=4, block_rows=4, workers=0, precision="fp32"
+    )
     assert record["resumed_from"] == 8
     features = np.asarray(SlideStore.open(store).read_group("features", record["key"])["features"])
     np.testing.assert_allclose(features, _direct(store, model), rtol=1e-3, atol=1e-3)

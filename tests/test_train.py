@@ -58,6 +58,34 @@ def test_probe_heads_compute_what_scikit_learn_predicts():
             np.testing.assert_allclose(got, pipe.predict_proba(test), atol=1e-6)
 
 
+def test_bf16_training_follows_fp32(camelyon_tiles):
+    """bf16 autocast (``precision="auto"`` on CPUs with native bfloat16) trains like float32: same losses step
+    by step within rounding, and the precision is recorded in the checkpoint's training parameters."""
+    from eosin.train import fit_tiles
+
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        model, history = fit_tiles(
+            camelyon_tiles,
+            encoder="resnet18",
+            input_size=64,
+            epochs=3,
+            batch_size=16,
+            max_steps=3,
+            balance="none",
+            augment=False,
+            workers=0,
+            device="cpu",
+            precision=precision,
+        )
+        assert model.meta["training"]["precision"] == precision
+        runs[precision] = (history[0]["train_loss"], next(model.head.parameters()).detach().clone())
+    (loss32, head32), (loss16, head16) = runs["fp32"], runs["bf16"]
+    assert loss16 == pytest.approx(loss32, rel=0.02)
+    cosine = torch.nn.functional.cosine_similarity(head32.flatten(), head16.flatten(), dim=0)
+    assert cosine > 0.99
+
+
 def test_checkpoint_round_trip_gives_identical_predictions(camelyon_tiles, tmp_path):
     from eosin.data import patient_split
     from eosin.train import fit_probe_tiles, fit_tiles, load_classifier, predict_tiles, save_classifier

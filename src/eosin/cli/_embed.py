@@ -19,7 +19,13 @@ from eosin.cli._common import echo_json
 @click.option("--grid", "grid_key", default=None, help="Which stored grid, when a store holds several.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bfloat16 (AVX512-BF16, AMX), else fp32.",
+)
 @click.option(
     "--runtime",
     type=click.Choice(["auto", "torch", "onnx"]),
@@ -99,7 +105,7 @@ def embed(
         raise UsageError(
             "--stain and --stain-target go together.", fix="e.g. --stain macenko --stain-target target.png"
         )
-    check_precision(select_device(device), precision)
+    check_precision(device, "fp32" if runtime == "onnx" and precision == "auto" else precision)
     normalizer = None
     if stain is not None:
         import numpy as np

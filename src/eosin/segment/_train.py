@@ -16,7 +16,8 @@ import numpy as np
 
 from eosin.errors import UsageError
 from eosin.segment._data import Augment, CropSampler, SegSample, load_pairs, pair_files
-from eosin.segment._model import SegConfig, build_unet, save_segmenter, select_device
+from eosin._device import autocast, resolve_precision, select_device
+from eosin.segment._model import SegConfig, build_unet, save_segmenter
 
 __all__ = ["dice_ce_loss", "split_by_image", "train_segmenter"]
 
@@ -87,6 +88,7 @@ def train_segmenter(
     elastic: float = 0.3,
     hed: float = 0.05,
     device: str = "auto",
+    precision: str = "auto",
     seed: int = 0,
     log: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -118,8 +120,9 @@ def train_segmenter(
         Microns per pixel of the images, recorded so slides are segmented at the same resolution.
     elastic, hed
         Probability of an elastic deformation; HED jitter strength (0: off).
-    device
-        ``auto``, ``cpu``, ``cuda``... (mixed precision on CUDA).
+    device, precision
+        ``auto``, ``cpu``, ``cuda``...; autocast ``auto`` (fp16 on CUDA, bf16 on CPUs with native bfloat16,
+        else fp32; :mod:`eosin._device`), ``fp32``, ``bf16`` or ``fp16`` (CUDA).
     seed
         Seed of the split, crops, augmentation and initialisation.
     log
@@ -139,6 +142,7 @@ def train_segmenter(
         boundary = False
     torch.manual_seed(seed)
     dev = select_device(device)
+    precision = resolve_precision(dev, precision)
     pairs = pair_files(images, masks)
     train_stems, val_stems = split_by_image([p[0] for p in pairs], val_fraction, seed=seed)
     samples = load_pairs(pairs, boundary=boundary, palette=palette, instances=instances)
@@ -160,8 +164,7 @@ def train_segmenter(
     steps = max(1, crops_per_epoch // batch_size)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
-    amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     mean = torch.tensor([0.485, 0.456, 0.406], device=dev).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.229, 0.224, 0.225], device=dev).view(1, 3, 1, 1) * 255
 
@@ -183,6 +186,7 @@ def train_segmenter(
         "hed": hed,
         "encoder_weights": encoder_weights,
         "seed": seed,
+        "precision": precision,
         "images": os.fspath(images),
         "masks": os.fspath(masks),
         "instances": None if instances is None else os.fspath(instances),
@@ -198,8 +202,9 @@ def train_segmenter(
         for _ in range(steps):
             batch = [augment(*sampler.sample()) for _ in range(batch_size)]
             x, y = to_tensors(np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch]))
-            with torch.autocast(dev.type, enabled=amp):
-                loss = dice_ce_loss(net(x), y, class_weights=weights)
+            with autocast(dev, precision):
+                logits = net(x)
+            loss = dice_ce_loss(logits.float(), y, class_weights=weights)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)

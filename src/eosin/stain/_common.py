@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,8 +86,37 @@ def _glass_u8(rgb: np.ndarray, min_brightness: int = 200, max_saturation: float 
     """:func:`glass_mask` as an OpenCV 0/255 mask of the image(s) flattened to ``(rows, cols)``."""
     rgb = np.ascontiguousarray(rgb)
     flat = rgb.reshape(-1, rgb.shape[-2], 3) if rgb.ndim >= 3 else rgb.reshape(1, -1, 3)  # an OpenCV image
-    hsv = cv2.cvtColor(flat, cv2.COLOR_RGB2HSV)  # S = 255 * (max - min) / max, V = max
-    return cv2.inRange(hsv, (0, 0, min_brightness), (255, int(max_saturation * 255), 255))
+    return glass_and_max(flat, min_brightness, max_saturation)[0]
+
+
+def glass_and_max(
+    flat: np.ndarray, min_brightness: int = 200, max_saturation: float = 0.12
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`glass_mask` (0/255) and the brightest channel ``max(R, G, B)`` of an OpenCV RGB image.
+
+    OpenCV's 8-bit HSV saturation depends only on ``V = max(R, G, B)`` and the spread ``max - min``, rising with
+    the spread, so glass is ``spread < limit[V]`` (:func:`_glass_limits`): six byte-plane passes instead of a
+    full HSV conversion (twice as fast; identical on all 2^24 colours, tested).
+    """
+    r, g, b = cv2.split(flat)
+    high, low = cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b)
+    limits = cv2.LUT(high, _glass_limits(min_brightness, max_saturation))
+    return cv2.compare(cv2.subtract(high, low), limits, cv2.CMP_LT), high
+
+
+@functools.cache
+def _glass_limits(min_brightness: int, max_saturation: float) -> np.ndarray:
+    """For each brightness ``V``: how many spreads ``max - min`` (from 0 up) make a glass pixel, read off OpenCV's
+    own HSV conversion (``S <= max_saturation * 255`` and ``V >= min_brightness``) so that both agree exactly."""
+    v, spread = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    low = np.clip(v - spread, 0, 255)
+    hsv = cv2.cvtColor(np.stack([v, low, low], axis=-1).astype(np.uint8), cv2.COLOR_RGB2HSV)
+    glass = cv2.inRange(hsv, (0, 0, min_brightness), (255, int(max_saturation * 255), 255)) > 0
+    glass &= spread <= v
+    limits = glass.sum(axis=1)
+    if not all(glass[i, : limits[i]].all() for i in range(256)):  # pragma: no cover - OpenCV's S is monotone
+        raise RuntimeError("OpenCV's HSV saturation is not monotone in the channel spread")
+    return limits.astype(np.uint8)
 
 
 def keep_glass(out: np.ndarray, original: np.ndarray, glass: np.ndarray | None = None) -> None:

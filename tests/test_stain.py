@@ -19,6 +19,7 @@ from eosin.stain import (
     list_normalizers,
     macenko_stains,
     nn_lasso2,
+    vahadane_stains,
 )
 from eosin.stain._common import od_lut
 
@@ -205,6 +206,94 @@ def test_nn_lasso2_is_the_exact_nonnegative_lasso(fitted, source):
     )
     np.testing.assert_allclose(nn_lasso2(od, stains, 0.1), exact, atol=1e-4)
     assert (exact == 0).any()  # the sparsity term is active: the clipped cases are exercised
+
+
+def _nnls_by_cases(od: np.ndarray, stains: np.ndarray, lam: float) -> np.ndarray:
+    """The exact non-negative lasso as eosin first wrote it (float64): the unconstrained solution where both codes
+    are positive, otherwise the better of the two one-stain solutions."""
+    od, stains = od.astype(np.float64), stains.astype(np.float64)
+    gram = stains @ stains.T
+    p = od @ stains.T - lam
+    both = p @ np.linalg.inv(gram).T
+    alone = np.maximum(p, 0) / np.diag(gram)
+    first = (
+        alone[:, 0] * p[:, 0] >= alone[:, 1] * p[:, 1]
+    )  # the one-stain solution lowering the objective most
+    inside = (both > 0).all(axis=1)
+    out = np.where(inside[:, None], both, 0.0)
+    out[~inside & first, 0] = alone[~inside & first, 0]
+    out[~inside & ~first, 1] = alone[~inside & ~first, 1]
+    return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.1])
+def test_nn_lasso2_closed_form_equals_the_case_by_case_solution(lam):
+    rng = np.random.default_rng(0)
+    od = rng.uniform(0, 3, (20_000, 3)).astype(np.float32)
+    for stains in (
+        _unit(rng.uniform(0, 1, (2, 3))),  # non-negative stains (the normalizer's case)
+        _unit(np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])),  # Ruifrok's H and E
+        _unit(np.array([[0.6, -0.2, -0.77], [0.3, 0.8, 0.5]])),  # a negative OD (TIAToolbox's eosin vector)
+    ):
+        np.testing.assert_allclose(nn_lasso2(od, stains, lam), _nnls_by_cases(od, stains, lam), atol=2e-4)
+
+
+@pytest.mark.parametrize("name", ["torchstain-source.png", "stardist-histo.jpg", "histoqc-template4.png"])
+def test_vahadane_fused_pixel_path_equals_the_exact_nnls(name, fitted):
+    """The OpenCV pixel path (two 3x3 maps, minimum, clip, target's stains, exp) against the exact non-negative
+    least squares by cases, rescaled and recomposed in float64."""
+    norm = fitted["vahadane"]
+    image = _read(name)
+    tiles = np.stack([image[r : r + 128, c : c + 128] for r in (0, 128) for c in (0, 128)])
+    rng = np.random.default_rng(1)
+    stains = _unit(norm.stain_matrix_ + rng.uniform(0, 0.1, (len(tiles), 2, 3))).astype(np.float32)
+    max_conc = rng.uniform(0.5, 3, (len(tiles), 2)).astype(np.float32)
+    out = np.empty_like(tiles)
+    glass = np.zeros(tiles.shape[:3], np.uint8)  # no glass kept: every pixel goes through the path
+    norm._normalize(tiles, out, *norm._pixel_maps(stains, max_conc), glass)
+    one_stain = []
+    for i, tile in enumerate(tiles):
+        conc = _nnls_by_cases(od_lut(256.0)[tile.reshape(-1, 3)], stains[i], 0.0)
+        one_stain.append((conc == 0).any(axis=1))
+        conc *= norm.max_concentrations_ / max_conc[i]
+        expected = np.clip(np.rint(256 * np.exp(-conc @ norm.stain_matrix_)), 0, 255).reshape(tile.shape)
+        diff = np.abs(out[i].astype(np.int16) - expected)
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.999  # float32 against float64: rounding ties only
+    assert 100 < np.sum(one_stain) < np.size(one_stain) - 100  # pixels inside and outside the stains' cone
+
+
+def test_glass_mask_equals_opencv_hsv_on_every_colour():
+    codes = np.arange(1 << 24, dtype=np.uint32)
+    rgb = (
+        np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], axis=-1)
+        .astype(np.uint8)
+        .reshape(4096, 4096, 3)
+    )
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    expected = (hsv[..., 1] <= int(0.12 * 255)) & (hsv[..., 2] >= 200)
+    np.testing.assert_array_equal(glass_mask(rgb), expected)
+
+
+@pytest.mark.parametrize("name", ["torchstain-source.png", "histox-norm-tile.jpg"])
+def test_vahadane_momentum_reaches_the_plain_alternations_fixed_point(name):
+    rgb = _read(name).reshape(-1, 3)
+    od = od_lut(256.0)[rgb[~glass_mask(rgb) & (rgb.max(axis=1) < 255)][::7][:2048]]
+    plain = vahadane_stains(od, momentum=0.0, tol=1e-7, n_iter=5000)
+    assert _angles(vahadane_stains(od), plain).max() < 0.2
+
+
+def test_vahadane_threads_chunks_and_glass_tiles_do_not_change_results(fitted, target, tiles):
+    batch = np.concatenate([tiles, np.full((1, *tiles.shape[1:]), 245, np.uint8)])  # the last one all glass
+    one = fitted["vahadane"].transform(batch)
+    threaded = get_normalizer("vahadane", n_jobs=2).fit(target)
+    threaded._chunk_pixels = 2 * 128 * 128  # chunks of two tiles
+    np.testing.assert_array_equal(threaded.transform(batch), one)
+    np.testing.assert_array_equal(one[-1], batch[-1])
+    np.testing.assert_array_equal(one[0], fitted["vahadane"].transform(batch[0]))
 
 
 # --- HED jitter ----------------------------------------------------------------------------------------------

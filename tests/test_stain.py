@@ -296,6 +296,12 @@ def test_vahadane_threads_chunks_and_glass_tiles_do_not_change_results(fitted, t
     np.testing.assert_array_equal(one[0], fitted["vahadane"].transform(batch[0]))
 
 
+def test_vahadane_tiny_images(fitted):
+    for shape in [(1, 1, 3), (2, 1, 1, 3), (3, 3, 3), (2, 5, 5, 3)]:
+        image = np.random.default_rng(0).integers(0, 200, shape).astype(np.uint8)
+        assert fitted["vahadane"].transform(image).shape == shape
+
+
 # --- HED jitter ----------------------------------------------------------------------------------------------
 
 

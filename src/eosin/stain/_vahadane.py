@@ -339,7 +339,9 @@ class VahadaneNormalizer(StainNormalizer):
             pool.run(normalize, _parts(n, self._chunk_pixels // (rows * cols)))
         return out[0] if single else out
 
-    def _normalize(self, images, out, to_b, to_q, glass) -> None:
+    def _normalize(
+        self, images: np.ndarray, out: np.ndarray, to_b: np.ndarray, to_q: np.ndarray, glass: np.ndarray
+    ) -> None:
         """The pixel path of ``(b, rows, cols, 3)`` ``images`` into ``out`` with their maps (:meth:`_pixel_maps`),
         image by image; glass (``glass`` 0/255) put back as it was."""
         rows, cols = images.shape[1:3]
@@ -371,7 +373,9 @@ class VahadaneNormalizer(StainNormalizer):
 def _masks(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Glass (0/255) and tissue (bool: neither glass nor saturated, no channel at 255) of an OpenCV RGB image."""
     glass, high = glass_and_max(flat)
-    return glass, cv2.compare(high, 255, cv2.CMP_LT) > glass
+    return glass, cv2.threshold(high, 254, 255, cv2.THRESH_BINARY_INV)[
+        1
+    ] > glass  # 255 where max(R, G, B) < 255
 
 
 def _spread(mask: np.ndarray, n: int) -> np.ndarray:
@@ -382,7 +386,7 @@ def _spread(mask: np.ndarray, n: int) -> np.ndarray:
     picked = np.flatnonzero(mask)
     first = np.searchsorted(picked, np.arange(b + 1) * m)  # where each row's entries start in picked
     counts = np.diff(first)
-    few = counts < 16
+    few = counts < min(16, m)
     if few.any():
         return _spread(mask | few[:, None], n)
     ranks = np.arange(n) * (counts[:, None] - 1) // max(n - 1, 1)

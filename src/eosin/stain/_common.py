@@ -100,6 +100,8 @@ def glass_and_max(
     """
     r, g, b = cv2.split(flat)
     high, low = cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b)
+    if max_saturation >= 1:  # any saturation: glass is bright (the limit for V = 255 would be 256)
+        return cv2.threshold(high, min_brightness - 1, 255, cv2.THRESH_BINARY)[1], high
     limits = cv2.LUT(high, _glass_limits(min_brightness, max_saturation))
     return cv2.compare(cv2.subtract(high, low), limits, cv2.CMP_LT), high
 

@@ -160,3 +160,18 @@ def test_cli_embed_and_bad_input(store, tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_batch_norm_folding_keeps_the_function():
+    from eosin.embed._runners import fold_batch_norm
+    from eosin.models import create_encoder
+
+    model = _model().eval()
+    folded = fold_batch_norm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-5)
+    vit = create_encoder("vit_small_patch16_224", weights=None, tiny=True).eval()
+    assert fold_batch_norm(vit) is vit  # nothing to fold

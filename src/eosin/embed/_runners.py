@@ -32,23 +32,46 @@ class _Normalized:
     """The encoder behind uint8 NHWC input: ``(x / 255 - mean) / std`` then the model (an ``nn.Module``)."""
 
     @staticmethod
-    def wrap(model: Any):
+    def wrap(model: Any, inner: Any = None):
+        """Wrap ``model`` (an :class:`eosin.models.Encoder`), running ``inner`` (default ``model``) on the input."""
         import torch
         from torch import nn
+
+        mean = torch.tensor(model.spec.mean).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(model.spec.std).view(1, 3, 1, 1) * 255.0
 
         class Wrapped(nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                self.model = model
-                self.register_buffer("mean", torch.tensor(model.spec.mean).view(1, 3, 1, 1) * 255.0)
-                self.register_buffer("std", torch.tensor(model.spec.std).view(1, 3, 1, 1) * 255.0)
+                self.model = model if inner is None else inner
+                self.register_buffer("scale", 1.0 / std)
+                self.register_buffer("shift", -mean / std)
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 # NHWC -> NCHW: the permuted view is channels_last, which oneDNN and cuDNN prefer
                 x = x.permute(0, 3, 1, 2).float()
-                return self.model((x - self.mean) / self.std).float()
+                return self.model(torch.addcmul(self.shift, x, self.scale)).float()
 
         return Wrapped().eval()
+
+
+def fold_batch_norm(model: Any) -> Any:
+    """An inference copy of ``model`` with every BatchNorm folded into the convolution before it.
+
+    ``torch.fx.experimental.optimization.fuse``: the same function in float32 up to rounding (relative
+    difference ~4e-7 on ResNet-18), ~10 % faster on a CPU (one pass over the activations instead of two).
+    ``model`` itself when it has no BatchNorm (ViTs) or cannot be traced.
+    """
+    from torch import nn
+
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        return fuse(model)
+    except Exception:  # noqa: BLE001 - not symbolically traceable: run it unfused
+        return model
 
 
 class TorchRunner:
@@ -58,9 +81,10 @@ class TorchRunner:
         import torch
 
         self.device = device
-        self.net = _Normalized.wrap(model).to(device)
+        self.net = _Normalized.wrap(model, fold_batch_norm(model)).to(device)
         if device.type in ("cpu", "cuda"):
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.net.requires_grad_(False)
         self.pin = device.type == "cuda"
         self.precision = precision
         self._torch = torch

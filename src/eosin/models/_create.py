@@ -192,10 +192,9 @@ def _timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _build(spec: EncoderSpec, kwargs: dict[str, Any]) -> tuple[nn.Module, int]:
     """The network for ``spec`` (random weights) and the length of the vector the encoder returns."""
-    import timm
-
     if spec.loader in ("torchvision", "kimianet"):
         return _build_torchvision(spec.architecture, kwargs)
+    import timm  # 1-2 s to import: only for the entries that need it
     if spec.loader == "ctranspath":
         model = timm.create_model(
             spec.architecture, pretrained=False, num_classes=0, embed_layer=ConvStem, **_timm_kwargs(kwargs)

@@ -158,6 +158,9 @@ def test_train_and_predict_commands(tmp_path):
     grid = TileGrid.from_group(grid_group, grid_group.attrs)
     proba = np.asarray(group["proba"])
     assert proba.shape == (len(grid), 8)
+    from eosin._device import cpu_has_native_bf16
+
+    assert group.attrs["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")  # what auto picks
     np.testing.assert_array_equal(np.asarray(group["coords"]), grid.coords)
     np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-5)
     rows = list(csv.DictReader((out / svs.stem / "predictions.csv").read_text().splitlines()))

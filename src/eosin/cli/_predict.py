@@ -45,11 +45,29 @@ from eosin.cli._common import echo_json
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Autocast of the encoder. auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32.",
+)
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Tile-decoding processes.")
 @click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("-q", "--quiet", is_flag=True, help="Accepted for symmetry with other commands.")
 def predict(
-    paths, model_path, out, grid_key, labels_csv, mpp, batch_size, device, workers, slide_mpp, quiet
+    paths,
+    model_path,
+    out,
+    grid_key,
+    labels_csv,
+    mpp,
+    batch_size,
+    device,
+    precision,
+    workers,
+    slide_mpp,
+    quiet,
 ) -> int:
     """Per-tile class probabilities of SLIDE_OR_STORE... with the classifier --model.
 
@@ -57,13 +75,14 @@ def predict(
     heatmap_<class>.png over its thumbnail; predictions.csv (id, slide, x, y, [label, patient,] pred, p_<class>)
     collects every tile. One JSON line per slide on stdout; exit 1 when some failed.
     """
-    from eosin.embed import select_device
+    from eosin._device import resolve_precision, select_device
     from eosin.errors import EosinError
     from eosin.io._atomic import atomic_write_text
     from eosin.train import checkpoint_key, load_classifier
     from eosin.train._predict import predict_store
 
     dev = select_device(device)
+    precision = resolve_precision(dev, precision)
     model = load_classifier(model_path, device=str(dev))
     model.meta["checkpoint"] = str(model_path.resolve())
     key = checkpoint_key(model_path)
@@ -82,6 +101,7 @@ def predict(
                 batch_size=batch_size,
                 workers=workers,
                 slide_mpp=slide_mpp,
+                precision=precision,
             )
         except EosinError as exc:
             failed += 1

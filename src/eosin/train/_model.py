@@ -108,6 +108,13 @@ class TileClassifier(nn.Module):
         return self.head(self.encoder(x))
 
     @torch.inference_mode()
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``(N, K)`` of normalized images (eval mode is the caller's business)."""
-        return self.head.proba(self.encoder(x)).float()
+    def predict_proba(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """Class probabilities ``(N, K)`` of normalized images (eval mode is the caller's business).
+
+        ``precision`` (``fp32``, ``bf16``, ``fp16``) is the autocast of the encoder; the head runs in float32.
+        """
+        from eosin._device import autocast
+
+        with autocast(x.device, precision):
+            features = self.encoder(x)
+        return self.head.proba(features.float()).float()

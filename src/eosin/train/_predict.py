@@ -24,6 +24,7 @@ def predict_store(
     batch_size: int = 64,
     workers: int | None = None,
     slide_mpp: float | None = None,
+    precision: str = "auto",
     overwrite: bool = True,
 ) -> dict[str, Any]:
     """Classify every tile of a stored grid; write ``predictions/<key>`` and ``heatmap_<class>.png`` files.
@@ -31,7 +32,8 @@ def predict_store(
     The group holds ``proba`` ``(n_tiles, K)`` float32 in the grid's tile order and ``coords`` ``(n_tiles, 2)``
     level-0 x, y; its attributes name the classes, the grid and the checkpoint. Tiles are read as the model was
     trained: centred on each grid tile at the checkpoint's mpp when it has one and the slide a trustworthy mpp,
-    else the grid's own tiles resized to the model's input size.
+    else the grid's own tiles resized to the model's input size. ``precision`` is the encoder's autocast
+    (``auto``: see :mod:`eosin._device`).
 
     Returns
     -------
@@ -61,7 +63,10 @@ def predict_store(
     grid = TileGrid.from_group(group, group.attrs)
     if slide_mpp is None and record.get("mpp_source") == "override":
         slide_mpp = record.get("mpp_x")
+    from eosin._device import resolve_precision
+
     dev = next(model.parameters()).device
+    precision = resolve_precision(dev, precision)
     proba = np.zeros((len(grid), len(model.classes)), dtype=np.float32)
     with open_slide(record["path"], slide_mpp=slide_mpp) as slide:
         read, resize = reading_grid(
@@ -69,11 +74,11 @@ def predict_store(
         )
         prep = TilePrep(None, resize) if resize else None
         start = 0
-        model.eval()
+        model.eval().to(memory_format=torch.channels_last)
         with torch.inference_mode():
             for batch in iter_tiles(slide, read, batch_size=batch_size, workers=workers, transform=prep):
                 x = to_input(torch.from_numpy(batch.images), model.mean, model.std, dev)
-                p = model.predict_proba(x).cpu().numpy()
+                p = model.predict_proba(x, precision).cpu().numpy()
                 proba[start : start + len(p)] = p
                 start += len(p)
         thumb = slide.thumbnail(max_size=1024)
@@ -85,6 +90,7 @@ def predict_store(
         "checkpoint": model.meta.get("checkpoint"),
         "read_mpp": read.mpp,
         "read_tile_size": read.tile_size,
+        "precision": precision,
         "order": "rows follow the grid's tile order",
     }
     store.write_group(

@@ -199,6 +199,21 @@ def test_checkpoint_round_trip_gives_identical_outputs(tiny_checkpoint):
 
 
 @pytest.mark.torch
+def test_bf16_inference_stays_close_to_fp32(tiny_checkpoint):
+    from eosin.segment import load_segmenter
+
+    tiles = _image(96, 96)[None]
+    p32 = load_segmenter(tiny_checkpoint, device="cpu", precision="fp32").predict(tiles)
+    b16 = load_segmenter(tiny_checkpoint, device="cpu", precision="bf16")
+    assert b16.precision == "bf16"
+    p16 = b16.predict(tiles)
+    assert p16.dtype == np.float32
+    np.testing.assert_allclose(p16.sum(1), 1, rtol=1e-5)
+    assert np.abs(p16 - p32).max() < 0.05
+    assert (p16.argmax(1) == p32.argmax(1)).mean() > 0.98
+
+
+@pytest.mark.torch
 def test_train_seg_command_writes_a_checkpoint(tmp_path):
     pytest.importorskip("segmentation_models_pytorch")
     from click.testing import CliRunner

@@ -50,6 +50,13 @@ IMAGE_PIXELS = 64_000_000
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
 @click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Autocast of inference. auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32.",
+)
+@click.option(
     "--slide-mpp",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
@@ -73,6 +80,7 @@ def segment(
     min_size,
     batch_size,
     device,
+    precision,
     slide_mpp,
     workers,
     quiet,
@@ -88,7 +96,7 @@ def segment(
     from eosin.errors import EosinError
     from eosin.segment import load_segmenter
 
-    model = load_segmenter(model_dir, device=device)
+    model = load_segmenter(model_dir, device=device, precision=precision)
     failed = 0
     for path in expand_inputs(inputs):
         try:

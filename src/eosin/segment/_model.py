@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from eosin._device import select_device
+from eosin._device import autocast, resolve_precision, select_device
 from eosin.errors import EosinError, UsageError
 
 __all__ = ["SegConfig", "Segmenter", "build_unet", "load_segmenter", "save_segmenter", "select_device"]
@@ -109,10 +109,15 @@ class Segmenter:
     >>> probs = seg.predict(tiles)  # (n, rows, cols, 3) uint8 -> (n, classes, rows, cols) float32
     """
 
-    def __init__(self, net: Any, config: SegConfig, *, device: str = "auto"):
+    def __init__(self, net: Any, config: SegConfig, *, device: str = "auto", precision: str = "auto"):
+        import torch
+
         self.config = config
-        self.device = select_device(device) if isinstance(device, str) else device
+        self.device = select_device(device)
+        self.precision = resolve_precision(self.device, precision)
         self.net = net.to(self.device).eval()
+        if self.device.type in ("cpu", "cuda"):
+            self.net = self.net.to(memory_format=torch.channels_last)
 
     @property
     def n_classes(self) -> int:
@@ -138,8 +143,7 @@ class Segmenter:
         if pr or pc:
             mode = "reflect" if pr < rows and pc < cols else "replicate"
             x = torch.nn.functional.pad(x, (0, pc, 0, pr), mode=mode)
-        autocast = self.device.type == "cuda"
-        with torch.inference_mode(), torch.autocast(self.device.type, enabled=autocast):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             logits = self.net(x)
         probs = torch.softmax(logits.float(), dim=1)[:, :, :rows, :cols]
         return probs.cpu().numpy()
@@ -169,8 +173,14 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def load_segmenter(path: str | os.PathLike[str], *, device: str = "auto") -> Segmenter:
-    """Load a checkpoint folder written by :func:`save_segmenter` (or ``eosin train seg``)."""
+def load_segmenter(
+    path: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto"
+) -> Segmenter:
+    """Load a checkpoint folder written by :func:`save_segmenter` (or ``eosin train seg``).
+
+    ``precision`` is the autocast of inference (``auto``: fp16 on CUDA, bf16 on CPUs with native bfloat16, else
+    fp32; :mod:`eosin._device`); probabilities are computed in float32 from the logits.
+    """
     from safetensors.torch import load_file
 
     folder = Path(path)
@@ -195,4 +205,4 @@ def load_segmenter(path: str | os.PathLike[str], *, device: str = "auto") -> Seg
     config = SegConfig(**fields)
     net = build_unet(arch=config.arch, encoder=config.encoder, n_classes=len(config.classes))
     net.load_state_dict(load_file(str(weights)))
-    return Segmenter(net, config, device=device)
+    return Segmenter(net, config, device=device, precision=precision)

@@ -192,6 +192,85 @@ def test_macenko_stains_ignore_background_pixels(target):
     )  # why glass is excluded
 
 
+def _reinhard_reference(norm: ReinhardNormalizer, images: np.ndarray) -> np.ndarray:
+    """Reinhard image by image as eosin first wrote it: cv2.meanStdDev over tissue, a 256-entry table per channel."""
+    out = np.empty_like(images)
+    t_mean = norm.means_ * [2.55, 1, 1] + [0, 128, 128]
+    t_std = norm.stds_ * [2.55, 1, 1]
+    for i, image in enumerate(images):
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+        tissue = ~glass_mask(image)
+        mean, std = cv2.meanStdDev(lab, mask=tissue.astype(np.uint8) if tissue.sum() >= 16 else None)
+        table = (np.arange(256.0)[:, None] - mean[:, 0]) * (t_std / np.maximum(std[:, 0], 1e-6)) + t_mean
+        table = np.clip(np.rint(table), 0, 255).astype(np.uint8)[:, None]
+        out[i] = cv2.cvtColor(cv2.LUT(lab, table), cv2.COLOR_LAB2RGB)
+        out[i][~tissue] = image[~tissue]
+    return out
+
+
+def test_reinhard_chunks_equal_the_image_by_image_reference(fitted, tiles, target):
+    """Chunked conversions, exact sums instead of cv2.meanStdDev and cv2.transform instead of the table: the same
+    pixels, in chunks of any size, also for a tile that is all glass."""
+    batch = np.concatenate([tiles, np.full((1, *tiles.shape[1:]), 245, np.uint8)])
+    expected = _reinhard_reference(fitted["reinhard"], batch)
+    np.testing.assert_array_equal(fitted["reinhard"].transform(batch), expected)
+    odd = ReinhardNormalizer().fit(target)
+    odd._chunk_pixels = 3 * 128 * 128  # chunks of three tiles, the last one shorter
+    np.testing.assert_array_equal(odd.transform(batch), expected)
+
+
+def test_reinhard_code_map_falls_back_to_the_table_at_rounding_ties():
+    from eosin.stain._reinhard import _RAMP, _map_codes
+
+    lab = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
+    # image 1: codes + 0.499999999, which float32 arithmetic (cv2.transform's) makes a tie, rounded to even
+    gain, mean, t_mean = (
+        np.array([[1.37, 0.83, 1.11], [1.0, 1.0, 1.0]]),
+        np.full((2, 3), 100.0),
+        0.5 - 1e-9 + 100,
+    )
+    matrix = np.array([[1.0, 0, 0, t_mean - 100], [0, 1, 0, t_mean - 100], [0, 0, 1, t_mean - 100]])
+    table = np.clip(np.rint((np.arange(256.0)[:, None, None] - mean) * gain + t_mean), 0, 255).astype(
+        np.uint8
+    )
+    assert not np.array_equal(cv2.transform(_RAMP, matrix)[:, 0], table[:, 1])  # the fast map would be wrong
+    out = np.empty_like(lab)
+    _map_codes(lab, out, gain, mean, np.full(3, t_mean))
+    for i in range(2):
+        expected = np.stack([table[lab[i][..., c], i, c] for c in range(3)], axis=-1)
+        np.testing.assert_array_equal(out[i], expected)
+
+
+def test_macenko_percentile_is_numpys_bit_for_bit():
+    from eosin.stain._macenko import _percentile
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 17, 4096):
+        values = rng.normal(size=(3, 2, n)).astype(np.float32)
+        for q in (99, 1.0, 100, [1.0, 99.0], [0.0, 50.0, 100.0]):
+            expected = np.percentile(values, q, axis=-1)
+            got = _percentile(values, q)
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_macenko_sample_is_an_even_stride_through_each_tiles_tissue(tiles):
+    from eosin.stain._macenko import _tissue_pixels
+
+    rgb = np.concatenate([tiles, np.full((1, *tiles.shape[1:]), 250, np.uint8)]).reshape(
+        len(tiles) + 1, -1, 3
+    )
+    tissue = rgb.max(axis=2) <= 205
+    (sample,) = _tissue_pixels(rgb, tissue, 1000)
+    for i in range(len(rgb)):
+        rows = np.flatnonzero(tissue[i]) if tissue[i].sum() >= 16 else np.arange(rgb.shape[1])
+        np.testing.assert_array_equal(
+            sample[i], rgb[i, rows[np.linspace(0, len(rows) - 1, 1000).astype(int)]]
+        )
+    every = _tissue_pixels(rgb, tissue, None)
+    np.testing.assert_array_equal(every[0][0], rgb[0, tissue[0]])
+
+
 def test_nn_lasso2_is_the_exact_nonnegative_lasso(fitted, source):
     sparse_encode = pytest.importorskip("sklearn.decomposition").sparse_encode
     od = od_lut(256.0)[source.reshape(-1, 3)[::97]]

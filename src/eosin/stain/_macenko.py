@@ -175,34 +175,21 @@ class MacenkoNormalizer(StainNormalizer):
 
 def _tissue_pixels(rgb: np.ndarray, tissue: np.ndarray, max_pixels: int | None) -> list[np.ndarray]:
     """The pixels to estimate each image's stains from: ``max_pixels`` at an even stride through its ``tissue``
-    (the ``k``-th is the ``int(k * (count - 1) / (max_pixels - 1))``-th, as ``np.linspace``; all of them if
-    ``None``; all of the image if fewer than 16 are tissue), as ``[(b, max_pixels, 3)]`` or, for ``None``, a
-    ``(1, count, 3)`` array per image. uint8, gathered from ``rgb`` ``(b, n, 3)``."""
+    (all of it if ``None``; all of the image if fewer than 16 are tissue), as ``[(b, max_pixels, 3)]`` or, for
+    ``None``, a ``(1, count, 3)`` array per image. uint8, gathered from ``rgb`` ``(b, n, 3)``; the indices are
+    found image by image, while its mask is in cache."""
     b, m = tissue.shape
-    picked = np.flatnonzero(tissue)
-    first = np.searchsorted(picked, np.arange(b + 1) * m)  # where each image's tissue starts in picked
-    counts = np.diff(first)
-    few = counts < 16  # an all-glass image keeps working: all its pixels
+    rows = []
+    for i in range(b):
+        r = np.flatnonzero(tissue[i])
+        r = r if len(r) >= 16 else np.arange(m)  # an all-glass image keeps working
+        if max_pixels is not None:
+            r = r[np.linspace(0, len(r) - 1, max_pixels).astype(np.intp)]
+        rows.append(r + i * m)
     flat = rgb.reshape(-1, 3)
     if max_pixels is None:
-        rows = [
-            np.arange(i * m, (i + 1) * m) if few[i] else picked[first[i] : first[i + 1]] for i in range(b)
-        ]
         return [np.take(flat, r, axis=0)[None] for r in rows]
-    counts = np.where(few, m, counts)
-    ranks = _linspace_ints(counts - 1, max_pixels)
-    rows = np.arange(b)[:, None] * m + ranks  # an image with few tissue pixels: all its pixels
-    rows[~few] = picked[first[:-1][~few, None] + ranks[~few]]
-    return [np.take(flat, rows.ravel(), axis=0).reshape(b, max_pixels, 3)]
-
-
-def _linspace_ints(stops: np.ndarray, num: int) -> np.ndarray:
-    """``np.linspace(0, stop, num).astype(np.intp)`` for each of ``stops`` (rows), bit for bit, at once."""
-    if num < 2:
-        return np.zeros((len(stops), num), np.intp)
-    y = np.arange(num, dtype=np.float64) * (stops / (num - 1))[:, None]
-    y[:, -1] = stops
-    return y.astype(np.intp)
+    return [np.take(flat, np.concatenate(rows), axis=0).reshape(b, max_pixels, 3)]
 
 
 def _percentile(values: np.ndarray, q: float | list[float]) -> np.ndarray:

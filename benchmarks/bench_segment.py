@@ -4,7 +4,8 @@
 
 - both sides: the big slide (40,000 x 30,000 px at 0.25 µm/px), tissue detected once (not timed), the same randomly
   initialised U-Net (resnet18 encoder, 2 classes; speed does not depend on the weights), 512-px windows at
-  1 µm/px over tissue (``min_tissue`` 0.01), tiles decoded by ``iter_tiles`` worker processes, batch 4, CPU.
+  1 µm/px over tissue (``min_tissue`` 0.01), tiles decoded by ``iter_tiles`` worker processes, batch 4, CPU,
+  the Segmenter's default precision (``auto``: bf16 autocast on CPUs with native bfloat16, else fp32).
 - eosin: :func:`eosin.segment.segment_slide`: windows overlapping by ``EOSIN_BENCH_OVERLAP`` px (default 32),
   raised-cosine blending in a one-window-high band, the probability map streamed into the slide store.
 - baseline: the same model on non-overlapping tiles, outputs pasted into one in-memory map, no blending, no store.
@@ -52,7 +53,12 @@ def eosin_side(overlap: int) -> dict:
     )
     seconds = time.perf_counter() - t0
     group = store.read_group("segmentation", key)
-    return {"seconds": seconds, "n_windows": group.attrs["n_windows"], "shape": group.attrs["shape"]}
+    return {
+        "seconds": seconds,
+        "n_windows": group.attrs["n_windows"],
+        "shape": group.attrs["shape"],
+        "precision": model.precision,
+    }
 
 
 def naive_side() -> dict:
@@ -95,6 +101,7 @@ def run(names: list[str]) -> list[dict]:
             "n_windows": e["n_windows"],
             "baseline_n_tiles": b["n_windows"],
             "map_shape": e["shape"],
+            "precision": e["precision"],
         }
     ]
 

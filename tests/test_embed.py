@@ -163,7 +163,7 @@ def test_cli_embed_and_bad_input(store, tmp_path, capsys):
 
 
 def test_batch_norm_folding_keeps_the_function():
-    from eosin.embed._runners import fold_batch_norm
+    from eosin._device import fold_batch_norm
     from eosin.models import create_encoder
 
     model = _model().eval()

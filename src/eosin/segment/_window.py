@@ -177,8 +177,8 @@ class BandAccumulator:
             w = self.wsum[:k]
             block = np.divide(self.acc[:, :k], w, out=np.zeros_like(self.acc[:, :k]), where=w > 0)
             self.sink(self.top, block)
-            self.acc = np.roll(self.acc, -k, axis=1)
-            self.wsum = np.roll(self.wsum, -k, axis=0)
+            self.acc[:, : self.tile_size - k] = self.acc[:, k:]  # shift the band up by k rows, in place
+            self.wsum[: self.tile_size - k] = self.wsum[k:]
             self.acc[:, -k:] = 0
             self.wsum[-k:] = 0
             self.top += k

@@ -105,7 +105,7 @@ def embed(
         raise UsageError(
             "--stain and --stain-target go together.", fix="e.g. --stain macenko --stain-target target.png"
         )
-    check_precision(device, "fp32" if runtime == "onnx" and precision == "auto" else precision)
+    check_precision(device, precision, runtime)
     normalizer = None
     if stain is not None:
         import numpy as np

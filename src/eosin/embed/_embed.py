@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from eosin.errors import UsageError
-
 from eosin._device import PRECISIONS, resolve_precision, select_device
+from eosin.errors import UsageError
 
 __all__ = ["PRECISIONS", "check_precision", "embed_store", "features_key", "select_device"]
 
@@ -28,8 +27,11 @@ def features_key(encoder_name: str, grid_key: str, stain: str | None = None) -> 
     return f"{encoder_name}--{grid_key}" + (f"--{stain}" if stain else "")
 
 
-def check_precision(device, precision: str) -> str:
-    """The concrete precision for ``device`` (see :mod:`eosin._device`); refuses impossible combinations."""
+def check_precision(device, precision: str, runtime: str = "auto") -> str:
+    """The concrete precision for ``device`` and ``runtime`` (see :mod:`eosin._device`); refuses impossible
+    combinations. ONNX Runtime computes in float32, so ``auto`` with ``runtime="onnx"`` is ``fp32``."""
+    if runtime == "onnx" and precision == "auto":
+        precision = "fp32"
     return resolve_precision(select_device(device), precision)
 
 
@@ -99,9 +101,7 @@ def embed_store(
     group = store.read_group("grids", gkey)
     grid = TileGrid.from_group(group, group.attrs)
     dev = select_device(device)
-    if runtime == "onnx" and precision == "auto":
-        precision = "fp32"  # ONNX Runtime on the CPU computes in float32
-    precision = resolve_precision(dev, precision)  # refuses impossible combinations before any work
+    precision = check_precision(dev, precision, runtime)  # refuses impossible combinations before any work
     model = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, weights=weights, device=dev)
     model = model.to(dev).eval()
     stain_name = getattr(stain, "name", None)

@@ -75,12 +75,12 @@ def fit_tiles(
 ) -> tuple[TileClassifier, list[dict[str, Any]]]:
     """Fine-tune a registry encoder with a linear head on labelled tiles.
 
-    AdamW with a cosine learning-rate schedule over all steps; decoding and augmentation run in DataLoader worker
-    processes while the model computes; weights and inputs are channels_last; mixed precision where the hardware
-    runs it natively (``precision="auto"``: fp16 autocast with a gradient scaler on CUDA, bf16 autocast on CPUs
-    with bfloat16 instructions, see :mod:`eosin._device`). After every epoch the validation tiles are scored and the best epoch (lowest ``val_loss``
-    or highest ``val_balanced_accuracy``, per ``monitor``) is kept; training stops after ``patience`` epochs
-    without improvement.
+    AdamW with a cosine learning-rate schedule over all steps; decoding and augmentation run in DataLoader
+    worker processes while the model computes; weights and inputs are channels_last; mixed precision where the
+    hardware runs it natively (``precision="auto"``: fp16 autocast with a gradient scaler on CUDA, bf16
+    autocast on CPUs with bfloat16 instructions, see :mod:`eosin._device`). After every epoch the validation
+    tiles are scored and the best epoch (lowest ``val_loss`` or highest ``val_balanced_accuracy``, per
+    ``monitor``) is kept; training stops after ``patience`` epochs without improvement.
 
     Parameters
     ----------

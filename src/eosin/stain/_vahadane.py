@@ -272,12 +272,6 @@ class VahadaneNormalizer(StainNormalizer):
 
     # --- estimation ---------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _sample(rgb: np.ndarray, tissue: np.ndarray, n_sample: int) -> np.ndarray:
-        """``n_sample`` pixels of each image ``rgb`` ``(b, n, 3)`` at an even stride through its ``tissue``
-        (``(b, n)`` bool; all its pixels if fewer than 16): ``(b, n_sample, 3)``."""
-        return rgb.reshape(-1, 3)[_spread(tissue.reshape(rgb.shape[:2]), n_sample)]
-
     def _estimate(self, sample: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stain matrices ``(b, 2, 3)`` and concentrations' 99th percentiles ``(b, 2)`` of pixel samples."""
         z = _design(cv2.LUT(sample, _od_lut(self._io)))
@@ -290,9 +284,9 @@ class VahadaneNormalizer(StainNormalizer):
 
     def _fit_pixels(self, pixels: np.ndarray) -> None:
         rgb = np.ascontiguousarray(pixels).reshape(1, -1, 3)
-        stains, max_conc = self._estimate(
-            self._sample(rgb, _masks(rgb)[1], 16 * self.max_pixels), _RUIFROK_HE
-        )
+        sample = np.empty((1, 16 * self.max_pixels, 3), np.uint8)
+        _masks_and_samples(rgb, np.empty(rgb.shape[:2], np.uint8), sample)
+        stains, max_conc = self._estimate(sample, _RUIFROK_HE)
         self.stain_matrix_ = stains[0]
         self.max_concentrations_ = max_conc[0]
 
@@ -314,9 +308,7 @@ class VahadaneNormalizer(StainNormalizer):
         samples = np.empty((n, n_sample, 3), np.uint8)
 
         def sample(part: slice) -> None:
-            mask, tissue = _masks(rgb[part].reshape(-1, cols, 3))
-            glass[part] = mask.reshape(-1, rows * cols)
-            samples[part] = self._sample(rgb[part], tissue, n_sample)
+            _masks_and_samples(rgb[part], glass[part], samples[part])
 
         with _Pool(self.n_jobs) as pool:
             pool.run(sample, _parts(n, self._chunk_pixels // (rows * cols)))
@@ -370,27 +362,26 @@ class VahadaneNormalizer(StainNormalizer):
         return to_b, to_q
 
 
-def _masks(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Glass (0/255) and tissue (bool: neither glass nor saturated, no channel at 255) of an OpenCV RGB image."""
-    glass, high = glass_and_max(flat)
-    return glass, cv2.threshold(high, 254, 255, cv2.THRESH_BINARY_INV)[
-        1
-    ] > glass  # 255 where max(R, G, B) < 255
-
-
-def _spread(mask: np.ndarray, n: int) -> np.ndarray:
-    """Flat indices ``(b, n)`` into ``mask``'s ``b * m`` entries: ``n`` of each row's true entries at an even
-    stride (the ``k``-th is the ``floor(k (count - 1) / (n - 1))``-th), or of all its entries if fewer than 16 are
-    true."""
-    b, m = mask.shape
-    picked = np.flatnonzero(mask)
-    first = np.searchsorted(picked, np.arange(b + 1) * m)  # where each row's entries start in picked
-    counts = np.diff(first)
-    few = counts < min(16, m)
-    if few.any():
-        return _spread(mask | few[:, None], n)
-    ranks = np.arange(n) * (counts[:, None] - 1) // max(n - 1, 1)
-    return picked[first[:-1, None] + ranks]
+def _masks_and_samples(rgb: np.ndarray, glass: np.ndarray, samples: np.ndarray) -> None:
+    """Glass masks (0/255) of images ``rgb`` ``(b, n, 3)`` into ``glass`` ``(b, n)``, and into ``samples``
+    ``(b, k, 3)`` ``k`` pixels of each image at an even stride through its tissue (neither glass nor saturated: no
+    channel at 255; all of the image if fewer than 16 pixels are tissue): the ``j``-th is the
+    ``floor(j (count - 1) / (k - 1))``-th. One image at a time in reused buffers, its indices found while its
+    mask is in cache."""
+    b, m = glass.shape
+    k = samples.shape[1]
+    steps = np.arange(k)
+    scratch = np.empty((4, 1, m), np.uint8)
+    tissue = np.empty((1, m), np.uint8)
+    for i in range(b):
+        image = rgb[i : i + 1]  # (1, n, 3): an OpenCV image
+        _, high = glass_and_max(image, out=glass[i : i + 1], scratch=scratch)
+        cv2.threshold(high, 254, 1, cv2.THRESH_BINARY_INV, dst=tissue)  # 1 where max(R, G, B) < 255
+        cv2.subtract(tissue, glass[i : i + 1], dst=tissue)  # 0 on glass (255)
+        picked = np.flatnonzero(tissue.view(bool))
+        if len(picked) < min(16, m):  # an all-glass image keeps working
+            picked = np.arange(m)
+        np.take(rgb[i], picked[steps * (len(picked) - 1) // max(k - 1, 1)], axis=0, out=samples[i])
 
 
 def _od_lut(io: float) -> np.ndarray:

@@ -13,7 +13,14 @@ import click
 
 from eosin.errors import SlideNotFoundError, UsageError
 
-__all__ = ["echo_json", "expand_inputs", "run_over_slides", "slide_executor", "slide_options"]
+__all__ = [
+    "echo_json",
+    "expand_inputs",
+    "precision_option",
+    "run_over_slides",
+    "slide_executor",
+    "slide_options",
+]
 
 
 #: file name endings of slides and images; files with other endings inside a folder are skipped (with a note)
@@ -116,6 +123,17 @@ def slide_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def precision_option(what: str) -> Callable[..., Any]:
+    """``--precision auto|fp32|fp16|bf16`` of the PyTorch commands (``what``: what it sets, for the help)."""
+    return click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+        default="auto",
+        show_default=True,
+        help=f"{what}. auto: fp16 on CUDA, bf16 on CPUs with native bfloat16 (AVX512-BF16, AMX), else fp32.",
+    )
 
 
 def echo_json(record: Any) -> None:

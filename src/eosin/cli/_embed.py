@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from eosin.cli._common import echo_json
+from eosin.cli._common import echo_json, precision_option
 
 
 @click.command()
@@ -19,13 +19,7 @@ from eosin.cli._common import echo_json
 @click.option("--grid", "grid_key", default=None, help="Which stored grid, when a store holds several.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
-    default="auto",
-    show_default=True,
-    help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bfloat16 (AVX512-BF16, AMX), else fp32.",
-)
+@precision_option("Autocast of the encoder")
 @click.option(
     "--runtime",
     type=click.Choice(["auto", "torch", "onnx"]),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from eosin.cli._common import echo_json
+from eosin.cli._common import echo_json, precision_option
 
 
 @click.command()
@@ -45,13 +45,7 @@ from eosin.cli._common import echo_json
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
-    default="auto",
-    show_default=True,
-    help="Autocast of the encoder. auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32.",
-)
+@precision_option("Autocast of the encoder")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Tile-decoding processes.")
 @click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("-q", "--quiet", is_flag=True, help="Accepted for symmetry with other commands.")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from eosin.cli._common import echo_json
+from eosin.cli._common import echo_json, precision_option
 
 #: inputs up to this many pixels with one level are segmented whole at their own resolution (unless --mpp)
 IMAGE_PIXELS = 64_000_000
@@ -49,13 +49,7 @@ IMAGE_PIXELS = 64_000_000
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
-    default="auto",
-    show_default=True,
-    help="Autocast of inference. auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32.",
-)
+@precision_option("Autocast of inference")
 @click.option(
     "--slide-mpp",
     type=click.FloatRange(min=0, min_open=True),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from eosin.cli._common import precision_option
 from eosin.cli._lazy import LazyGroup
 
 # subcommands defined in other modules, imported on first use: name -> ("module:attribute", short help)
@@ -82,13 +83,7 @@ def train() -> None:
 )
 @click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
-    default="auto",
-    show_default=True,
-    help="Autocast when fine-tuning. auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32.",
-)
+@precision_option("Autocast when fine-tuning")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tiny", is_flag=True, hidden=True, help="Toy-width encoder (tests).")

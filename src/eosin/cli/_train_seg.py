@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from eosin.cli._common import echo_json
+from eosin.cli._common import echo_json, precision_option
 
 
 @click.command()
@@ -70,13 +70,7 @@ from eosin.cli._common import echo_json
     help="µm/px of the images (slides are then segmented at it).",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
-    default="auto",
-    show_default=True,
-    help="Autocast. auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32.",
-)
+@precision_option("Autocast of training")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines on standard error.")
 def seg(

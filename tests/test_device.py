@@ -34,10 +34,12 @@ def test_impossible_precisions_are_refused():
 
 
 def test_native_bf16_matches_the_cpu_flags():
+    flags: list[str] = []  # no /proc/cpuinfo flags line (macOS, Windows, ARM): no native bf16 is assumed
     try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        pytest.skip("no /proc/cpuinfo flags on this system")
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        pass
     assert _device.cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 

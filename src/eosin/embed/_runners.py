@@ -67,7 +67,6 @@ class TorchRunner:
         self.net = _Normalized.wrap(model, fold_batch_norm(model)).to(device)
         if device.type in ("cpu", "cuda"):
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.net.requires_grad_(False)
         self.pin = device.type == "cuda"
         self.precision = precision
         self._torch = torch

@@ -175,3 +175,69 @@ def test_batch_norm_folding_keeps_the_function():
         np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-5)
     vit = create_encoder("vit_small_patch16_224", weights=None, tiny=True).eval()
     assert fold_batch_norm(vit) is vit  # nothing to fold
+
+
+def test_features_are_keyed_by_the_weights_that_made_them(store, tmp_path, capsys):
+    """--weights none then real weights recomputes (the group records the new weights); the same weights again
+    reuse the group; random weights are seeded, so two stores get the same random features."""
+    import hashlib
+    import json
+    import shutil
+
+    import torchvision
+
+    from eosin.cli._main import main
+    from eosin.io import SlideStore
+    from eosin.models import create_encoder
+
+    other = tmp_path / "other.zarr"
+    shutil.copytree(store, other)
+
+    def embed(path, weights):
+        args = ["embed", str(path), "--encoder", "resnet18", "--weights", weights, "--runtime", "torch"]
+        assert main([*args, "--workers", "0", "--precision", "fp32", "--dtype", "float32", "-q"]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    def stored(path, key):
+        group = SlideStore.open(path).read_group("features", key)
+        return np.asarray(group["features"]), dict(group.attrs)
+
+    first = embed(store, "none")
+    random_features, attrs = stored(store, first["key"])
+    assert attrs["seed"] == 0 and attrs["weights_hash"] == first["weights_hash"]
+    assert attrs["versions"]["torch"] and attrs["versions"]["eosin"]
+    # seeded: another store (another process would do the same) gets the very same random network
+    np.testing.assert_array_equal(stored(other, embed(other, "none")["key"])[0], random_features)
+
+    torch.manual_seed(7)
+    weights = tmp_path / "my-resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    second = embed(store, str(weights))
+    assert second["cached"] is False and second["replaced"] == first["weights_hash"]
+    features, attrs = stored(store, second["key"])
+    assert attrs["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert attrs["weights_hash"] == second["weights_hash"] != first["weights_hash"] and attrs["seed"] is None
+    assert not np.allclose(features, random_features)
+    model = create_encoder("resnet18", weights=weights)
+    np.testing.assert_allclose(features, _direct(store, model), rtol=1e-3, atol=1e-3)
+    assert embed(store, str(weights))["cached"] is True  # same weights: reused
+
+
+def test_a_group_without_a_recorded_weights_hash_is_recomputed(store):
+    """Stores written before weights were recorded cannot prove what made their features: recomputed."""
+    import json
+
+    from eosin.embed import embed_store
+    from eosin.io import SlideStore
+
+    record = embed_store(store, _model(), workers=0, precision="fp32", runtime="torch")
+    meta = store / "features" / record["key"] / "zarr.json"
+    doc = json.loads(meta.read_text())
+    del doc["attributes"]["weights_hash"]
+    meta.write_text(json.dumps(doc))
+    again = embed_store(store, _model(), workers=0, precision="fp32", runtime="torch")
+    assert again["cached"] is False and again["replaced"] == "unknown"
+    assert (
+        SlideStore.open(store).read_group("features", record["key"]).attrs["weights_hash"]
+        == record["weights_hash"]
+    )

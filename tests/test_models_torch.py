@@ -191,15 +191,82 @@ def test_torchvision_state_dict_loads_to_identical_outputs(tmp_path, suffix):
         _close(encoder(_x(32)), reference(_x(32)))
 
 
-def test_checksum_mismatch_is_a_typed_error(tmp_path):
-    path = tmp_path / "resnet18-f37072fd.pth"
+def test_checksum_mismatch_of_a_cached_file_is_a_typed_error(tmp_path):
+    """The registry's sum protects a download or a file placed in the cache (weights="hub")."""
+    from eosin.models._weights import local_weights_dir
+
+    path = local_weights_dir(get_spec("resnet18")) / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
     torch.save(_torchvision_resnet18().state_dict(), path)
     with pytest.raises(WeightsMismatchError, match="SHA-256"):
-        create_encoder("resnet18", weights=path)  # the registry knows the real file's sum prefix
+        create_encoder("resnet18")  # the registry knows the real file's sum prefix
     import hashlib
 
     good = hashlib.sha256(path.read_bytes()).hexdigest()
-    create_encoder(dataclasses.replace(get_spec("resnet18"), weights_sha256=good), weights=path)
+    create_encoder(dataclasses.replace(get_spec("resnet18"), weights_sha256=good))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_users_own_weights_load_and_record_their_own_hash(tmp_path, suffix):
+    """A user's fine-tuned ResNet-18 (not torchvision's file) given as a path is loaded, not refused by the
+    registry's checksum of the download, and the encoder records the file's own SHA-256."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    mine = _torchvision_resnet18()
+    with torch.no_grad():
+        mine.layer4[1].conv2.weight.mul_(0.5)  # "fine-tuned": differs from any released file
+    state = {k: v.contiguous() for k, v in mine.state_dict().items()}
+    path = tmp_path / f"my-resnet18{suffix}"
+    torch.save(state, path) if suffix == ".pth" else save_file(state, path)
+    encoder = create_encoder("resnet18", weights=path)
+    assert encoder.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert encoder.weights_file == str(path) and encoder.seed is None
+    mine.fc = torch.nn.Identity()
+    with torch.inference_mode():
+        _close(encoder(_x(32)), mine(_x(32)))
+    record = encoder.provenance()
+    assert record["weights_sha256"] == encoder.weights_sha256 and len(record["weights_hash"]) == 64
+
+
+def test_users_pickle_with_code_is_refused_safely(tmp_path):
+    """weights_only=True: a .pth that would run code when unpickled is refused, and the code does not run."""
+    import pickle
+
+    flag = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(flag), "w"))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as fh:
+        pickle.dump({"conv1.weight": Evil()}, fh)
+    with pytest.raises(WeightsMismatchError, match="not a readable PyTorch weights file"):
+        create_encoder("resnet18", weights=path)
+    assert not flag.exists()
+
+
+def test_random_weights_are_seeded_and_the_hash_follows_the_weights():
+    """weights=None gives the same network on every call (seed 0 by default, recorded), another seed another
+    network; the global random state is untouched."""
+    from eosin.models import weights_hash
+
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = create_encoder("efficientnet_b0", weights=None)
+    b = create_encoder("efficientnet_b0", weights=None)
+    c = create_encoder("efficientnet_b0", weights=None, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert a.seed == 0 and c.seed == 1 and a.weights_sha256 is None
+    with torch.inference_mode():
+        torch.testing.assert_close(a(_x(64)), b(_x(64)), rtol=0, atol=0)
+    assert a.weights_hash == b.weights_hash == weights_hash(b.state_dict())
+    assert c.weights_hash != a.weights_hash
+    with torch.no_grad():
+        next(b.parameters()).add_(1e-3)
+    assert b.weights_hash != a.weights_hash
 
 
 def test_weights_of_another_model_are_refused(tmp_path):

@@ -337,3 +337,35 @@ segment_slide(open_slide({str(path)!r}), load_segmenter({str(tiny_checkpoint)!r}
     fresh = np.asarray(fresh_store.read_group("segmentation", fresh_key)["foreground"])
     assert key == fresh_key and resumed.shape == fresh.shape and resumed.shape[0] > 200
     np.testing.assert_array_equal(resumed, fresh)
+
+
+@pytest.mark.torch
+def test_retrained_model_with_the_same_seed_gets_new_masks(tmp_path):
+    """Slide maps are keyed by the weights: a model retrained with the same seed and epochs (same config.json)
+    is not served the old model's map (issue 11's stale cache)."""
+    pytest.importorskip("segmentation_models_pytorch")
+    import torch
+
+    from eosin.io import SlideStore
+    from eosin.segment import SegConfig, build_unet, load_segmenter, save_segmenter, segment_slide
+    from eosin.slide import open_slide
+
+    path = require(SLIDES / "CMU-1-Small-Region.svs")
+    config = SegConfig(classes=["background", "foreground"], mpp=2.0, training={"best_epoch": 3, "seed": 0})
+    torch.manual_seed(0)
+    net = build_unet(encoder="resnet18", n_classes=2)
+    folder = save_segmenter(tmp_path / "model", net, config)
+    store = SlideStore.create(tmp_path / "s.zarr")
+    kwargs = {"mpp": 4.0, "tile_size": 128, "workers": 0}
+    first = segment_slide(open_slide(path), load_segmenter(folder, device="cpu"), store, **kwargs)
+    old = np.asarray(store.read_group("segmentation", first)["foreground"])
+    with torch.no_grad():  # "retrained": other weights, the same recorded seed and best epoch
+        net.segmentation_head[0].bias.copy_(torch.tensor([2.0, -2.0]))
+    save_segmenter(folder, net, config)
+    model = load_segmenter(folder, device="cpu")
+    second = segment_slide(open_slide(path), model, store, **kwargs)
+    assert second != first
+    group = store.read_group("segmentation", second)
+    assert group.attrs["weights_hash"] == model.weights_hash and group.attrs["versions"]["eosin"]
+    assert not np.array_equal(np.asarray(group["foreground"]), old)
+    assert segment_slide(open_slide(path), load_segmenter(folder, device="cpu"), store, **kwargs) == second

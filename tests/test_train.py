@@ -171,3 +171,24 @@ def test_train_and_predict_commands(tmp_path):
     )
     assert (out / svs.stem / "heatmap_TUM.png").is_file()
     assert main(["evaluate", "classification", str(out / svs.stem / "predictions.csv"), "--json"]) == 0
+
+
+def test_predictions_key_follows_the_weights_of_a_retrained_checkpoint(tmp_path):
+    """``eosin predict`` names its group after the checkpoint's weights: retraining into the same folder (same
+    name, same config) gives another key, so old predictions are never taken for the new model's."""
+    from eosin.models import create_encoder
+    from eosin.train import checkpoint_key, save_classifier
+    from eosin.train._model import LinearHead, TileClassifier
+
+    model = TileClassifier(
+        create_encoder("resnet18", weights=None), LinearHead(512, 2), ["a", "b"], {"mpp": 0.5}
+    )
+    save_classifier(model, tmp_path / "ckpt")
+    first = checkpoint_key(tmp_path / "ckpt")
+    assert checkpoint_key(tmp_path / "ckpt") == first
+    with torch.no_grad():
+        model.head.fc.bias.add_(0.1)
+    save_classifier(model, tmp_path / "ckpt")
+    assert checkpoint_key(tmp_path / "ckpt") != first and checkpoint_key(tmp_path / "ckpt").startswith(
+        "ckpt-"
+    )

@@ -4,6 +4,11 @@ Decoding runs in the tile stream's worker processes (stain normalization and res
 model running in this process. Features are written in blocks of whole zarr chunks into a partial group that a
 killed run resumes (:class:`eosin.io._store.PartialGroup`); the finished group ``features/<encoder>--<grid>``
 replaces nothing until it is complete.
+
+A stored group is reused only when it was made by the same weights: its ``weights_hash`` attribute (SHA-256 of the
+encoder's state dict, :func:`eosin.models.weights_hash`) must equal the encoder's. Other weights (``--weights none``
+then real weights, a fine-tuned file, a group from before weights were recorded) recompute the features and replace
+the group; the summary's ``replaced`` names the hash it had.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from eosin._device import PRECISIONS, resolve_precision, select_device
+from eosin._provenance import versions
 from eosin.errors import UsageError
 
 __all__ = ["PRECISIONS", "check_precision", "embed_store", "features_key", "select_device"]
@@ -83,7 +89,9 @@ def embed_store(
     Returns
     -------
     dict
-        One summary record: slide, store, key, n_tiles, dim, seconds, tiles_per_s, cached, resumed_from.
+        One summary record: slide, store, key, n_tiles, dim, seconds, tiles_per_s, cached, resumed_from,
+        weights_hash (and ``replaced``: the weights hash of a stored group made by other weights, ``"unknown"``
+        for one that recorded none).
     """
 
     from eosin.io import SlideStore
@@ -106,9 +114,26 @@ def embed_store(
     model = model.to(dev).eval()
     stain_name = getattr(stain, "name", None)
     key = features_key(model.spec.name, gkey, stain_name)
-    summary = {"slide": record.get("path"), "store": str(store.path), "key": key, "n_tiles": len(grid)}
+    whash = model.weights_hash
+    summary = {
+        "slide": record.get("path"),
+        "store": str(store.path),
+        "key": key,
+        "n_tiles": len(grid),
+        "weights_hash": whash,
+    }
+    replaced = None
     if store.has("features", key):
-        return {**summary, "dim": model.embedding_dim, "cached": True, "resumed_from": None, "seconds": 0.0}
+        stored = store.read_group("features", key).attrs.get("weights_hash")
+        if stored == whash:
+            return {
+                **summary,
+                "dim": model.embedding_dim,
+                "cached": True,
+                "resumed_from": None,
+                "seconds": 0.0,
+            }
+        replaced = stored or "unknown"
     if record.get("path") is None:
         raise UsageError("the store records no slide path.", fix="make the store with eosin tile")
     if slide_mpp is None and record.get("mpp_source") == "override":
@@ -118,6 +143,9 @@ def embed_store(
 
     read, resize = reading_grid(grid, slide, input_size=model.input_size, native_mpp=model.spec.native_mpp)
     prep = TilePrep(stain, resize) if (stain is not None or resize) else None
+    from eosin.embed._runners import make_runner
+
+    runner = make_runner(model, dev, precision, runtime)
     attrs = {
         "encoder": model.spec.name,
         "embedding_dim": model.embedding_dim,
@@ -132,6 +160,13 @@ def embed_store(
         "std": list(model.spec.std),
         "stain": stain_name,
         "weights": str(weights) if weights is not None else None,
+        "weights_file": model.weights_file,
+        "weights_sha256": model.weights_sha256,
+        "seed": model.seed,
+        "weights_hash": whash,
+        "device": str(dev),
+        "runtime": runner.name,
+        "versions": versions(),
         "order": "rows follow the grid's tile order",
     }
     fingerprint = hashlib.sha1(json.dumps(attrs, sort_keys=True, default=str).encode()).hexdigest()
@@ -150,9 +185,6 @@ def embed_store(
         if len(grid):
             part.group["coords"][...] = grid.coords
     features = part.group["features"]
-    from eosin.embed._runners import make_runner
-
-    runner = make_runner(model, dev, precision, runtime)
     start = part.done
     pending: list[np.ndarray] = []
     pending_rows = 0
@@ -185,6 +217,7 @@ def embed_store(
         "dim": model.embedding_dim,
         "cached": False,
         "resumed_from": resumed_from,
+        **({"replaced": replaced} if replaced else {}),
         "seconds": round(seconds, 3),
         "tiles_per_s": round(done_now / max(time.perf_counter() - t_run, 1e-9), 1),
         "runtime": runner.name,

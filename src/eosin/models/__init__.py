@@ -14,9 +14,23 @@ from __future__ import annotations
 from eosin._lazy import lazy_getattr
 from eosin.models._registry import EncoderSpec, get_spec, list_encoders, register_encoder
 
-__all__ = ["Encoder", "EncoderSpec", "create_encoder", "get_spec", "list_encoders", "register_encoder"]
+__all__ = [
+    "Encoder",
+    "EncoderSpec",
+    "create_encoder",
+    "file_sha256",
+    "get_spec",
+    "list_encoders",
+    "register_encoder",
+    "weights_hash",
+]
 
-_LAZY = {"create_encoder": "eosin.models._create", "Encoder": "eosin.models._create"}
+_LAZY = {
+    "create_encoder": "eosin.models._create",
+    "Encoder": "eosin.models._create",
+    "file_sha256": "eosin.models._weights",
+    "weights_hash": "eosin.models._weights",
+}
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)

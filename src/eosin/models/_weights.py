@@ -11,7 +11,14 @@ Resolution order for ``weights="hub"`` (the default of :func:`eosin.models.creat
 4. otherwise :class:`~eosin.errors.WeightsUnavailableError`, naming the hub id, whether it is gated, and where to
    put the file.
 
-An explicit path (file, or folder holding the file) is used as it is. Known SHA-256 sums are checked either way.
+An explicit path (file, or folder holding the file) is the user's choice and is used as it is: the entry's known
+SHA-256 protects a download or a file placed in the cache, so it is checked there and not against a user's own
+weights (e.g. a fine-tuned ResNet-18). Every file is read safely (safetensors, or ``torch.load(weights_only=True)``)
+and its own SHA-256 is recorded by the encoder (:attr:`eosin.models.Encoder.weights_sha256`).
+
+:func:`weights_hash` hashes the tensors themselves (names, dtypes, shapes, bytes), so it identifies the weights of
+any module however they were made (a file in any format, a seeded random initialisation, training); cached results
+are keyed by it.
 """
 
 from __future__ import annotations
@@ -25,7 +32,15 @@ from eosin._settings import cache_dir
 from eosin.errors import WeightsMismatchError, WeightsUnavailableError
 from eosin.models._registry import EncoderSpec
 
-__all__ = ["is_offline", "local_weights_dir", "read_state_dict", "resolve_weights", "verify_sha256"]
+__all__ = [
+    "file_sha256",
+    "is_offline",
+    "local_weights_dir",
+    "read_state_dict",
+    "resolve_weights",
+    "verify_sha256",
+    "weights_hash",
+]
 
 #: file names tried, in order, inside a folder given as weights when the entry names no file found there
 _FOLDER_CANDIDATES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
@@ -69,17 +84,17 @@ def resolve_weights(spec: EncoderSpec, weights: str | os.PathLike[str] | None) -
     WeightsUnavailableError
         The file cannot be found locally and cannot (or may not) be downloaded.
     WeightsMismatchError
-        The file's SHA-256 differs from the one the entry records.
+        A cached or downloaded file's SHA-256 differs from the one the entry records (a path given explicitly is
+        the user's own file and is not checked against the entry's sum).
     """
     if weights is None:
         return None
     if isinstance(weights, str) and weights == "hub":
         path = _from_cache_or_download(spec)
-    else:
-        path = _from_path(spec, Path(weights).expanduser())
-    if spec.weights_sha256:
-        verify_sha256(path, spec.weights_sha256)
-    return path
+        if spec.weights_sha256:
+            verify_sha256(path, spec.weights_sha256)
+        return path
+    return _from_path(spec, Path(weights).expanduser())
 
 
 def _from_path(spec: EncoderSpec, path: Path) -> Path:
@@ -222,13 +237,41 @@ def _unavailable(spec: EncoderSpec, *, reason: str | None = None) -> WeightsUnav
     return WeightsUnavailableError(message, fix="; or ".join(fixes))
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file (hex), read in 4 MiB blocks."""
+    from eosin._provenance import sha256_file
+
+    return sha256_file(path)
+
+
+def weights_hash(weights: Any) -> str:
+    """SHA-256 (hex) of a module's state dict, or of a mapping of tensors: every entry's name, dtype, shape and
+    bytes, in name order. Equal weights give equal hashes whatever file format or device they came from.
+
+    >>> import torch
+    >>> weights_hash(torch.nn.Linear(2, 2)) == weights_hash(torch.nn.Linear(2, 2))  # two random inits
+    False
+    """
+    import torch
+
+    state = weights.state_dict() if hasattr(weights, "state_dict") else weights
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        if not isinstance(value, torch.Tensor):
+            continue
+        tensor = value.detach()
+        if tensor.is_meta:
+            raise ValueError(f"{name!r} has no values (a meta tensor): the weights are not loaded")
+        tensor = tensor.cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def verify_sha256(path: Path, expected: str) -> None:
     """Raise :class:`WeightsMismatchError` unless the SHA-256 of ``path`` starts with ``expected`` (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    actual = digest.hexdigest()
+    actual = file_sha256(path)
     if not actual.startswith(expected.lower()):
         raise WeightsMismatchError(
             f"SHA-256 is {actual[: max(len(expected), 16)]}..., expected {expected}...: the file is damaged or "

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from eosin._provenance import versions
 from eosin.errors import UsageError
 from eosin.segment._instances import separate_instances
 from eosin.segment._window import BandAccumulator, overlap_pixels, sliding_window
@@ -151,7 +152,8 @@ def segment_slide(
     over = overlap_pixels(tile_size, overlap)
     params = {"mpp": float(mpp), "tile_size": tile_size, "overlap": over, "min_tissue": min_tissue}
     model_id = json.dumps({k: v for k, v in vars(model.config).items() if k != "training"}, sort_keys=True)
-    weights_id = model.config.training.get("best_epoch"), model.config.training.get("seed")
+    # the weights themselves, not how they were trained: a retrained model (same seed, same epochs) is another model
+    weights_id = model.weights_hash
     digest = hashlib.sha1(json.dumps([params, model_id, weights_id], default=str).encode()).hexdigest()[:6]
     key = f"{model.config.encoder}_mpp{mpp:g}_{tile_size}px_o{over}_{digest}"
     if store.has(KIND, key) and not overwrite:
@@ -177,6 +179,10 @@ def segment_slide(
         "n_windows": len(grid),
         "grid": grid.key,
         "model": {k: v for k, v in vars(model.config).items() if k != "training"},
+        "weights_hash": weights_id,
+        "device": str(model.device),
+        "precision": model.precision,
+        "versions": versions(),
         "params": params,
     }
     stride = tile_size - over

@@ -112,6 +112,11 @@ class Segmenter:
     def __init__(self, net: Any, config: SegConfig, *, device: str = "auto", precision: str = "auto"):
         import torch
 
+        from eosin.models import weights_hash
+
+        #: SHA-256 of the network's state dict as given (before batch-norm folding): what slide segmentations
+        #: are keyed by, so a retrained model (even with the same seed and epochs) never reuses old maps
+        self.weights_hash = weights_hash(net)
         self.config = config
         self.device = select_device(device)
         self.precision = resolve_precision(self.device, precision)

@@ -274,3 +274,85 @@ def test_mean_rule_reads_stored_tile_predictions(cohort):
     for r in rows:
         assert float(r["p_tumour"]) == pytest.approx(expected[r["id"]], abs=1e-5)
     assert json.loads(stdout.strip().splitlines()[-1])["key"] is None  # no attention for a rule
+
+
+def test_run_records_state_the_values_actually_used(trained):
+    """``--epochs 3 --device cpu`` is what run.json and model/config.json say (not the defaults 20 and auto), with
+    the resolved device and precision, the seed, the versions and hashes of the inputs."""
+    import hashlib
+
+    from eosin.io import SlideStore
+
+    run = json.loads((trained["out"] / "run.json").read_text())
+    config = json.loads((trained["out"] / "model" / "config.json").read_text())
+    assert run["params"]["epochs"] == 3 == config["params"]["epochs"]
+    assert run["params"]["device"] == "cpu" == config["params"]["device"]
+    assert run["device"] == "cpu" == config["device"] == config["training"]["device"]
+    assert run["precision"] == "fp32" and run["seed"] == 0 == config["training"]["seed"]
+    assert len(config["history"]) <= 3
+    import torch
+
+    assert run["versions"]["torch"] == torch.__version__ and run["versions"]["eosin"]
+    cohort_csv = trained["root"] / "cohort.csv"
+    assert run["inputs"]["cohort_sha256"] == hashlib.sha256(cohort_csv.read_bytes()).hexdigest()
+    store = SlideStore.open(trained["stores"] / "slide0" / "store.zarr")
+    (key,) = [k for k in store.keys("features") if k.startswith("resnet18--")]
+    assert run["inputs"]["weights_hashes"] == [store.read_group("features", key).attrs["weights_hash"]]
+    assert config["training"]["inputs"] == run["inputs"] and len(run["inputs"]["bags_sha256"]) == 64
+
+
+def _bag(stores, i: int, kind: str, prefix: str) -> np.ndarray:
+    from eosin.io import SlideStore
+
+    store = SlideStore.open(stores / f"slide{i}" / "store.zarr")
+    key = next(k for k in store.keys(kind) if k.startswith(prefix))
+    group = store.read_group(kind, key)
+    return np.asarray(group["proba" if kind == "predictions" else "features"][...], dtype=np.float32)
+
+
+@pytest.mark.parametrize("model", ["thresholds", "vote", "mean", "summary"])
+def test_every_aggregator_is_saved_and_applies_to_new_slides(cohort, model):
+    """``train mil --model vote|mean|thresholds|summary`` saves a model that load_aggregator reads and applies to
+    a slide it never saw (slide8), exactly as the same aggregator fitted here in Python does."""
+    from eosin.aggregate import get_aggregator, load_aggregator
+    from eosin.io import SlideStore
+
+    root, stores = cohort["root"], cohort["stores"]
+    rng = np.random.default_rng(3)
+    for i in range(9):  # DeepSlide-like tile probabilities; slide8 is the new slide
+        store = SlideStore.open(stores / f"slide{i}" / "store.zarr")
+        gkey = store.keys("grids")[0]
+        n = store.read_group("grids", gkey).attrs["n_tiles"]
+        p = rng.uniform(0.2, 0.55, n).astype(np.float32)
+        if i % 2:
+            p[rng.integers(n)] = 0.9
+        proba = np.stack([1 - p, p], axis=1)
+        attrs = {"classes": ["normal", "tumour"], "grid": gkey}
+        store.write_group("predictions", "dsmodel_def456", {"proba": proba}, attrs, overwrite=True)
+    split = ["train"] * 6 + ["test"] * 2
+    csv_path = _write_cohort(root / f"save_{model}.csv", cohort["rows"][:8], split)
+    source, kind = ("resnet18", "features") if model == "summary" else ("dsmodel", "predictions")
+    out = root / f"run_save_{model}"
+    code, stdout, err = _run(
+        ["train", "mil", csv_path, "--features", source, "--out", str(out), "--stores", str(stores)]
+        + ["--model", model, "-q"]
+    )
+    assert code == 0, err
+    assert json.loads(stdout.strip().splitlines()[-1])["models"] == [str(out / "model")]
+    loaded = load_aggregator(out / "model")
+    name = "majority" if model == "vote" else model
+    params = {"bag_kind": "features"} if model == "summary" else {"classes": ["normal", "tumour"]}
+    direct = get_aggregator(name, **params).fit(
+        [_bag(stores, i, kind, source) for i in range(6)], [r[3] for r in cohort["rows"][:6]]
+    )
+    assert type(loaded) is type(direct) and loaded.classes_.tolist() == ["normal", "tumour"]
+    if model == "thresholds":
+        np.testing.assert_array_equal(loaded.thresholds_, direct.thresholds_)
+    test_bags = [_bag(stores, i, kind, source) for i in (6, 7)]
+    with open(out / "predictions.csv") as f:
+        saved = np.array([[float(r["p_normal"]), float(r["p_tumour"])] for r in csv.DictReader(f)])
+    np.testing.assert_allclose(loaded.predict_proba(test_bags), saved, atol=1e-6)
+    if model != "summary":  # slide8 was never embedded, but has tile predictions
+        new = [_bag(stores, 8, kind, source)]
+        np.testing.assert_allclose(loaded.predict_proba(new), direct.predict_proba(new))
+        assert loaded.predict(new) == direct.predict(new)

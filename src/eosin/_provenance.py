@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import sys
 from importlib import metadata
 
 __all__ = ["sha256_file", "versions"]
@@ -15,15 +16,20 @@ _PACKAGES = ("numpy", "torch", "timm", "scikit-learn", "zarr", "onnxruntime")
 
 def versions() -> dict[str, str]:
     """``{"eosin": ..., "python": ..., "numpy": ..., "torch": ...}``: versions of eosin, Python and the installed
-    libraries that compute results (read from package metadata: nothing is imported)."""
+    libraries that compute results (a module's ``__version__`` when it is loaded, else the package metadata:
+    nothing is imported)."""
     from eosin import __version__
 
     out = {"eosin": __version__, "python": platform.python_version()}
     for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+        module = sys.modules.get(name.replace("scikit-learn", "sklearn"))
+        version = getattr(module, "__version__", None)  # the build's own (torch: with its +cu/+cpu label)
+        if version is None:
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        out[name] = str(version)
     return out
 
 

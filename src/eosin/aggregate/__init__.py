@@ -47,7 +47,7 @@ _LAZY = {
     "CLAMSB": "eosin.aggregate._mil",
     "CLAMMB": "eosin.aggregate._mil",
     "TransMIL": "eosin.aggregate._mil",
-    "load_aggregator": "eosin.aggregate._mil",
+    "load_aggregator": "eosin.aggregate._persist",
 }
 
 # registry name -> class name
@@ -95,6 +95,7 @@ def get_aggregator(name: str | Aggregator, **params: Any) -> Aggregator:
 
 if TYPE_CHECKING:  # pragma: no cover
     from eosin.aggregate._base import Aggregator
-    from eosin.aggregate._mil import ABMIL, CLAMMB, CLAMSB, MILAggregator, TransMIL, load_aggregator
+    from eosin.aggregate._mil import ABMIL, CLAMMB, CLAMSB, MILAggregator, TransMIL
+    from eosin.aggregate._persist import load_aggregator
     from eosin.aggregate._rules import MajorityVote, MeanProbability, Thresholds
     from eosin.aggregate._summary import SummaryClassifier

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,6 +101,14 @@ class Aggregator(Params):
         """The predicted class of each slide, ``(n_slides,)``, taken from ``classes_``."""
         proba = self.predict_proba(bags)  # checks fitted before classes_ is read
         return self.classes_[np.argmax(proba, axis=1)]
+
+    def save(self, path: str | os.PathLike[str], *, training: dict[str, Any] | None = None) -> Path:
+        """Write the fitted aggregator to the folder ``path`` (``config.json``, plus ``estimator.skops`` for a
+        summary classifier); :func:`eosin.aggregate.load_aggregator` reads it back. ``training`` is recorded as
+        how it was fitted."""
+        from eosin.aggregate._persist import save_aggregator
+
+        return save_aggregator(self, path, training=training)
 
         if not all(hasattr(self, attr) for attr in self._fitted):
             raise NotFittedError(

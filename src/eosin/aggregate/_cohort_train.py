@@ -22,11 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from eosin._provenance import versions
+from eosin.aggregate._attention import ATTENTION_KIND, write_attention
 from eosin.errors import DataError, StoreError, UsageError
 
 __all__ = [
     "ATTENTION_KIND",
     "CohortBags",
+    "bag_inputs",
     "cohort_splits",
     "load_cohort_bags",
     "model_key",
@@ -36,7 +39,6 @@ __all__ = [
     "write_attention",
 ]
 
-ATTENTION_KIND = "attention"
 #: aggregators whose bags are tile class probabilities (from ``predictions/``), not features
 PROBABILITY_AGGREGATORS = ("majority", "mean", "thresholds")
 #: CLI aliases of registry names
@@ -190,6 +192,25 @@ def _pick_key(store: Any, kind: str, source: str, slide_id: str) -> str:
     return found[0]
 
 
+def bag_inputs(cohort_path: str | os.PathLike[str], bags: CohortBags) -> dict[str, Any]:
+    """What the bags were made from: the cohort file's SHA-256 and a SHA-256 over every slide's bag group (its
+    key, the weights hash of the encoder that made it, its length), plus the distinct weights hashes."""
+    from eosin._provenance import sha256_file
+
+    rows, hashes = [], set()
+    for i in range(len(bags)):
+        attrs = bags.attrs(i)
+        whash = attrs.get("weights_hash")
+        hashes.add(whash)
+        rows.append([str(bags.slide_ids[i]), f"{bags.kind}/{bags.keys[i]}", whash, attrs.get("n_tiles")])
+    digest = hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
+    return {
+        "cohort_sha256": sha256_file(cohort_path),
+        "bags_sha256": digest,
+        "weights_hashes": sorted(h for h in hashes if h),
+    }
+
+
 def cohort_splits(
     bags: CohortBags, *, folds: int | None = None, test_size: float = 0.3, seed: int = 0
 ) -> list[dict[str, np.ndarray]]:
@@ -263,93 +284,6 @@ def model_key(name: str, config: dict[str, Any]) -> str:
     return f"{name}_{digest}"
 
 
-def write_attention(
-    bags: CohortBags,
-    i: int,
-    agg: Any,
-    *,
-    key: str,
-    role: str,
-    heatmap_path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """Write slide ``i``'s per-tile attention into ``attention/<key>`` of its store; draw a heatmap PNG.
-
-    The group holds ``attention`` ``(n_tiles,)`` float32 (sums to 1; rows in the bag's order, which is the grid's
-    tile order) and ``coords`` ``(n_tiles, 2)`` level-0 x, y; its attributes name the aggregator, the bag group,
-    the grid, the classes, the predicted class and the slide's role (``train``/``val``/``test``). The heatmap shows
-    attention divided by its maximum over the slide's thumbnail (needs the slide file the store records).
-
-    Returns
-    -------
-    dict
-        slide_id, store, key, n_tiles, heatmap (path or None), note (why no heatmap, or None).
-    """
-    from eosin.io import SlideStore
-
-    store = SlideStore.open(bags.stores[i])
-    bag = bags[i]
-    attention = agg.attention(bag).astype(np.float32)
-    source = store.read_group(bags.kind, bags.keys[i])
-    src_attrs = dict(source.attrs)
-    coords = np.asarray(source["coords"][...], dtype=np.int64) if "coords" in source else None
-    grid_key = src_attrs.get("grid")
-    if coords is None and grid_key is not None:
-        coords = np.asarray(store.read_group("grids", grid_key)["coords"][...], dtype=np.int64)
-    proba = agg.predict_proba([bag])[0]
-    attrs = {
-        "aggregator": agg.name,
-        "source": f"{bags.kind}/{bags.keys[i]}",
-        "grid": grid_key,
-        "classes": [str(c) for c in agg.classes_],
-        "pred": str(agg.classes_[int(np.argmax(proba))]),
-        "role": role,
-        "order": "rows follow the grid's tile order",
-    }
-    arrays = {"attention": attention}
-    if coords is not None:
-        arrays["coords"] = coords
-    store.write_group(ATTENTION_KIND, key, arrays, attrs, overwrite=True)
-    out = {
-        "slide_id": str(bags.slide_ids[i]),
-        "store": str(store.path),
-        "key": key,
-        "n_tiles": int(attention.size),
-        "heatmap": None,
-        "note": None,
-    }
-    if heatmap_path is not None:
-        out["heatmap"], out["note"] = _attention_heatmap(store, grid_key, attention, heatmap_path)
-    return out
-
-
-def _attention_heatmap(
-    store: Any, grid_key: str | None, attention: np.ndarray, path
-) -> tuple[str | None, str | None]:
-    from eosin.errors import EosinError
-    from eosin.tiles import TileGrid
-    from eosin.train._predict import heatmap
-    from eosin.viz import save_png
-
-    record = store.slide or {}
-    if grid_key is None or record.get("path") is None:
-        return None, "no heatmap: the store records no grid or slide path"
-    group = store.read_group("grids", grid_key)
-    grid = TileGrid.from_group(group, group.attrs)
-    if len(grid) != attention.size:
-        return None, f"no heatmap: the grid has {len(grid)} tiles, the bag {attention.size}"
-    slide_mpp = record.get("mpp_x") if record.get("mpp_source") == "override" else None
-    try:
-        from eosin.slide import open_slide
-
-        with open_slide(record["path"], slide_mpp=slide_mpp) as slide:
-            thumb = slide.thumbnail(max_size=1024)
-            bounds = slide.bounds
-    except (EosinError, OSError) as exc:
-        return None, f"no heatmap: cannot open the slide ({exc})"
-    values = attention / max(float(attention.max()), 1e-12)
-    return str(save_png(path, heatmap(thumb, grid, values, bounds=bounds))), None
-
-
 def train_cohort(
     cohort_path: str | os.PathLike[str],
     source: str,
@@ -379,8 +313,10 @@ def train_cohort(
         predictions).
     out
         Output folder: ``predictions.csv`` (held-out slides, the format of ``eosin evaluate classification``),
-        ``metrics.json`` (slide level, bootstrap 95% CIs resampling patients), ``model/`` (MIL weights, or
-        ``fold<k>/model/`` with ``folds``), ``run.json`` and ``<slide_id>/attention.png`` (MIL).
+        ``metrics.json`` (slide level, bootstrap 95% CIs resampling patients), ``model/`` (every aggregator,
+        :func:`eosin.aggregate.load_aggregator` reads it; ``fold<k>/model/`` with ``folds``), ``run.json`` (the
+        values used: parameters, resolved device and precision, seed, versions, input hashes) and
+        ``<slide_id>/attention.png`` (MIL).
     stores
         Folder of ``<slide stem>/store.zarr`` stores (default: beside each slide file).
     model, params
@@ -428,30 +364,36 @@ def train_cohort(
     elif name == "summary":
         params.setdefault("bag_kind", "features")
     is_mil = hasattr(probe, "attention")
+    if is_mil:  # the values used become the model's parameters, so every record states them
+        given = {"epochs": epochs, "lr": lr, "seed": seed, "device": device}
+        params.update({k: v for k, v in given.items() if v is not None})
     splits = cohort_splits(bags, folds=folds, test_size=test_size, seed=seed)
     config = {"aggregator": name, "params": probe.set_params(**params).get_params(), "source": source}
     key = model_key(name, {**config, "out": str(out.resolve())})
+    inputs = bag_inputs(cohort_path, bags)
     out.mkdir(parents=True, exist_ok=True)
 
     test_rows, test_proba, fold_of, attention_records = [], [], [], []
-    classes = None
-    saved = []
+    classes, saved, resolved = None, [], {"device": "cpu", "precision": None}
     for k, sets in enumerate(splits):
         train, val, test = (bags.subset(sets[s]) for s in ("train", "val", "test"))
         agg = get_aggregator(name, **params)
         if is_mil:
             fit_val = (val, val.labels) if len(val) else None
-            agg.fit(train, train.labels, val=fit_val, epochs=epochs, lr=lr, seed=seed, device=device)
+            agg.fit(train, train.labels, val=fit_val)
+            dev = agg.device_
+            resolved = {"device": str(dev), "precision": "fp16" if dev.type == "cuda" else "fp32"}
         else:
             agg.fit(train, train.labels)
         classes = [str(c) for c in agg.classes_] if classes is None else classes
         test_proba.append(agg.predict_proba(test))
         test_rows.extend(sets["test"].tolist())
         fold_of.extend([k] * len(test))
+        folder = out / "model" if folds is None else out / f"fold{k}" / "model"
+        training = {"source": source, "fold": k if folds else None, "n_train": len(train), "n_val": len(val)}
+        saved.append(str(agg.save(folder, training={**training, **resolved, "seed": seed, "inputs": inputs})))
         if not is_mil:
             continue
-        folder = out / "model" if folds is None else out / f"fold{k}" / "model"
-        saved.append(str(agg.save(folder)))
         roles = {int(i): r for r in ("train", "val", "test") for i in sets[r]}
         # with folds a slide's attention comes from the model that held it out; otherwise from the one model
         targets = sets["test"] if folds else np.array(sorted(roles))
@@ -514,6 +456,10 @@ def train_cohort(
         },
         "heatmaps": sum(1 for r in attention_records if r["heatmap"]),
         "params": config["params"],
+        **resolved,
+        "seed": seed,
+        "inputs": inputs,
+        "versions": versions(),
     }
     atomic_write_text(out / "run.json", json.dumps(summary, indent=2, default=str))
     return summary

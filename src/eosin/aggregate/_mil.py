@@ -8,10 +8,7 @@ runs under automatic mixed precision (float16 with a gradient scaler).
 from __future__ import annotations
 
 import copy
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ from eosin.aggregate._base import Aggregator, Bags, check_bag, check_labels
 from eosin.aggregate._mil_nets import ABMILNet, CLAMNet, TransMILNet
 from eosin.errors import StoreError, UnknownNameError, UsageError
 
-__all__ = ["ABMIL", "CLAMMB", "CLAMSB", "MILAggregator", "TransMIL", "load_aggregator"]
+__all__ = ["ABMIL", "CLAMMB", "CLAMSB", "MILAggregator", "TransMIL", "load_mil"]
 
 _FORMAT = "eosin.aggregate/1"
 
@@ -146,48 +143,39 @@ class MILAggregator(Aggregator):
             scores = self._forward([bag], 0)[1].float().cpu().numpy().astype(np.float64)
         return scores / max(scores.sum(), 1e-12)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, training: dict[str, Any] | None = None) -> Path:
         """Write the trained aggregator to the folder ``path``: ``weights.safetensors`` and ``config.json``.
 
-        ``config.json`` holds the aggregator name, its parameters, the classes and the feature width. The folder
-        is written aside and renamed into place, so ``path`` is either the old checkpoint or the new one.
+        ``config.json`` holds the aggregator name, its parameters, the classes, the feature width, the training
+        history, the device it was trained on, the software versions and ``training`` (how it was trained, as
+        ``eosin train mil`` records it). The folder is written aside and renamed into place, so ``path`` is
+        either the old checkpoint or the new one.
         """
         from safetensors.torch import save_file
 
+        from eosin.aggregate._persist import base_config, write_folder
+
         self._check_fitted()
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         config = {
-            "format": _FORMAT,
-            "aggregator": self.name,
-            "params": self.get_params(),
-            "classes": self.classes_.tolist(),
+            **base_config(self, training),
             "n_features": int(self.n_features_),
             "history": self.history_,
+            "device": str(self.device_),
         }
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+
+        def weights(folder: Path) -> None:
             state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-            save_file(state, tmp / "weights.safetensors", metadata={"format": _FORMAT})
-            (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-            if target.exists():
-                old = target.with_name(f".{target.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+            save_file(state, folder / "weights.safetensors", metadata={"format": _FORMAT})
+
+        return write_folder(path, config, weights)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> MILAggregator:
         """Read an aggregator written by :meth:`save` (of this class, or any MIL class when called on the base)."""
+        from eosin.aggregate._persist import load_aggregator
+
         agg = load_aggregator(path, device=device)
-        if cls is not MILAggregator and not isinstance(agg, cls):
+        if not isinstance(agg, cls):
             raise UsageError(
                 f"{path} holds a {type(agg).__name__}, not a {cls.__name__}.", fix="use load_aggregator"
             )
@@ -424,27 +412,18 @@ class TransMIL(MILAggregator):
 _MIL_CLASSES: dict[str, type[MILAggregator]] = {c.name: c for c in (ABMIL, CLAMSB, CLAMMB, TransMIL)}
 
 
-def load_aggregator(path: str | os.PathLike[str], *, device: str = "cpu") -> MILAggregator:
-    """Read an attention-MIL aggregator written by :meth:`MILAggregator.save`, ready to predict.
-
-    Raises
-    ------
-    StoreError
-        When ``path`` is not such a folder or its weights do not fit its configuration.
-    """
+def load_mil(folder: Path, config: dict[str, Any], *, device: str = "cpu") -> MILAggregator:
+    """The attention-MIL aggregator of a saved folder whose ``config.json`` is ``config`` (see
+    :func:`eosin.aggregate.load_aggregator`)."""
     from safetensors.torch import load_file
 
-    folder = Path(path)
-    config_path, weights_path = folder / "config.json", folder / "weights.safetensors"
-    if not (config_path.is_file() and weights_path.is_file()):
+    weights_path = folder / "weights.safetensors"
+    if not weights_path.is_file():
         raise StoreError(
-            "not an eosin aggregator checkpoint (expected config.json and weights.safetensors).",
+            "not an eosin MIL checkpoint (expected weights.safetensors beside config.json).",
             path=folder,
             fix="pass the folder written by save()",
         )
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if config.get("format") != _FORMAT or config.get("aggregator") not in _MIL_CLASSES:
-        raise StoreError(f"unknown checkpoint format {config.get('format')!r}.", path=folder)
     agg = _MIL_CLASSES[config["aggregator"]](**config["params"])
     classes = np.asarray(config["classes"])
     model = agg._network(config["n_features"], len(classes))

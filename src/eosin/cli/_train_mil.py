@@ -64,8 +64,10 @@ def mil(cohort, source, out, stores, model, epochs, lr, folds, test_size, seed, 
     Each slide's bag is the features group of --features in its store. Patients are split (the split column,
     else a stratified patient-level split, or --folds); the model is trained on the training patients and scored on
     the held-out ones. OUT gets predictions.csv (for eosin evaluate classification), metrics.json (bootstrap 95%
-    CIs), model/ (weights.safetensors + config.json) and, for attention models, <slide_id>/attention.png; every
-    store gets attention/<key>. One JSON summary on stdout; exit 1 when some slides had no bag.
+    CIs), model/ (every aggregator, rules included: config.json, plus weights.safetensors or estimator.skops;
+    eosin.aggregate.load_aggregator reads it), run.json (the values used, resolved device, versions, input
+    hashes) and, for attention models, <slide_id>/attention.png; every store gets attention/<key>. One JSON
+    summary on stdout; exit 1 when some slides had no bag.
     """
     from eosin.aggregate._cohort_train import train_cohort
 

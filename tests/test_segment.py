@@ -246,6 +246,8 @@ def test_train_seg_command_writes_a_checkpoint(tmp_path):
     assert len(record["val"]) == 1 and len(record["train"]) == 2
     config = json.loads((tmp_path / "ck" / "config.json").read_text())
     assert config["training"]["val"] == record["val"] and (tmp_path / "ck" / "model.safetensors").is_file()
+    assert config["training"]["epochs"] == 1 and config["training"]["device"] == "cpu"  # resolved, not "auto"
+    assert config["training"]["versions"]["eosin"] and config["training"]["precision"] in ("fp32", "bf16")
 
 
 @pytest.mark.torch

@@ -139,6 +139,9 @@ def test_train_and_predict_commands(tmp_path):
         main([*args, "--probe", "linear", "--input-size", "32", "--workers", "0", "--val-fraction", "0.25"])
         == 0
     )
+    config = json.loads((ckpt / "config.json").read_text())  # what was actually used, resolved
+    assert config["training"]["device"] == "cpu" and config["versions"]["eosin"]
+    assert config["initial_weights"] == {"file": None, "sha256": None, "seed": 0}
     assert main(["train", "tiles", str(CRC), "--encoder", "resnet1", "--out", str(ckpt)]) == 2
     out = tmp_path / "tiled"
     svs = require(SLIDES / "CMU-1-Small-Region.svs")
@@ -161,6 +164,7 @@ def test_train_and_predict_commands(tmp_path):
     from eosin._device import cpu_has_native_bf16
 
     assert group.attrs["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")  # what auto picks
+    assert group.attrs["device"] == "cpu" and group.attrs["versions"]["torch"] == torch.__version__
     np.testing.assert_array_equal(np.asarray(group["coords"]), grid.coords)
     np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-5)
     rows = list(csv.DictReader((out / svs.stem / "predictions.csv").read_text().splitlines()))

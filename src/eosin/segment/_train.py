@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from eosin._provenance import versions
 from eosin.errors import UsageError
 from eosin.segment._data import Augment, CropSampler, SegSample, load_pairs, pair_files
 from eosin._device import autocast, resolve_precision, select_device
@@ -187,6 +188,8 @@ def train_segmenter(
         "encoder_weights": encoder_weights,
         "seed": seed,
         "precision": precision,
+        "device": str(dev),
+        "versions": versions(),
         "images": os.fspath(images),
         "masks": os.fspath(masks),
         "instances": None if instances is None else os.fspath(instances),

@@ -39,13 +39,22 @@ def _encoder(encoder: Any, weights: Any, tiny: bool, input_size: int | None):
 
 
 def _meta(encoder, table: TileTable, params: dict[str, Any], mpp: float | None, tiny: bool) -> dict[str, Any]:
+    from eosin._provenance import versions
+
     return {
         "input_size": encoder.input_size,
         "mpp": mpp,
         "tiny": tiny,
         "weights": None if params.get("weights") is None else str(params["weights"]),
+        # the starting weights: a file and its SHA-256, or the seed of a random initialisation
+        "initial_weights": {
+            "file": encoder.weights_file,
+            "sha256": encoder.weights_sha256,
+            "seed": encoder.seed,
+        },
         "training": {**{k: v for k, v in params.items() if k != "weights"}, "n_tiles": len(table)},
         "class_counts": table.counts(),
+        "versions": versions(),
     }
 
 
@@ -131,6 +140,7 @@ def fit_tiles(
             "monitor": monitor,
             "seed": seed,
             "precision": precision,
+            "device": str(dev),
             "probe": "finetune",
         },
         mpp,
@@ -343,6 +353,7 @@ def fit_probe_tiles(
         "k": k,
         "c": c,
         "batch_size": batch_size,
+        "device": str(next(enc.parameters()).device),
     }
     model.meta = _meta(enc, train, params, mpp, tiny)
     return model.to(next(enc.parameters()).device).eval()

@@ -64,6 +64,7 @@ def predict_store(
     if slide_mpp is None and record.get("mpp_source") == "override":
         slide_mpp = record.get("mpp_x")
     from eosin._device import resolve_precision
+    from eosin._provenance import versions
 
     dev = next(model.parameters()).device
     precision = resolve_precision(dev, precision)
@@ -91,6 +92,8 @@ def predict_store(
         "read_mpp": read.mpp,
         "read_tile_size": read.tile_size,
         "precision": precision,
+        "device": str(dev),
+        "versions": versions(),
         "order": "rows follow the grid's tile order",
     }
     store.write_group(

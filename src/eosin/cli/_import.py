@@ -20,11 +20,21 @@ def import_():
     help="The slide's store (created when absent).",
 )
 @click.option("--key", default=None, help="Store key (default: <file stem>--imported).")
-def features(h5, store_path, key):
-    """A CLAM/TRIDENT/STAMP feature file (features or feats, coords) into a store's features group."""
-    from eosin.io import SlideStore
-    from eosin.io._features_h5 import import_features
+@click.option(
+    "--slide-mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Level-0 microns per pixel of the slide, to turn coordinates in microns (STAMP) into pixels "
+    "(default: the mpp the store records for its slide).",
+)
+def features(h5, store_path, key, slide_mpp):
+    """A CLAM/TRIDENT/STAMP feature file (features or feats, coords) into a store's features group.
 
-    key = import_features(SlideStore.create(store_path), h5, key=key)
+    Coordinates are stored as level-0 pixels: STAMP's microns are converted with the slide's mpp, and a file in
+    microns is refused when that mpp is unknown.
+    """
+    from eosin.io import SlideStore, import_features
+
+    key = import_features(SlideStore.create(store_path), h5, key=key, slide_mpp=slide_mpp)
     click.echo(f"{h5} -> {store_path} features/{key}", err=True)
     return 0

@@ -6,18 +6,13 @@ from pathlib import Path
 
 import click
 
-from eosin.cli._common import echo_json, expand_inputs
+from eosin.cli._common import echo_json, expand_inputs, slide_mpp_option
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of records on stdout.")
-@click.option(
-    "--slide-mpp",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Level-0 microns per pixel to use instead of the slide's own (missing or wrong) value.",
-)
+@slide_mpp_option
 @click.option(
     "--backend", default=None, help="Reader to use: openslide, tiffslide, dicom, image (default: automatic)."
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from eosin.cli._common import echo_json, precision_option
+from eosin.cli._common import echo_json, precision_option, slide_mpp_option
 
 
 @click.command()
@@ -47,7 +47,7 @@ from eosin.cli._common import echo_json, precision_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
 @precision_option("Autocast of the encoder")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Tile-decoding processes.")
-@click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None)
+@slide_mpp_option
 @click.option("-q", "--quiet", is_flag=True, help="Accepted for symmetry with other commands.")
 def predict(
     paths,

@@ -72,6 +72,9 @@ def qc(paths, out, mpp, tile_size, min_tissue, slide_mpp, backend, workers, sche
         else:
             rows.append(
                 {
+                    **getattr(
+                        result.error, "record", {}
+                    ),  # no tile at the threshold: the metrics were measured
                     "name": job.path.name,
                     "slide": str(job.path),
                     "status": "failed",

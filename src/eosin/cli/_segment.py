@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from eosin.cli._common import echo_json, precision_option
+from eosin.cli._common import echo_json, precision_option, slide_mpp_option
 
 #: inputs up to this many pixels with one level are segmented whole at their own resolution (unless --mpp)
 IMAGE_PIXELS = 64_000_000
@@ -50,12 +50,7 @@ IMAGE_PIXELS = 64_000_000
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
 @precision_option("Autocast of inference")
-@click.option(
-    "--slide-mpp",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Level-0 µm/px overriding the slide's own.",
-)
+@slide_mpp_option
 @click.option(
     "--workers",
     type=click.IntRange(min=0),

@@ -1,18 +1,30 @@
 """Storage and interchange: the per-slide zarr store, atomic writes, GeoJSON for QuPath, tile tables."""
 
 from eosin.io._atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
+from eosin.io._features_h5 import (
+    FeatureBag,
+    export_features,
+    import_features,
+    read_features_h5,
+    write_features_h5,
+)
 from eosin.io._geojson import features_from_masks, mask_to_polygons, read_geojson, write_geojson
 from eosin.io._store import SlideStore, StoreGroup
 
 __all__ = [
+    "FeatureBag",
     "SlideStore",
     "StoreGroup",
     "atomic_open",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "export_features",
     "features_from_masks",
+    "import_features",
     "mask_to_polygons",
+    "read_features_h5",
     "read_geojson",
+    "write_features_h5",
     "write_geojson",
 ]

@@ -1,16 +1,23 @@
-"""Tile features in the HDF5 layout other tools write and read (CLAM, TRIDENT, STAMP/KatherLab).
+"""Tile features in the HDF5 layout other tools write and read (CLAM, TRIDENT, STAMP/KatherLab), units kept.
 
-What those files hold (one file per slide):
+What those files hold (one file per slide), as their own writers and readers use it:
 
-- CLAM (``create_patches_fp`` / ``extract_features_fp``): ``features`` (n, d) float32 and ``coords`` (n, 2) int
-  level-0 x, y; ``coords`` attributes ``patch_size`` and ``patch_level``.
-- TRIDENT: the same two datasets; ``coords`` attributes include ``patch_size``, ``patch_size_level0``,
-  ``target_magnification`` and ``level0_magnification``.
-- STAMP / KatherLab: ``feats`` (n, d) and ``coords`` (n, 2); older files carry ``metadata`` (tile file names) instead
-  of coordinates.
+- CLAM (``create_patches_fp`` / ``extract_features_fp``): ``features`` (n, d) and ``coords`` (n, 2) int level-0
+  x, y; the ``coords`` dataset's attributes ``patch_size`` and ``patch_level`` say what to read at each coordinate
+  (``read_region(coord, patch_level, (patch_size, patch_size))``), with ``downsample``, ``level_dim``,
+  ``downsampled_level_dim`` and ``name``.
+- TRIDENT (``coords_to_h5``; its slide encoders read ``coords.attrs``): ``features`` and ``coords`` level-0 x, y;
+  ``coords`` attributes ``patch_size`` (pixels at the target magnification), ``patch_size_level0``,
+  ``level0_magnification``, ``target_magnification``, ``overlap``, ``name``, ``level0_width``, ``level0_height``.
+- STAMP v2 (``stamp preprocess``): ``feats`` (n, d) and ``coords`` (n, 2) **in microns**, with file attributes
+  ``unit="um"``, ``tile_size_um`` (``tile_size`` before v2.1), ``tile_size_px``, ``extractor``, ``feat_type``.
+  Older KatherLab files hold integer pixel coordinates without a unit, or tile names (``metadata``) instead;
+  "historic" STAMP files have no unit and a coordinate step of 224, meaning 224 px per 256 µm.
 
 eosin stores features as a ``features/<key>`` group of the slide's store (docs/format.md): arrays ``features``
-and (when known) ``coords``; tile names, when a file has them instead of coordinates, in the attribute ``names``.
+and (when known) ``coords`` **in level-0 pixels**; tile names, when a file has them instead of coordinates, in the
+attribute ``names``. Import converts microns to level-0 pixels with the slide's mpp and refuses when it has none;
+export writes each tool's units and attributes and refuses a layout whose attributes it cannot fill.
 """
 
 from __future__ import annotations
@@ -22,16 +29,24 @@ from typing import Any
 
 import numpy as np
 
-from eosin.errors import EosinError, UsageError
+from eosin.errors import DataError, EosinError, MissingResolutionError, UsageError
 
 __all__ = ["FeatureBag", "read_features_h5", "write_features_h5", "import_features", "export_features"]
 
 _FEATURE_NAMES = ("features", "feats")
+_MICRONS = ("um", "µm", "micron", "microns", "micrometer", "micrometre")
+_PIXELS = ("px", "pixel", "pixels")
+LAYOUTS = ("clam", "trident", "stamp")
 
 
 @dataclass
 class FeatureBag:
-    """Features of one slide's tiles: ``features`` (n, d), level-0 ``coords`` (n, 2) or None, tile ``names``."""
+    """Features of one slide's tiles: ``features`` (n, d), level-0 pixel ``coords`` (n, 2) or None, tile ``names``.
+
+    ``attrs`` holds the file's own attributes and what reading it established: ``source_unit`` (``"px"``,
+    ``"um"`` or ``"stamp-224px-per-256um"``), ``source_mpp`` (the mpp used to convert microns), and, when known,
+    ``patch_size_level0`` (level-0 side of a tile).
+    """
 
     features: np.ndarray
     coords: np.ndarray | None = None
@@ -42,8 +57,25 @@ class FeatureBag:
         return int(self.features.shape[0])
 
 
-def read_features_h5(path: str | os.PathLike[str]) -> FeatureBag:
-    """Read a CLAM/TRIDENT/STAMP feature file; a clear error names what is missing."""
+def read_features_h5(path: str | os.PathLike[str], *, mpp: float | None = None) -> FeatureBag:
+    """Read a CLAM/TRIDENT/STAMP feature file, coordinates converted to level-0 pixels.
+
+    Parameters
+    ----------
+    path
+        The ``.h5`` file.
+    mpp
+        The slide's level-0 microns per pixel; needed (and only used) when the file's coordinates are in microns.
+
+    Raises
+    ------
+    MissingResolutionError
+        The coordinates are in microns and no ``mpp`` was given.
+    DataError
+        The coordinates are in a unit eosin cannot interpret.
+    EosinError
+        Not an HDF5 file, no feature dataset, or coordinates that do not match the features.
+    """
     import h5py
 
     path = Path(path)
@@ -66,18 +98,18 @@ def read_features_h5(path: str | os.PathLike[str]) -> FeatureBag:
             features = features[0]
         if features.ndim != 2:
             raise EosinError(f"'{name}' has shape {features.shape}; expected (tiles, dims).", path=path)
-        coords = names = None
-        attrs: dict[str, Any] = {"source_dataset": name}
+        attrs: dict[str, Any] = {k: _plain(v) for k, v in handle.attrs.items()}
+        attrs["source_dataset"] = name
+        raw = names = None
+        coord_attrs: dict[str, Any] = {}
         if "coords" in handle:
-            coords = np.asarray(handle["coords"])
-            if coords.ndim == 3 and coords.shape[0] == 1:
-                coords = coords[0]
-            coords = coords.astype(np.int64)
-            attrs.update({k: _plain(v) for k, v in handle["coords"].attrs.items()})
-            if coords.shape != (features.shape[0], 2):
+            raw = np.asarray(handle["coords"])
+            if raw.ndim == 3 and raw.shape[0] == 1:
+                raw = raw[0]
+            coord_attrs = {k: _plain(v) for k, v in handle["coords"].attrs.items()}
+            if raw.shape != (features.shape[0], 2):
                 raise EosinError(
-                    f"coords has shape {coords.shape} but there are {features.shape[0]} feature rows.",
-                    path=path,
+                    f"coords has shape {raw.shape} but there are {features.shape[0]} feature rows.", path=path
                 )
         if "metadata" in handle:
             names = [
@@ -85,7 +117,69 @@ def read_features_h5(path: str | os.PathLike[str]) -> FeatureBag:
             ]
             if len(names) != features.shape[0]:
                 names = None
+    attrs.update(coord_attrs)
+    coords = None if raw is None else _to_level0(path, raw, name, attrs, coord_attrs, mpp)
     return FeatureBag(features=features, coords=coords, names=names, attrs=attrs)
+
+
+def _to_level0(
+    path: Path, raw: np.ndarray, dataset: str, attrs: dict[str, Any], coord_attrs: dict, mpp: float | None
+) -> np.ndarray:
+    """Level-0 pixel coordinates from a file's ``coords``; records ``source_unit`` (and more) in ``attrs``."""
+    unit = attrs.pop("unit", None)  # the group stores level-0 pixels; the file's unit is kept as source_unit
+    unit = unit.strip().lower() if isinstance(unit, str) else unit
+    if unit is None and dataset == "feats" and not coord_attrs and _step(raw) == 224:
+        # STAMP's own rule for its first format: a step of 224 means 224 px per 256 µm
+        attrs.update(source_unit="stamp-224px-per-256um", tile_size_um=256.0, tile_size_px=224)
+        microns = raw.astype(np.float64) / 224 * 256
+    elif unit in _MICRONS:
+        attrs["source_unit"] = "um"
+        size = attrs.get("tile_size_um", attrs.get("tile_size"))
+        if size is None:
+            raise DataError(
+                "the coordinates are in microns but the file states no tile size (tile_size_um).",
+                path=path,
+                fix="re-extract the features with a tool that records tile_size_um (STAMP >= 2)",
+            )
+        attrs["tile_size_um"] = float(size)
+        microns = raw.astype(np.float64)
+    elif unit is None or unit in _PIXELS:
+        attrs["source_unit"] = "px"
+        if not np.allclose(raw, np.rint(raw)):
+            raise DataError(
+                "the coordinates have fractions but no unit attribute; they are not level-0 pixels.",
+                path=path,
+                fix="STAMP files in microns need the file attribute unit='um' and tile_size_um",
+            )
+        if (
+            "patch_size_level0" not in attrs
+            and int(attrs.get("patch_level", -1)) == 0
+            and "patch_size" in attrs
+        ):
+            attrs["patch_size_level0"] = int(attrs["patch_size"])  # CLAM at level 0
+        return np.rint(raw).astype(np.int64)
+    else:
+        raise DataError(
+            f"coordinates in unit {unit!r}, which eosin cannot interpret (it reads 'um' and 'px').",
+            path=path,
+            fix="convert the coordinates to microns (unit='um') or level-0 pixels",
+        )
+    if mpp is None:
+        raise MissingResolutionError(
+            "the coordinates are in microns; turning them into level-0 pixels needs the slide's microns per pixel.",
+            path=path,
+            fix="give --slide-mpp X (Python: mpp=X), or import into the store eosin made for that slide",
+        )
+    attrs["source_mpp"] = float(mpp)
+    attrs["patch_size_level0"] = int(round(attrs["tile_size_um"] / mpp))
+    return np.rint(microns / mpp).astype(np.int64)
+
+
+def _step(coords: np.ndarray) -> float | None:
+    """The smallest non-zero step between coordinates along x or y (the tile stride of a regular grid)."""
+    steps = [np.diff(np.unique(coords[:, i])) for i in (0, 1)]
+    steps = np.concatenate([s[s > 0] for s in steps])
+    return float(steps.min()) if steps.size else None
 
 
 def write_features_h5(
@@ -94,41 +188,139 @@ def write_features_h5(
     *,
     layout: str = "clam",
     patch_size_level0: int | None = None,
+    patch_size: int | None = None,
+    mpp: float | None = None,
+    level0_size: tuple[int, int] | None = None,
+    level0_magnification: float | None = None,
+    overlap: int | None = None,
+    name: str | None = None,
+    encoder: str | None = None,
 ) -> None:
-    """Write ``bag`` as a CLAM (``layout="clam"``), TRIDENT (``"trident"``) or STAMP (``"stamp"``) file, atomically."""
+    """Write ``bag`` (level-0 pixel coordinates) as a CLAM, TRIDENT or STAMP file, atomically.
+
+    Each keyword falls back to ``bag.attrs`` under the same name. ``patch_size_level0`` is the level-0 side of a
+    tile, ``patch_size`` its side in the pixels the encoder saw, ``mpp`` the slide's level-0 microns per pixel.
+    CLAM needs ``patch_size_level0``; TRIDENT also a level-0 magnification (``level0_magnification`` or, as
+    TRIDENT itself does, one derived from ``mpp``); STAMP with coordinates needs ``mpp`` (it stores microns).
+    A layout whose attributes cannot be filled is refused with a :class:`~eosin.errors.UsageError`.
+    """
     import h5py
 
     from eosin.io._atomic import atomic_path
 
-    if layout not in ("clam", "trident", "stamp"):
+    if layout not in LAYOUTS:
         raise UsageError(f"unknown layout {layout!r}; choose clam, trident or stamp")
     if bag.coords is None and layout != "stamp":
         raise UsageError(f"the {layout} layout needs tile coordinates; these features have none")
+    a = bag.attrs
+    size0 = _first(patch_size_level0, a.get("patch_size_level0"))
+    size = _first(patch_size, a.get("tile_size_px"), size0)
+    mpp = _first(mpp, a.get("source_mpp"))
+    dims = _first(level0_size, a.get("level0_size"))
+    mag0 = _first(level0_magnification, a.get("level0_magnification"))
+    overlap = _first(overlap, a.get("overlap"), 0)
+    name = _first(name, a.get("name"))
+    encoder = _first(encoder, a.get("encoder"), a.get("extractor"))
+    coords = None if bag.coords is None else np.asarray(bag.coords, np.int64)
+    if coords is not None and size0 is None:
+        raise UsageError(
+            f"the {layout} layout states the tiles' level-0 size, which these features do not record.",
+            fix="export features that eosin computed on a grid, or give patch_size_level0",
+        )
+    attrs: dict[str, Any] = {}
+    root: dict[str, Any] = {}
+    if layout == "clam" and coords is not None:
+        attrs = {
+            "patch_size": int(size0),
+            "patch_level": 0,
+            "downsample": [1.0, 1.0],
+            "patch_size_level0": int(size0),
+        }
+        if dims is not None:
+            attrs.update(level_dim=[int(d) for d in dims], downsampled_level_dim=[int(d) for d in dims])
+    elif layout == "trident":
+        if mag0 is None and mpp is not None:
+            mag0 = _magnification_from_mpp(float(mpp))
+        if mag0 is None:
+            raise UsageError(
+                "the trident layout states the level-0 magnification, and neither it nor the slide's mpp is known.",
+                fix="export from the store of a slide with a trustworthy mpp, or give --slide-mpp X",
+            )
+        attrs = {
+            "patch_size": int(size),
+            "patch_size_level0": int(size0),
+            "level0_magnification": float(mag0),
+            "target_magnification": float(mag0) * int(size) / int(size0),
+            "overlap": int(overlap),
+        }
+        if dims is not None:
+            attrs.update(level0_width=int(dims[0]), level0_height=int(dims[1]))
+    elif layout == "stamp" and coords is not None:
+        if mpp is None:
+            raise UsageError(
+                "the stamp layout stores coordinates in microns, and the slide's mpp is not known.",
+                fix="export from the store of a slide with a trustworthy mpp, or give --slide-mpp X",
+            )
+        root = {"unit": "um", "tile_size_um": float(size0) * float(mpp), "tile_size_px": int(size)}
+    if layout == "stamp":
+        root.update(feat_type="tile", **({"extractor": str(encoder)} if encoder else {}))
+    if name is not None and layout != "stamp":
+        attrs["name"] = str(name)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
-        handle.create_dataset("feats" if layout == "stamp" else "features", data=bag.features)
-        if bag.coords is not None:
-            coords = handle.create_dataset("coords", data=np.asarray(bag.coords, np.int64))
-            size = patch_size_level0 if patch_size_level0 is not None else bag.attrs.get("patch_size_level0")
-            if size is not None:
-                # coordinates are level-0 pixels: the patch size at level 0 is the size CLAM reads at level 0
-                coords.attrs["patch_size"] = int(size)
-                coords.attrs["patch_level"] = 0
-                coords.attrs["patch_size_level0"] = int(size)
+        feats = handle.create_dataset("feats" if layout == "stamp" else "features", data=bag.features)
+        if encoder and layout != "stamp":
+            feats.attrs["encoder"] = str(encoder)
+        handle.attrs.update(root)
+        if coords is not None:
+            data = coords * float(mpp) if root.get("unit") == "um" else coords
+            handle.create_dataset("coords", data=data).attrs.update(attrs)
         if bag.names is not None:
             handle.create_dataset(
                 "metadata", data=np.array(bag.names, dtype=object), dtype=h5py.string_dtype()
             )
 
 
-def import_features(store: Any, path: str | os.PathLike[str], *, key: str | None = None) -> str:
-    """Read a feature file into ``store`` under ``features/<key>`` (default: ``<file stem>--imported``)."""
-    bag = read_features_h5(path)
+def _magnification_from_mpp(mpp: float) -> float:
+    """TRIDENT's own magnification bins for a level-0 mpp (``WSI._fetch_magnification``)."""
+    for limit, mag in ((0.16, 80), (0.2, 60), (0.3, 40), (0.6, 20), (1.2, 10), (2.4, 5)):
+        if mpp < limit:
+            return float(mag)
+    raise UsageError(f"a level-0 resolution of {mpp} µm/px is below 5x; TRIDENT has no magnification for it")
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def store_mpp(store: Any) -> float | None:
+    """The level-0 mpp recorded for the store's slide when it is trustworthy (or an override), else ``None``."""
+    record = store.slide or {}
+    bad = {"missing-mpp", "implausible-mpp"}
+    if record.get("mpp_source") != "override" and any(
+        p.get("code") in bad for p in record.get("problems", [])
+    ):
+        return None
+    mpp = record.get("mpp_x")
+    return float(mpp) if mpp else None
+
+
+def import_features(
+    store: Any, path: str | os.PathLike[str], *, key: str | None = None, slide_mpp: float | None = None
+) -> str:
+    """Read a feature file into ``store`` under ``features/<key>`` (default: ``<file stem>--imported``).
+
+    Coordinates in microns (STAMP) are converted to level-0 pixels with ``slide_mpp``, or else the mpp the store
+    records for its slide; without either they are refused (:class:`~eosin.errors.MissingResolutionError`).
+    """
+    mpp = slide_mpp if slide_mpp is not None else store_mpp(store)
+    bag = read_features_h5(path, mpp=mpp)
     key = key or f"{Path(path).stem}--imported"
     arrays: dict[str, np.ndarray] = {"features": bag.features}
     if bag.coords is not None:
         arrays["coords"] = bag.coords
     attrs = {
         **bag.attrs,
+        "coords_unit": "level-0 px" if bag.coords is not None else None,
         "names": bag.names,
         "source": str(Path(path).resolve()),
         "n_tiles": len(bag),
@@ -139,16 +331,46 @@ def import_features(store: Any, path: str | os.PathLike[str], *, key: str | None
 
 
 def export_features(
-    store: Any, key: str | None, path: str | os.PathLike[str], *, layout: str = "clam"
+    store: Any,
+    key: str | None,
+    path: str | os.PathLike[str],
+    *,
+    layout: str = "clam",
+    slide_mpp: float | None = None,
+    patch_size_level0: int | None = None,
 ) -> int:
-    """Write a stored ``features/<key>`` group as an HDF5 file in ``layout``; returns the number of tiles."""
+    """Write a stored ``features/<key>`` group as an HDF5 file in ``layout``; returns the number of tiles.
+
+    Tile sizes, overlap and magnification come from the grid the features were computed on (or the imported
+    file's attributes); the level-0 mpp from ``slide_mpp``, the store's slide record, or the imported file.
+    ``patch_size_level0`` states the level-0 tile side for features imported from a file that did not.
+    """
     from eosin.io._export import pick_key
 
     group = store.read_group("features", pick_key(store, "features", key))
+    attrs = dict(group.attrs)
     coords = np.asarray(group["coords"]) if "coords" in group else None
-    names = group.attrs.get("names")
-    bag = FeatureBag(np.asarray(group["features"]), coords, names, dict(group.attrs))
-    write_features_h5(path, bag, layout=layout, patch_size_level0=group.attrs.get("patch_size_level0"))
+    bag = FeatureBag(np.asarray(group["features"]), coords, attrs.get("names"), attrs)
+    geometry: dict[str, Any] = {}
+    gkey = attrs.get("grid")
+    if gkey and "grids" in store.kinds() and gkey in store.keys("grids"):
+        grid = store.read_group("grids", gkey).attrs
+        geometry = {
+            "patch_size_level0": int(round(grid["extent"])),
+            "patch_size": int(grid["tile_size"]),
+            "overlap": int(grid.get("overlap", 0)),
+        }
+    record = store.slide or {}
+    if record.get("width") and record.get("height"):
+        geometry["level0_size"] = (int(record["width"]), int(record["height"]))
+    mpp = slide_mpp if slide_mpp is not None else store_mpp(store)
+    if mpp is None and record.get("objective_power"):  # TRIDENT itself derives it from the mpp first
+        geometry["level0_magnification"] = float(record["objective_power"])
+    if record.get("path"):
+        geometry["name"] = Path(record["path"]).stem
+    if patch_size_level0 is not None:
+        geometry["patch_size_level0"] = int(patch_size_level0)
+    write_features_h5(path, bag, layout=layout, mpp=mpp, **geometry)
     return len(bag)
 
 

@@ -49,10 +49,13 @@ def qc_stage(
 ) -> dict[str, Any]:
     """QC one slide; write pictures and ``metrics.json`` into ``job.out_dir`` and ``qc/<grid key>`` into its store.
 
-    The tile grid is at ``mpp`` when the slide's resolution is trustworthy (or ``slide_mpp`` overrides it),
-    else at the slide's native resolution (downsample 1); the tiles are read to measure their focus.
+     The tile grid is at ``mpp`` when the slide's resolution is trustworthy (or ``slide_mpp`` overrides it),
+     else at the slide's native resolution (downsample 1); the tiles are read to measure their focus.
 
-    Returns the slide's metrics (the row of the cohort report).
+     Returns the slide's metrics (the row of the cohort report).
+
+     Raises :class:`~eosin.errors.NoTissueError` (as ``eosin tile`` does) when no tile reaches ``min_tissue``
+    , after writing the pictures and ``metrics.json``; its ``record`` holds the metrics.
     """
     import cv2
 
@@ -60,6 +63,7 @@ def qc_stage(
     from eosin.qc._flags import FLAGS, tile_qc
     from eosin.qc._focus import focus_score
     from eosin.qc._pictures import draw_tile_flags, qc_overlay
+    from eosin.errors import NoTissueError
     from eosin.run._stages import _open, _store_for, load_or_detect_tissue
     from eosin.tiles import TileGrid, iter_tiles, make_grid
 
@@ -174,6 +178,17 @@ def qc_stage(
     from eosin.io._atomic import atomic_write_text
 
     atomic_write_text(job.out_dir / "metrics.json", json.dumps(metrics, indent=1))
+    if not n:
+        # the same rule as eosin tile: a slide with no tile at the tissue threshold failed (exit 1); the pictures
+        # and metrics are written first, and the report shows the metrics with the error
+        at = f"{grid.mpp:g} µm/px" if grid.mpp else "the native resolution"
+        error = NoTissueError(
+            f"no tile of {tile_size} px at {at} has at least {min_tissue:.0%} tissue.",
+            path=job.path,
+            fix=f"look at {job.out_dir / 'overlay.png'}; lower --min-tissue or --size if the slide holds tissue",
+        )
+        error.record = metrics
+        raise error
     return metrics
 
 

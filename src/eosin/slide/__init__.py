@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 
 from eosin._lazy import lazy_getattr
 
-__all__ = ["Level", "Slide", "diagnose", "diagnose_path", "list_backends", "open_slide"]
+__all__ = ["Level", "Slide", "SlideMpp", "diagnose", "diagnose_path", "list_backends", "open_slide"]
 
 _LAZY = {
     "open_slide": "eosin.slide._open",
     "list_backends": "eosin.slide._open",
     "Slide": "eosin.slide._base",
     "Level": "eosin.slide._base",
+    "SlideMpp": "eosin.slide._mpp",
     "diagnose": "eosin.slide._doctor",
     "diagnose_path": "eosin.slide._doctor",
 }
@@ -32,4 +33,5 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from eosin.slide._base import Level, Slide
     from eosin.slide._doctor import diagnose, diagnose_path
+    from eosin.slide._mpp import SlideMpp
     from eosin.slide._open import list_backends, open_slide

@@ -20,6 +20,7 @@ from eosin.errors import (
     UsageError,
 )
 from eosin.slide._base import Slide
+from eosin.slide._mpp import SlideMpp
 
 __all__ = ["list_backends", "open_slide"]
 
@@ -44,7 +45,7 @@ def list_backends() -> list[str]:
 
 
 def open_slide(
-    path: str | os.PathLike[str], *, backend: str | None = None, slide_mpp: float | None = None
+    path: str | os.PathLike[str], *, backend: str | None = None, slide_mpp: float | SlideMpp | None = None
 ) -> Slide:
     """Open a whole-slide image or a plain image.
 
@@ -57,7 +58,8 @@ def open_slide(
         signature and extension (OpenSlide first for TIFFs, then tiffslide, then the plain-image reader).
     slide_mpp
         Level-0 microns per pixel to use instead of the file's own value (missing or wrong); sets
-        ``mpp_source="override"``.
+        ``mpp_source="override"``. A :class:`~eosin.slide.SlideMpp` chooses per slide: a value stated for this
+        slide, else its default only when the slide records no plausible mpp (unless forced).
 
     Returns
     -------
@@ -77,8 +79,10 @@ def open_slide(
     path = Path(path)
     if backend is not None and backend not in _BACKENDS:
         raise UnknownNameError("backend", backend, _BACKENDS)
-    if slide_mpp is not None and not (
-        isinstance(slide_mpp, (int, float)) and slide_mpp > 0 and math.isfinite(slide_mpp)
+    if (
+        slide_mpp is not None
+        and not isinstance(slide_mpp, SlideMpp)
+        and not (isinstance(slide_mpp, (int, float)) and slide_mpp > 0 and math.isfinite(slide_mpp))
     ):
         raise UsageError(f"slide_mpp must be a positive number of microns per pixel, got {slide_mpp!r}.")
     if not path.exists():
@@ -108,6 +112,8 @@ def open_slide(
         except Exception as exc:  # noqa: BLE001 - any library error is summarised, never a traceback
             errors.append(f"{name}: {_one_line(exc)}")
             continue
+        if isinstance(slide_mpp, SlideMpp):
+            slide_mpp = slide_mpp.resolve(path, slide.mpp_problem())
         slide.open_kwargs = {"backend": name, "slide_mpp": slide_mpp}
         if slide_mpp is not None:
             slide.mpp_x = slide.mpp_y = float(slide_mpp)

@@ -21,10 +21,15 @@ def _matrices() -> tuple[np.ndarray, np.ndarray]:
 class HEDJitter(Params):
     """Random perturbation of stain intensities in haematoxylin-eosin-DAB space (Tellez et al., 2018).
 
-    Each image's HED channels (scikit-image's ``rgb2hed``, Ruifrok & Johnston's colour deconvolution) become
-    ``hed * a + b`` with ``a ~ U(1 - sigma, 1 + sigma)`` and ``b ~ U(-bias, bias)`` drawn per image and channel,
-    and are recombined with ``hed2rgb``. It computes exactly what ``hed2rgb(a * rgb2hed(x) + b)`` does, as two
-    3x3 matrix products in optical density per image, float32, with the logarithm from a 256-entry table.
+    Each image's HED channels (Ruifrok & Johnston's colour deconvolution with scikit-image's matrices, the same
+    units as ``rgb2hed``) become ``hed * a + b`` with ``a ~ U(1 - sigma, 1 + sigma)`` and ``b ~ U(-bias, bias)``
+    drawn per image and channel, and are recombined with scikit-image's ``rgb_from_hed``: two 3x3 matrix products
+    in optical density per image, float32, with the logarithm from a 256-entry table.
+
+    Unlike ``hed2rgb(a * rgb2hed(x) + b)``, negative stain amounts are *not* clipped before recombining
+    (``rgb2hed`` clips them, which tints real H&E tiles by 9-18 grey levels even at zero strength). So the
+    jitter is exactly the identity at ``sigma = bias = 0``, and its draws are centred on the input: ``a`` and
+    ``b`` are symmetric around 1 and 0 in optical density.
 
     Parameters
     ----------
@@ -64,14 +69,15 @@ class HEDJitter(Params):
         shift = self.rng_.uniform(-self.bias, self.bias, size=(n, 3)).astype(np.float32)
         hed_from_rgb, rgb_from_hed = _matrices()
         log_adjust = np.float32(-np.log(1e-6))
-        # scikit-image: rgb in [1e-6, 1]; stains = max(log(rgb) / log(1e-6) @ hed_from_rgb, 0)
+        # scikit-image: rgb in [1e-6, 1]; stains = log(rgb) / log(1e-6) @ hed_from_rgb (rgb2hed also clips
+        # stains at 0; not here, so that the recombination inverts the deconvolution exactly)
         lut = (-np.log(np.maximum(np.arange(256) / 255.0, 1e-6))).astype(np.float32)[:, None]
         out = np.empty_like(batch)
         for i, image in enumerate(batch):
             od = cv2.LUT(np.ascontiguousarray(image), lut).reshape(
                 -1, 3
             )  # -log(rgb) = log_adjust * od_skimage
-            stains = np.maximum(od @ hed_from_rgb, 0)  # HED stains times log_adjust
+            stains = od @ hed_from_rgb  # HED stains times log_adjust
             mixed = stains @ (scale[i, :, None] * rgb_from_hed) + (shift[i] * log_adjust) @ rgb_from_hed
             out[i] = cv2.convertScaleAbs(cv2.exp(-mixed), alpha=255.0).reshape(image.shape)
         return out[0] if single else out

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import re
@@ -31,6 +32,7 @@ import numpy as np
 
 from eosin.errors import StoreError
 from eosin.io._atomic import atomic_write_text
+from eosin.io._lock import WriterLock
 
 __all__ = ["FORMAT", "VERSION", "SlideStore", "StoreGroup"]
 
@@ -38,6 +40,8 @@ FORMAT = "eosin.slide-store"
 VERSION = 1
 _META = "zarr.json"
 _STAGING = ".staging"
+_PARTIAL = ".partial"
+_LOCK = ".lock"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
 
@@ -216,8 +220,8 @@ class SlideStore:
                 path=self.path,
                 fix="pass overwrite=True, or delete the group first",
             )
-        staging = self.path / _STAGING / f"{kind}.{key}.{uuid.uuid4().hex[:8]}"
-        staging.parent.mkdir(exist_ok=True)
+        self.clean_staging(partial=False)  # debris of dead writers (never a live writer's folder)
+        staging, lock = _new_staging(self.path, f"{kind}.{key}")
         try:
             group = zarr.open_group(str(staging), mode="w", attributes=_jsonable(dict(attrs or {})))
             yield group
@@ -225,6 +229,7 @@ class SlideStore:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+            lock.release()
 
     def partial_group(
         self, kind: str, key: str, attrs: Mapping[str, Any] | None = None, *, fingerprint: str
@@ -241,17 +246,34 @@ class SlideStore:
                 )
         return PartialGroup(self, kind, key, dict(attrs or {}), fingerprint)
 
-    def _install(self, staging: Path, kind: str, key: str) -> None:
-        """Rename a finished staging folder to ``kind/key``, replacing any group there."""
+    def _install(self, staging: Path, kind: str, key: str, *, replace: bool = True) -> bool:
+        """Rename a finished staging folder to ``kind/key``; returns whether it was installed.
+
+        An existing complete group is replaced (renamed away first) when ``replace``; otherwise it wins and the
+        staging folder is discarded: another writer of the same key finished first. A folder at ``kind/key``
+        that is not a complete group (a dead writer's debris) is always moved away.
+        """
         self._ensure_kind(kind)
         final = self.path / kind / key
-        if _is_node(final):
+        for _ in range(8):
+            try:
+                os.rename(staging, final)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            if _is_node(final) and not replace:
+                shutil.rmtree(staging, ignore_errors=True)
+                return False
             trash = self.path / _STAGING / f"trash.{uuid.uuid4().hex[:8]}"
-            os.rename(final, trash)
-            os.rename(staging, final)
+            with contextlib.suppress(FileNotFoundError):  # another writer moved it first
+                os.rename(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(staging, final)
+        raise StoreError(  # pragma: no cover - eight writers replacing one group at once
+            f"could not publish {kind}/{key}: other writers kept replacing it.",
+            path=self.path,
+            fix="run one writer per group at a time",
+        )
 
     def delete_group(self, kind: str, key: str) -> None:
         final = self.path / kind / key
@@ -262,15 +284,35 @@ class SlideStore:
         os.rename(final, trash)  # vanishes from listings at once, then is removed
         shutil.rmtree(trash, ignore_errors=True)
 
-    def clean_staging(self) -> int:
-        """Remove leftovers of interrupted writes; returns how many were removed."""
+    def clean_staging(self, *, partial: bool = True) -> int:
+        """Remove leftovers of dead writers from ``.staging``; returns how many were removed.
+
+        Folders a live writer holds (its lock is taken) are left alone, so this is safe while other processes
+        write. ``partial=False`` keeps dead writers' resumable partial groups (the next writer of that group
+        resumes them).
+        """
         folder = self.path / _STAGING
         if not folder.is_dir():
             return 0
-        leftovers = list(folder.iterdir())
-        for p in leftovers:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        return len(leftovers)
+        removed = 0
+        for p in sorted(folder.iterdir()):
+            if p.suffix == _LOCK or (not partial and p.name.endswith(_PARTIAL)):
+                continue
+            lock = WriterLock.try_acquire(_lock_of(p))
+            if lock is None:
+                continue  # a live writer's
+            try:
+                if p.exists():
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                    removed += 1
+            finally:
+                lock.release()
+        for p in folder.glob(f"*{_LOCK}"):  # lock files whose folder is gone
+            stem = p.name[: -len(_LOCK)]
+            gone = not (folder / stem).exists() and not (folder / (stem + _PARTIAL)).exists()
+            if gone and (lock := WriterLock.try_acquire(p)) is not None:
+                lock.release()
+        return removed
 
     # ------------------------------------------------------------------ internals
     def _ensure_kind(self, kind: str) -> None:
@@ -284,12 +326,15 @@ class SlideStore:
 
 
 class PartialGroup:
-    """A group filled row block by row block, resumable after a crash.
+    """A group filled row block by row block, resumable after a crash, one per writer.
 
-    It lives in ``.staging/<kind>.<key>.partial`` with a progress file recording how many leading rows are
-    complete; :meth:`mark` is called after each block is written, :meth:`commit` renames the finished group into
-    place. A run killed half way leaves the partial group; the next run with the same fingerprint continues from
-    :attr:`done` (blocks after it are rewritten whole, so a block cut short by the kill is never trusted).
+    Each writer fills its own folder ``.staging/<kind>.<key>.<writer id>.partial``, holding a lock on it
+    (:class:`~eosin.io._lock.WriterLock`) with a progress file recording how many leading rows are complete;
+    :meth:`mark` is called after each block is written, :meth:`commit` renames the finished group into place.
+    A new writer resumes a dead writer's folder with the same fingerprint from :attr:`done` (blocks after it are
+    rewritten whole, so a block cut short by a kill is never trusted) and removes dead writers' folders with
+    another fingerprint; live writers' folders are left alone. Two live writers of one group both compute; the
+    first to commit publishes and the other discards its copy (the same key means the same result).
     """
 
     _PROGRESS = "eosin-progress.json"
@@ -298,23 +343,34 @@ class PartialGroup:
         import zarr
 
         self.store, self.kind, self.key, self.fingerprint = store, kind, key, fingerprint
-        self.folder = store.path / _STAGING / f"{kind}.{key}.partial"
-        progress = self._read_progress()
-        if progress is not None and progress.get("fingerprint") == fingerprint and _is_node(self.folder):
-            self.done = int(progress["done"])
+        staging = store.path / _STAGING
+        staging.mkdir(exist_ok=True)
+        mine = re.compile(rf"^{re.escape(kind)}\.{re.escape(key)}(\.[0-9a-f]{{12}})?{re.escape(_PARTIAL)}$")
+        dead: list[tuple[int, Path, WriterLock]] = []
+        for folder in sorted(p for p in staging.iterdir() if mine.match(p.name)):
+            lock = WriterLock.try_acquire(_lock_of(folder))
+            if lock is None:
+                continue  # a live writer's
+            progress = _read_json(folder / self._PROGRESS)
+            same = progress.get("fingerprint") == fingerprint and _is_node(folder) and folder.is_dir()
+            dead.append((int(progress.get("done", 0)) if same else -1, folder, lock))
+        dead.sort(key=lambda t: -t[0])
+        for done, folder, lock in dead[1:] if dead and dead[0][0] >= 0 else dead:
+            shutil.rmtree(folder, ignore_errors=True)
+            lock.release()
+        if dead and dead[0][0] >= 0:
+            self.done, self.folder, self._lock = dead[0]
             self.group = zarr.open_group(str(self.folder), mode="r+")
         else:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder.parent.mkdir(exist_ok=True)
+            self.folder, self._lock = _new_staging(store.path, f"{kind}.{key}", suffix=_PARTIAL)
             self.done = 0
             self.group = zarr.open_group(str(self.folder), mode="w", attributes=_jsonable(attrs))
             self.mark(0)
+        #: after :meth:`commit`: False when another writer had published the group first (ours was discarded)
+        self.installed: bool | None = None
 
     def _read_progress(self) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.folder / self._PROGRESS).read_text())
-        except (OSError, ValueError):
-            return None
+        return _read_json(self.folder / self._PROGRESS) or None
 
     def mark(self, done: int) -> None:
         """Record that the first ``done`` rows are written."""
@@ -323,13 +379,49 @@ class PartialGroup:
         )
         self.done = done
 
-    def commit(self) -> None:
+    def commit(self, *, replace: bool = False) -> bool:
+        """Publish the finished group; returns whether this writer's copy was installed.
+
+        When a complete group is already there (another writer finished first) it is kept and this copy is
+        discarded, unless ``replace`` (recomputing on purpose).
+        """
         (self.folder / self._PROGRESS).unlink(missing_ok=True)
-        self.store._install(self.folder, self.kind, self.key)
+        try:
+            self.installed = self.store._install(self.folder, self.kind, self.key, replace=replace)
+        finally:
+            self._lock.release()
+        return self.installed
 
 
 def _is_node(path: Path) -> bool:
     return (path / _META).is_file()
+
+
+def _lock_of(entry: Path) -> Path:
+    """The lock file of a staging entry: ``<name without .partial>.lock`` beside it."""
+    name = entry.name[: -len(_PARTIAL)] if entry.name.endswith(_PARTIAL) else entry.name
+    return entry.with_name(name + _LOCK)
+
+
+def _new_staging(store: Path, stem: str, suffix: str = "") -> tuple[Path, WriterLock]:
+    """A fresh staging folder of this writer, locked before it exists (so no one takes it for a dead one's)."""
+    (store / _STAGING).mkdir(exist_ok=True)
+    while True:
+        folder = store / _STAGING / f"{stem}.{uuid.uuid4().hex[:12]}{suffix}"
+        lock = WriterLock.try_acquire(_lock_of(folder))
+        if lock is not None and not folder.exists():
+            folder.mkdir()
+            return folder, lock
+        if lock is not None:  # pragma: no cover - a uuid collision
+            lock.release()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _write_meta(folder: Path, attrs: Mapping[str, Any]) -> None:

@@ -219,7 +219,7 @@ def segment_slide(
             for (x, y), p in zip(batch.coords, probs):
                 band.add(round((y - by) / ds), round((x - bx) / ds), p)
     band.close()
-    part.commit()
+    part.commit(replace=overwrite)
     return key
 
 

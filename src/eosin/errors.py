@@ -18,6 +18,7 @@ Hierarchy::
     │   └── NoTissueError
     ├── StoreError                       a per-slide store that is missing, foreign or from a newer schema
     ├── DataError                        a labelled-data table or cohort with a bad row, file or column
+    │   ├── GeoJSONError                 a GeoJSON file that is not valid (line and reason)
     │   └── PatientLeakError             one patient on both sides of a train/test split
     ├── NotFittedError                   a trainable object used before ``fit``
     └── WeightsUnavailableError          model weights that cannot be had offline
@@ -34,6 +35,7 @@ __all__ = [
     "CorruptSlideError",
     "DataError",
     "EosinError",
+    "GeoJSONError",
     "ImplausibleResolutionError",
     "MissingResolutionError",
     "NoTissueError",
@@ -154,6 +156,10 @@ class StoreError(EosinError):
 
 class DataError(EosinError):
     """A labelled-data table or cohort is wrong: a missing file, an unknown column, a bad row."""
+
+
+class GeoJSONError(DataError):
+    """A GeoJSON file (a QuPath export, an annotation) is malformed; the message gives the line and the reason."""
 
 
 class PatientLeakError(DataError):

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from eosin.errors import SlideNotFoundError, UsageError
+from eosin.slide import SLIDE_SUFFIXES  # one list, shared with the viewer
 
 __all__ = [
     "echo_json",
@@ -22,32 +23,6 @@ __all__ = [
     "slide_mpp_option",
     "slide_options",
 ]
-
-
-#: file name endings of slides and images; files with other endings inside a folder are skipped (with a note)
-SLIDE_SUFFIXES = frozenset(
-    [
-        ".svs",
-        ".tif",
-        ".tiff",
-        ".ndpi",
-        ".vms",
-        ".vmu",
-        ".mrxs",
-        ".scn",
-        ".svslide",
-        ".bif",
-        ".qptiff",
-        ".dcm",
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".bmp",
-        ".isyntax",
-        ".czi",
-    ]
-)
-
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
     """Files named and slide files inside folders named (not recursive, hidden files skipped), sorted per folder.

@@ -39,13 +39,21 @@ def tiles(store, csv_path, key):
     type=click.Path(dir_okay=False, path_type=Path),
     help="GeoJSON file to write.",
 )
-@click.option("--key", default=None, help="Which tissue detection, when the store holds several.")
-def geojson(store, out, key):
-    """Tissue and pen contours as a GeoJSON FeatureCollection QuPath imports (level-0 pixels)."""
-    from eosin.io import SlideStore
+@click.option("--key", default=None, help="Which tissue detection (or annotations), when the store holds several.")
+@click.option(
+    "--annotations",
+    is_flag=True,
+    help="Export the annotations imported with 'eosin import geojson' instead of the tissue contours.",
+)
+def geojson(store, out, key, annotations):
+    """Tissue and pen contours (or stored annotations) as a GeoJSON FeatureCollection QuPath imports (level-0 pixels)."""
+    from eosin.io import SlideStore, export_annotations
     from eosin.io._export import tissue_to_geojson
 
-    n = tissue_to_geojson(SlideStore.open(store), out, key=key)
+    if annotations:
+        n = export_annotations(SlideStore.open(store), out, key=key)
+    else:
+        n = tissue_to_geojson(SlideStore.open(store), out, key=key)
     click.echo(f"{n} features -> {out}", err=True)
     return 0
 

@@ -7,7 +7,7 @@ import click
 
 @click.group("import")
 def import_():
-    """Bring results of other tools into slide stores."""
+    """Bring results of other tools into slide stores (features, QuPath GeoJSON)."""
 
 
 @import_.command("features")
@@ -37,4 +37,23 @@ def features(h5, store_path, key, slide_mpp):
 
     key = import_features(SlideStore.create(store_path), h5, key=key, slide_mpp=slide_mpp)
     click.echo(f"{h5} -> {store_path} features/{key}", err=True)
+    return 0
+
+
+@import_.command("geojson")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The slide's store.",
+)
+@click.option("--key", default=None, help="Store key (default: the file's stem).")
+def geojson(path, store_path, key):
+    """A QuPath GeoJSON export (annotations, detections) into a store's annotations group, every feature kept."""
+    from eosin.io import SlideStore, import_annotations
+
+    key, n = import_annotations(SlideStore.open(store_path), path, key=key)
+    click.echo(f"{n} features: {path} -> {store_path} annotations/{key}", err=True)
     return 0

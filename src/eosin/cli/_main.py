@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "eosin.cli._segment:segment",
         "Segment images and slides with a U-Net; masks, instances, GeoJSON.",
     ),
+    "view": ("eosin.cli._view:view", "Web viewer: slides deep-zoomed, result layers, QuPath annotations."),
 }
 
 

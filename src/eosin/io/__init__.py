@@ -1,5 +1,6 @@
 """Storage and interchange: the per-slide zarr store, atomic writes, GeoJSON for QuPath, tile tables."""
 
+from eosin.io._annotations import export_annotations, import_annotations, read_annotations, write_annotations
 from eosin.io._atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
 from eosin.io._features_h5 import (
     FeatureBag,
@@ -8,7 +9,14 @@ from eosin.io._features_h5 import (
     read_features_h5,
     write_features_h5,
 )
-from eosin.io._geojson import features_from_masks, mask_to_polygons, read_geojson, write_geojson
+from eosin.io._geojson import (
+    features_from_masks,
+    load_geojson,
+    mask_to_polygons,
+    parse_geojson,
+    read_geojson,
+    write_geojson,
+)
 from eosin.io._store import SlideStore, StoreGroup
 
 __all__ = [
@@ -20,6 +28,12 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "export_features",
+    "export_annotations",
+    "import_annotations",
+    "load_geojson",
+    "parse_geojson",
+    "read_annotations",
+    "write_annotations",
     "features_from_masks",
     "import_features",
     "mask_to_polygons",

@@ -21,7 +21,9 @@ def pick_key(store: Any, kind: str, key: str | None) -> str:
     """``key`` if the store has it; the only key of ``kind`` when ``key`` is None; a clear error otherwise."""
     keys = store.keys(kind) if kind in store.kinds() else []
     if not keys:
-        stage = {"grids": "eosin tile", "tissue": "eosin tissue"}.get(kind, "the stage")
+        stage = {"grids": "eosin tile", "tissue": "eosin tissue", "annotations": "eosin import geojson"}.get(
+            kind, "the stage"
+        )
         raise StoreError(f"the store holds no {kind}.", path=store.path, fix=f"run {stage} first")
     if key is None:
         if len(keys) > 1:

@@ -21,7 +21,14 @@ import numpy as np
 
 from eosin.errors import UsageError
 
-__all__ = ["features_from_masks", "mask_to_polygons", "read_geojson", "write_geojson"]
+__all__ = [
+    "features_from_masks",
+    "load_geojson",
+    "mask_to_polygons",
+    "parse_geojson",
+    "read_geojson",
+    "write_geojson",
+]
 
 
 def mask_to_polygons(
@@ -152,35 +159,161 @@ def write_geojson(path: str | os.PathLike[str], features: Iterable[Mapping[str, 
 def read_geojson(path: str | os.PathLike[str]) -> list[tuple[str | None, Any]]:
     """``(class name, shapely geometry)`` for every feature of a GeoJSON file (QuPath export or eosin's own).
 
-    Accepts a FeatureCollection, a single Feature, or a list of features (QuPath's older exports).
+    Accepts a FeatureCollection, a single Feature, or a list of features (QuPath's older exports); a malformed file
+    raises :class:`~eosin.errors.GeoJSONError` with the line and the reason.
     """
     import shapely
 
-    from eosin.errors import EosinError
-
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EosinError(
-            f"cannot read GeoJSON ({exc}).", path=path, fix="export it again from QuPath"
-        ) from None
-    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
-        items = doc.get("features", [])
-    elif isinstance(doc, dict) and doc.get("type") == "Feature":
-        items = [doc]
-    elif isinstance(doc, list):
-        items = doc
-    else:
-        raise EosinError(
-            "not a GeoJSON Feature or FeatureCollection.",
-            path=path,
-            fix="in QuPath use File > Export objects as GeoJSON",
-        )
     out = []
-    for feature in items:
+    for feature in load_geojson(path):
         props = feature.get("properties") or {}
         cls = props.get("classification") or {}
         name = cls.get("name") if isinstance(cls, dict) else None
         out.append((name or props.get("name"), shapely.from_geojson(json.dumps(feature["geometry"]))))
     return out
+
+
+def load_geojson(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The features of a GeoJSON file, checked and otherwise untouched (every property kept), see :func:`parse_geojson`."""
+    from eosin.errors import GeoJSONError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GeoJSONError(f"cannot read the file ({exc}).", path=path, fix="give a GeoJSON file") from None
+    return parse_geojson(text, source=path)
+
+
+GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon")
+
+
+def parse_geojson(text: str, *, source: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Check a GeoJSON text and return its features as dicts, unchanged.
+
+    Accepts a FeatureCollection, a single Feature, or a JSON list of features (QuPath's older exports). Each
+    feature must have a valid geometry (Point, MultiPoint, LineString, MultiLineString, Polygon, MultiPolygon,
+    GeometryCollection; polygon rings closed with at least 4 positions); ``properties`` (QuPath's
+    ``objectType``, ``classification`` {name, color}, measurements...) and any other member are kept as they are.
+
+    Raises
+    ------
+    GeoJSONError
+        Invalid JSON or an invalid feature, naming ``source``, the line and the reason.
+    """
+    from eosin.errors import GeoJSONError
+
+    fix = "export the objects again (QuPath: File > Export objects as GeoJSON), or correct that line"
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GeoJSONError(
+            f"line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg}).", path=source, fix=fix
+        ) from None
+    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
+        items = doc.get("features")
+        if not isinstance(items, list):
+            raise GeoJSONError("line 1: a FeatureCollection without a 'features' list.", path=source, fix=fix)
+    elif isinstance(doc, dict) and doc.get("type") == "Feature":
+        items = [doc]
+    elif isinstance(doc, list):
+        items = doc
+    else:
+        kind = doc.get("type") if isinstance(doc, dict) else type(doc).__name__
+        raise GeoJSONError(
+            f"line 1: not a GeoJSON Feature or FeatureCollection (found {kind!r}).", path=source, fix=fix
+        )
+    lines = None
+    for i, feature in enumerate(items):
+        reason = _feature_problem(feature)
+        if reason:
+            if lines is None:
+                lines = _item_lines(text)
+            where = f"line {lines[i]}" if i < len(lines) else "a feature"
+            raise GeoJSONError(f"{where} (feature {i + 1}): {reason}.", path=source, fix=fix)
+    return items
+
+
+def _feature_problem(feature: Any) -> str | None:
+    """Why ``feature`` is not a valid GeoJSON feature, or None."""
+    import shapely
+
+    if not isinstance(feature, dict):
+        return f"a feature must be an object, found {type(feature).__name__}"
+    if feature.get("type") != "Feature":
+        return f"'type' must be 'Feature', found {feature.get('type')!r}"
+    props = feature.get("properties")
+    if props is not None and not isinstance(props, dict):
+        return "'properties' must be an object or null"
+    geometry = feature.get("geometry")
+    if not isinstance(geometry, dict):
+        return "no 'geometry' object"
+    problem = _geometry_problem(geometry)
+    if problem:
+        return problem
+    try:
+        shapely.from_geojson(json.dumps(geometry))
+    except Exception as exc:  # noqa: BLE001 - GEOS names the defect
+        return f"invalid geometry ({str(exc).strip().splitlines()[0]})"
+    return None
+
+
+def _geometry_problem(geometry: dict[str, Any]) -> str | None:
+    kind = geometry.get("type")
+    if kind == "GeometryCollection":
+        parts = geometry.get("geometries")
+        if not isinstance(parts, list):
+            return "a GeometryCollection needs a 'geometries' list"
+        for part in parts:
+            problem = _geometry_problem(part) if isinstance(part, dict) else "a geometry must be an object"
+            if problem:
+                return problem
+        return None
+    if kind not in GEOMETRY_TYPES:
+        return f"unknown geometry type {kind!r} (valid: {', '.join(GEOMETRY_TYPES)}, GeometryCollection)"
+    depth = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2, "MultiPolygon": 3}
+    coords = geometry.get("coordinates")
+    if not _nested(coords, depth[kind]):
+        return f"{kind} 'coordinates' must be {'a list of ' * depth[kind]}[x, y] positions"
+    rings = [coords] if kind == "Polygon" else coords if kind == "MultiPolygon" else []
+    for polygon in rings:
+        if not polygon:
+            return f"a {kind} with an empty polygon"
+        for ring in polygon:
+            if len(ring) < 4:
+                return f"a {kind} ring has {len(ring)} positions; a closed ring needs at least 4"
+            if list(ring[0][:2]) != list(ring[-1][:2]):
+                return f"a {kind} ring is not closed (first position {ring[0]}, last {ring[-1]})"
+    return None
+
+
+def _nested(value: Any, depth: int) -> bool:
+    if depth == 0:
+        return (
+            isinstance(value, list)
+            and len(value) >= 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            and all(np.isfinite(v) for v in value)
+        )
+    return isinstance(value, list) and all(_nested(v, depth - 1) for v in value)
+
+
+def _item_lines(text: str) -> list[int]:
+    """1-based line where each feature of the text starts (the features list, or the top-level list)."""
+    decoder = json.JSONDecoder()
+    start = text.find('"features"')
+    pos = text.find("[", start) if start >= 0 else text.find("[")
+    if pos < 0:
+        return [1]
+    pos += 1
+    lines = []
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            return lines
+        lines.append(text.count("\n", 0, pos) + 1)
+        try:
+            _, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return lines

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 
 from eosin._lazy import lazy_getattr
 
-__all__ = ["Level", "Slide", "SlideMpp", "diagnose", "diagnose_path", "list_backends", "open_slide"]
+__all__ = ["SLIDE_SUFFIXES", "Level", "Slide", "SlideMpp", "diagnose", "diagnose_path", "list_backends", "open_slide"]
 
 _LAZY = {
     "open_slide": "eosin.slide._open",
+    "SLIDE_SUFFIXES": "eosin.slide._suffixes",
     "list_backends": "eosin.slide._open",
     "Slide": "eosin.slide._base",
     "Level": "eosin.slide._base",
@@ -35,3 +36,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from eosin.slide._doctor import diagnose, diagnose_path
     from eosin.slide._mpp import SlideMpp
     from eosin.slide._open import list_backends, open_slide
+    from eosin.slide._suffixes import SLIDE_SUFFIXES

@@ -28,6 +28,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Query, Request  # this module loads only when the viewer starts
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
 from eosin.errors import EosinError, UsageError
 from eosin.viewer._catalog import Catalog, SlideEntry, safe_path
 from eosin.viewer._tiles import MEDIA, DeepZoom, TileCache, encode_image
@@ -79,8 +83,10 @@ class _State:
         for layer in self.layers(entry):
             if layer.id == lid:
                 return layer
-        names = ", ".join(layer.id for layer in self.layers(entry)) or "none"
-        raise _NotFound(f"slide {entry.name} has no layer {lid!r} in its stores (layers: {names}).")
+        raise _NotFound(
+            f"slide {entry.name} has no layer {lid!r} in its stores "
+            f"({len(self.layers(entry))} layers; /api/slides/{entry.id} lists them)."
+        )
 
 
 class _NotFound(EosinError):
@@ -95,10 +101,6 @@ def create_app(
     quality: int = 80,
 ) -> Any:
     """The FastAPI app serving ``catalog``; run it with uvicorn (:func:`eosin.viewer.serve` does)."""
-    from fastapi import FastAPI, Query, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from fastapi.staticfiles import StaticFiles
-
     state = _State(catalog, cache_bytes, tile_format, quality)
     app = FastAPI(title="eosin viewer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.viewer = state

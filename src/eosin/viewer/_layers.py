@@ -186,7 +186,7 @@ def _group_layers(store: Any, i: int, kind: str, key: str) -> Iterator[Layer]:
                 store=i,
             )
             continue
-        if dtype.kind not in "fiub" or dtype.kind == "b":
+        if dtype.kind != "f":  # scores; integer arrays (section labels, counts) are not heatmaps
             continue
         columns = [None] if array.ndim == 1 else list(range(array.shape[1])) if array.ndim == 2 else []
         if len(columns) > _MAX_COLUMNS:

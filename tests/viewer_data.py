@@ -1,0 +1,47 @@
+"""Data for the viewer tests: a real eosin output folder (``eosin tile`` on the SVS) plus a per-tile score group
+written the way later stages write theirs (rows aligned with the grid, a ``grid`` attribute), and a broken file."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+
+from conftest import SLIDES, require
+
+SVS = SLIDES / "CMU-1-Small-Region.svs"
+SCORE_KIND, SCORE_KEY = "text_regions", "tumor-vs-stroma_test"
+
+
+def make_output(root: Path) -> Path:
+    """``root/out`` holding ``CMU-1-Small-Region/store.zarr`` with tissue, grid and a score group."""
+    from eosin.cli._main import main
+    from eosin.io import SlideStore
+
+    require(SVS)
+    out = root / "out"
+    with redirect_stdout(io.StringIO()):
+        code = main(
+            ["tile", str(SVS), "--mpp", "0.5", "--size", "256", "--out", str(out), "-q", "--workers", "0"]
+        )
+    assert code == 0
+    store = SlideStore.open(out / SVS.stem / "store.zarr")
+    (grid_key,) = store.keys("grids")
+    grid = store.read_group("grids", grid_key)
+    coords = np.asarray(grid["coords"])
+    tissue = np.asarray(grid["tissue_fraction"])
+    # a per-tile score in [0, 1] that varies over the slide: more to the right and down, scaled by tissue
+    span = np.ptp(coords, axis=0) + 1
+    rel = (coords - coords.min(0)) / span
+    scores = np.stack([0.2 + 0.8 * rel[:, 0] * tissue, 1.0 - rel[:, 1]], axis=1).astype(np.float32)
+    store.write_group(
+        SCORE_KIND,
+        SCORE_KEY,
+        {"scores": scores},
+        {"grid": grid_key, "classes": ["tumor", "stroma"], "prompts": ["tumor", "stroma"]},
+    )
+    shutil.copy(SLIDES / "broken-not-a-slide.svs", out / "broken-not-a-slide.svs")
+    return out

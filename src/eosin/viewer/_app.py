@@ -102,6 +102,8 @@ def create_app(
 ) -> Any:
     """The FastAPI app serving ``catalog``; run it with uvicorn (:func:`eosin.viewer.serve` does)."""
     state = _State(catalog, cache_bytes, tile_format, quality)
+    # the doctor's records (the cohort page needs them) are gathered in the background from the start
+    threading.Thread(target=lambda: [entry.record for entry in catalog], daemon=True).start()
     app = FastAPI(title="eosin viewer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.viewer = state
 

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import SLIDES, require
-from viewer_data import SCORE_KEY, SCORE_KIND, SVS, make_output
+from viewer_data import SCORE_KEY, SCORE_KIND, make_output
 
 SID = "CMU-1-Small-Region"
 CHROMIUM_ARGS = [
@@ -106,7 +106,9 @@ def _open_slide(page, server):
 
 
 def _map_pixels(page) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(np.int16)
+    return np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(
+        np.int16
+    )
 
 
 def test_cohort_page_lists_the_shared_slides(page, server):
@@ -138,7 +140,9 @@ def test_slide_page_draws_the_slide_and_zooming_asks_for_deeper_tiles(page, serv
     page.evaluate("window.eosinViewer.map.setZoom(window.eosinViewer.info.deepzoom.max_zoom)")
     page.wait_for_function("window.eosinViewer.tileRequests.length > 0")
     page.wait_for_load_state("networkidle")
-    deeper = {int(u.split("/tiles/")[1].split("/")[0]) for u in page.evaluate("window.eosinViewer.tileRequests")}
+    deeper = {
+        int(u.split("/tiles/")[1].split("/")[0]) for u in page.evaluate("window.eosinViewer.tileRequests")
+    }
     assert max(deeper) == 4 and max(deeper) > max(zooms)
     assert page.locator("#scalebar").inner_text().endswith(("µm", "mm"))
 
@@ -149,7 +153,9 @@ def test_toggling_the_heatmap_changes_pixels_where_the_tissue_is(page, server):
     lid = f"s0~{SCORE_KIND}~{SCORE_KEY}~scores~0"
     box = page.locator("#map").bounding_box()
     page.locator(f"div.layer[data-layer='{lid}'] input[type=checkbox]").check()
-    page.wait_for_function(f"window.eosinViewer.overlays['{lid}'].leaflet && window.eosinViewer.overlays['{lid}'].leaflet._image.complete")
+    page.wait_for_function(
+        f"window.eosinViewer.overlays['{lid}'].leaflet && window.eosinViewer.overlays['{lid}'].leaflet._image.complete"
+    )
     page.wait_for_timeout(300)
     after = _map_pixels(page)
     changed = np.abs(after - before).sum(axis=2) > 30
@@ -165,7 +171,11 @@ def test_toggling_the_heatmap_changes_pixels_where_the_tissue_is(page, server):
         (coords + extent / 2).tolist(),
     )
     scale = before.shape[1] / box["width"]
-    inside = [changed[int(cy * scale), int(cx * scale)] for cx, cy in centres if 0 <= cx < box["width"] and 0 <= cy < box["height"]]
+    inside = [
+        changed[int(cy * scale), int(cx * scale)]
+        for cx, cy in centres
+        if 0 <= cx < box["width"] and 0 <= cy < box["height"]
+    ]
     assert len(inside) > 10 and np.mean(inside) > 0.9
     left = page.evaluate(
         "(x) => window.eosinViewer.map.latLngToContainerPoint([1500, x]).x", float(coords[:, 0].min()) - 60
@@ -213,10 +223,16 @@ def test_drawing_and_saving_gives_the_geojson_qupath_reads(page, server):
     shape = shapely.from_geojson(json.dumps(rect["geometry"]))
     assert shape.geom_type == "Polygon" and shape.is_valid
     # level-0 pixels: the corners the mouse went to (one screen pixel of slack)
-    tol = 2 * 2 ** (page.evaluate("window.eosinViewer.info.deepzoom.max_zoom - window.eosinViewer.map.getZoom()"))
+    tol = 2 * 2 ** (
+        page.evaluate("window.eosinViewer.info.deepzoom.max_zoom - window.eosinViewer.map.getZoom()")
+    )
     assert np.allclose(shape.bounds, [*expected[0], *expected[1]], atol=tol)
-    assert point["geometry"]["type"] == "Point" and np.allclose(point["geometry"]["coordinates"], expected[2], atol=tol)
-    assert poly["geometry"]["type"] == "Polygon" and len(poly["geometry"]["coordinates"][0]) == 4  # 3 vertices + the closing one
+    assert point["geometry"]["type"] == "Point" and np.allclose(
+        point["geometry"]["coordinates"], expected[2], atol=tol
+    )
+    assert (
+        poly["geometry"]["type"] == "Polygon" and len(poly["geometry"]["coordinates"][0]) == 4
+    )  # 3 vertices + the closing one
     # what QuPath reads is what eosin reads back
     from eosin.io import load_geojson
 
@@ -231,8 +247,14 @@ def test_importing_a_qupath_export_shows_it(page, server, tmp_path):
             {
                 "type": "Feature",
                 "id": "b0e6f0c2-0000-4000-8000-000000000001",
-                "geometry": {"type": "Polygon", "coordinates": [[[800, 900], [1400, 900], [1400, 1500], [800, 1500], [800, 900]]]},
-                "properties": {"objectType": "annotation", "classification": {"name": "Stroma", "color": [0, 200, 0]}},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[800, 900], [1400, 900], [1400, 1500], [800, 1500], [800, 900]]],
+                },
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {"name": "Stroma", "color": [0, 200, 0]},
+                },
             }
         ],
     }

@@ -212,6 +212,7 @@ def _range(kind: str, name: str, values: np.ndarray) -> tuple[float, float]:
     if values.size == 0:
         return (0.0, 1.0)
     lo, hi = float(values.min()), float(values.max())
+    lo = 0.0 if abs(lo) < 1e-9 else lo  # float noise around zero
     if kind == "attention":  # shown as attention / max, as attention.png does
         return (0.0, hi if hi > 0 else 1.0)
     if lo >= 0.0 and hi <= 1.0:  # probabilities and fractions

@@ -270,3 +270,35 @@ def test_port_in_use_is_a_usage_error(capsys, out_dir):
     assert code == 2
     err = capsys.readouterr().err
     assert f"port {port} on 127.0.0.1 is already in use" in err and "Traceback" not in err
+
+
+def test_segmentation_attention_and_geojson_beside_the_store(client, out_dir):
+    import shapely
+
+    from eosin.io import SlideStore
+
+    info = client.get(f"/api/slides/{SID}").json()
+    layers = {layer["name"]: layer for layer in info["layers"]}
+    store = SlideStore.open(out_dir / SID / "store.zarr")
+    seg = store.read_group("segmentation", "unet_test")
+    foreground = np.asarray(seg["foreground"])
+    # the probability map: drawn where there is foreground, transparent elsewhere
+    fg = layers["segmentation foreground"]
+    assert fg["type"] == "map" and fg["continuous"]
+    png = np.asarray(Image.open(io.BytesIO(client.get(f"/api/slides/{SID}/layers/{fg['id']}.png").content)))
+    assert png.shape[:2] == foreground.shape and ((png[..., 3] > 0) == (foreground > 0)).all()
+    # contours: vectors whose area is the mask's, in level-0 pixels
+    contours = client.get(f"/api/slides/{SID}/layers/{layers['segmentation contours']['id']}.geojson").json()
+    area = sum(shapely.from_geojson(json.dumps(f["geometry"])).area for f in contours["features"])
+    dx, dy = seg.attrs["downsample"]
+    assert area == pytest.approx((foreground > 0).sum() * dx * dy, rel=0.05)
+    # MIL attention, shown from 0 to its maximum; a click gives the tile's weight
+    att = layers["attention: attention"]
+    weights = np.asarray(store.read_group("attention", "abmil_test")["attention"])
+    assert att["legend"]["vmin"] == 0 and att["legend"]["vmax"] == pytest.approx(weights.max())
+    # a GeoJSON file beside the store (instances from eosin segment) is a vector layer
+    beside = client.get(f"/api/slides/{SID}/layers/{layers['instances.geojson']['id']}.geojson").json()
+    assert beside["features"] == json.loads((out_dir / SID / "instances.geojson").read_text())["features"]
+    # asking a vector layer for pixels (or the reverse) is a 404 that says what to ask for
+    r = client.get(f"/api/slides/{SID}/layers/{layers['instances.geojson']['id']}.png")
+    assert r.status_code == 404 and ".geojson" in r.json()["error"]

@@ -43,5 +43,38 @@ def make_output(root: Path) -> Path:
         {"scores": scores},
         {"grid": grid_key, "classes": ["tumor", "stroma"], "prompts": ["tumor", "stroma"]},
     )
+    # attention as eosin train mil writes it (own coords, rows follow the grid), summing to 1
+    attention = (scores[:, 0] / scores[:, 0].sum()).astype(np.float32)
+    store.write_group(
+        "attention",
+        "abmil_test",
+        {"attention": attention, "coords": coords},
+        {"grid": grid_key, "aggregator": "abmil"},
+    )
+    # a segmentation map as eosin segment writes it: the tissue mask as the foreground probability
+    (tissue_key,) = store.keys("tissue")
+    tissue_group = store.read_group("tissue", tissue_key)
+    foreground = (np.asarray(tissue_group["tissue"]) != 0).astype(np.uint8) * 255
+    store.write_group(
+        "segmentation",
+        "unet_test",
+        {"foreground": foreground},
+        {
+            "downsample": tissue_group.attrs["downsample"],
+            "origin": tissue_group.attrs["origin"],
+            "shape": list(foreground.shape),
+        },
+    )
+    from eosin.io import features_from_masks, write_geojson
+
+    write_geojson(
+        out / SVS.stem / "instances.geojson",
+        features_from_masks(
+            {"Nucleus": (foreground > 0, (255, 0, 0))},
+            downsample=tuple(tissue_group.attrs["downsample"]),
+            origin=tuple(tissue_group.attrs["origin"]),
+            object_type="detection",
+        ),
+    )
     shutil.copy(SLIDES / "broken-not-a-slide.svs", out / "broken-not-a-slide.svs")
     return out

@@ -68,7 +68,8 @@ class _State:
             if not entry.readable:
                 problem = next(p for p in entry.record["problems"] if p.get("code") == "unreadable")
                 raise _NotFound(f"slide {entry.name} cannot be shown: {problem['message']}")
-            dz = DeepZoom.for_slide(entry.open())
+            with entry.open() as slide:
+                dz = DeepZoom.for_slide(slide)
             with self._lock:
                 self._zooms[entry.id] = dz
         return dz
@@ -168,7 +169,9 @@ def create_app(
         state.zoom(entry)  # an unreadable slide: 404 with the reason
 
         def make() -> bytes:
-            return encode_image(entry.open().thumbnail(max_size=256), "jpg", quality=85)
+            with entry.open() as slide:
+                picture = slide.thumbnail(max_size=256)
+            return encode_image(picture, "jpg", quality=85)
 
         data = state.cache.get_or_make((sid, "thumb"), make)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
@@ -271,7 +274,9 @@ def _make_tile(state: _State, sid: str, z: int, col: int, row: int, fmt: str) ->
         dz.tile_region(z, col, row)
     except UsageError as exc:
         raise _NotFound(str(exc)) from None
-    return encode_image(dz.read_tile(entry.open(), z, col, row), fmt, quality=state.quality)
+    with entry.open() as slide:
+        pixels = dz.read_tile(slide, z, col, row)
+    return encode_image(pixels, fmt, quality=state.quality)
 
 
 def _save(catalog: Catalog, sid: str, name: str, body: str, *, source: str | None = None) -> dict[str, Any]:

@@ -10,9 +10,12 @@ File names that come with a request (annotation files) go through :func:`safe_pa
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,8 @@ __all__ = ["Catalog", "SlideEntry", "safe_path"]
 
 STORE_NAME = "store.zarr"
 _MAX_DEPTH = 4
+#: open handles per slide (concurrent tile reads); opening a big slide costs far more than reading a tile
+MAX_HANDLES = min(8, max(2, os.cpu_count() or 2))
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -37,7 +42,9 @@ class SlideEntry:
     slide_mpp: float | None = None
     _record: dict[str, Any] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _local: threading.local = field(default_factory=threading.local, repr=False)
+    _pool: queue.LifoQueue = field(default_factory=queue.LifoQueue, repr=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _opened: int = 0
 
     @property
     def record(self) -> dict[str, Any]:
@@ -74,18 +81,41 @@ class SlideEntry:
     def readable(self) -> bool:
         return not any(p.get("code") == "unreadable" for p in self.record.get("problems", []))
 
-    def open(self) -> Any:
-        """This thread's open :class:`~eosin.slide.Slide` (one per thread: backends keep per-handle caches)."""
-        slide = getattr(self._local, "slide", None)
-        if slide is None:
-            from eosin.slide import open_slide
+    @contextlib.contextmanager
+    def open(self) -> Iterator[Any]:
+        """Borrow an open :class:`~eosin.slide.Slide` of this entry for one read.
 
-            if self.slide_path is None:
-                raise SlideNotFoundError("the store records no slide file.", path=self.stores[0])
-            kwargs = {"slide_mpp": self.slide_mpp} if self.slide_mpp else {}
-            slide = open_slide(self.slide_path, **kwargs)
-            self._local.slide = slide
-        return slide
+        Backends keep per-handle caches that are not thread-safe, so each concurrent reader gets its own handle;
+        handles are pooled (at most :data:`MAX_HANDLES` are opened, then readers wait for one), because opening a
+        big slide costs far more than reading a tile from it.
+        """
+        try:
+            slide = self._pool.get_nowait()
+        except queue.Empty:
+            with self._pool_lock:
+                can_open = self._opened < MAX_HANDLES
+                self._opened += int(can_open)
+            if can_open:
+                try:
+                    slide = self._open_new()
+                except BaseException:
+                    with self._pool_lock:
+                        self._opened -= 1
+                    raise
+            else:
+                slide = self._pool.get()  # wait for a handle to come back
+        try:
+            yield slide
+        finally:
+            self._pool.put(slide)
+
+    def _open_new(self) -> Any:
+        from eosin.slide import open_slide
+
+        if self.slide_path is None:
+            raise SlideNotFoundError("the store records no slide file.", path=self.stores[0])
+        kwargs = {"slide_mpp": self.slide_mpp} if self.slide_mpp else {}
+        return open_slide(self.slide_path, **kwargs)
 
 
 class Catalog:

@@ -302,3 +302,20 @@ def test_segmentation_attention_and_geojson_beside_the_store(client, out_dir):
     # asking a vector layer for pixels (or the reverse) is a 404 that says what to ask for
     r = client.get(f"/api/slides/{SID}/layers/{layers['instances.geojson']['id']}.png")
     assert r.status_code == 404 and ".geojson" in r.json()["error"]
+
+
+def test_stores_of_one_slide_are_merged_and_shared_groups_listed_once(out_dir, tmp_path):
+    import shutil
+
+    from eosin.viewer import find_layers
+
+    shutil.copytree(out_dir / SID, tmp_path / "again" / SID)
+    catalog = Catalog([out_dir, tmp_path / "again"])
+    entry = catalog.get(SID)
+    assert len(entry.stores) == 2 and [e.id for e in catalog].count(SID) == 1
+    merged = [layer.name for layer in find_layers(entry.stores) if "~file~" not in layer.id]
+    single = [layer.name for layer in find_layers(entry.stores[:1]) if "~file~" not in layer.id]
+    assert sorted(merged) == sorted(single)
+    # files beside the stores are different files: both are listed, told apart by their folder
+    files = [layer for layer in find_layers(entry.stores) if "~file~" in layer.id]
+    assert len(files) == 2 and len({layer.name for layer in files}) == 2

@@ -66,8 +66,13 @@ def _open(store_path: Path):
 
 
 def find_layers(stores: list[Path]) -> list[Layer]:
-    """Every layer of the stores of one slide (a store that cannot be read is skipped)."""
+    """Every layer of the stores of one slide (a store that cannot be read is skipped).
+
+    A group found in two stores of the slide under the same key (``eosin tissue`` and ``eosin tile`` both write
+    ``tissue/<key>``) is the same result: it is listed once, from the first store.
+    """
     out: list[Layer] = []
+    seen: set[str] = set()
     for i, path in enumerate(stores):
         try:
             store = _open(path)
@@ -78,6 +83,9 @@ def find_layers(stores: list[Path]) -> list[Layer]:
             if kind in _SKIP_KINDS:
                 continue
             for key in store.keys(kind):
+                if f"{kind}/{key}" in seen:
+                    continue
+                seen.add(f"{kind}/{key}")
                 try:
                     out.extend(_group_layers(store, i, kind, key))
                 except (StoreError, KeyError, ValueError, OSError):
@@ -88,10 +96,19 @@ def find_layers(stores: list[Path]) -> list[Layer]:
                     _lid(f"s{i}", "file", geo.name),
                     f"{geo.name}",
                     "vector",
-                    f"files beside {path.parent.name}/{path.name}",
+                    f"file:{path.parent}",
                     store=i,
                 )
             )
+    # the same name from two groups of one kind (two tissue detections, say): tell them apart by key
+    names = [layer.name for layer in out]
+    for layer in out:
+        if names.count(layer.name) > 1:
+            if layer.group.startswith("file:"):
+                where = "/".join(Path(layer.group[5:]).parts[-2:])
+            else:
+                where = layer.group.split("/", 1)[-1]
+            layer.name = f"{layer.name} ({where})"
     return out
 
 

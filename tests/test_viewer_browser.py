@@ -144,7 +144,17 @@ def test_slide_page_draws_the_slide_and_zooming_asks_for_deeper_tiles(page, serv
         int(u.split("/tiles/")[1].split("/")[0]) for u in page.evaluate("window.eosinViewer.tileRequests")
     }
     assert max(deeper) == 4 and max(deeper) > max(zooms)
-    assert page.locator("#scalebar").inner_text().endswith(("µm", "mm"))
+    # the scale bar: its length on screen times the microns per screen pixel at this zoom is what it says
+    label = page.locator("#scalebar").inner_text().strip()
+    value, unit = label.split()
+    microns = float(value) * (1000 if unit == "mm" else 1)
+    width = page.evaluate("parseFloat(document.querySelector('#scalebar div').style.width)")
+    per_px = page.evaluate(
+        "window.eosinViewer.info.deepzoom.display_mpp * "
+        "Math.pow(2, window.eosinViewer.info.deepzoom.max_zoom - window.eosinViewer.map.getZoom())"
+    )
+    assert per_px == pytest.approx(0.499 / 2 ** (page.evaluate("window.eosinViewer.map.getZoom()") - 4))
+    assert width * per_px == pytest.approx(microns, rel=0.03)
 
 
 def test_toggling_the_heatmap_changes_pixels_where_the_tissue_is(page, server):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
+import shutil
 import socket
 
 import numpy as np
@@ -231,9 +231,7 @@ def test_catalog_skips_links_out_of_its_roots(tmp_path):
     root.mkdir()
     (root / "inside.svs").symlink_to(SVS)  # a link to a file outside the root: skipped
     (root / "elsewhere").symlink_to(SLIDES, target_is_directory=True)
-    os.link(SVS, root / "copy.svs") if os.stat(SVS).st_dev == os.stat(root).st_dev else (
-        root / "copy.svs"
-    ).write_bytes(SVS.read_bytes())
+    shutil.copy(SVS, root / "copy.svs")  # a real file inside the root: served
     catalog = Catalog([root])
     assert [e.name for e in catalog] == ["copy.svs"]
 
@@ -319,3 +317,16 @@ def test_stores_of_one_slide_are_merged_and_shared_groups_listed_once(out_dir, t
     # files beside the stores are different files: both are listed, told apart by their folder
     files = [layer for layer in find_layers(entry.stores) if "~file~" in layer.id]
     assert len(files) == 2 and len({layer.name for layer in files}) == 2
+
+
+def test_an_unwritable_output_folder_is_a_message_not_a_crash(out_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    client = TestClient(create_app(Catalog([out_dir], out=blocker / "annotations")))
+    doc = {"type": "FeatureCollection", "features": []}
+    r = client.put(f"/api/slides/{SID}/annotations/annotations.geojson", content=json.dumps(doc))
+    assert (
+        r.status_code == 422
+        and "cannot write the annotations" in r.json()["error"]
+        and "--out" in r.json()["error"]
+    )

@@ -34,6 +34,12 @@ def view(paths, host, port, out, cache_mb):
 
     def ready(url: str) -> None:
         click.echo(f"eosin viewer on {url} (Ctrl+C to stop)", err=True)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(
+                f"warning: listening on {host}: anyone who can reach this machine can see these slides and "
+                "write annotations (there is no login).",
+                err=True,
+            )
 
     serve(list(paths), host=host, port=port, out=out, cache_mb=cache_mb, on_ready=ready)
     return 0

@@ -285,7 +285,14 @@ def _save(catalog: Catalog, sid: str, name: str, body: str, *, source: str | Non
 
     path = _annotation_path(catalog, sid, name)
     features = parse_geojson(body, source=source or name)
-    write_geojson(path, features)
+    try:
+        write_geojson(path, features)
+    except OSError as exc:
+        raise EosinError(
+            f"cannot write the annotations ({exc.strerror or exc}).",
+            path=path,
+            fix="start eosin view with --out pointing to a folder you can write to",
+        ) from None
     return {"saved": str(path), "name": path.name, "n_features": len(features), "features": features}
 
 

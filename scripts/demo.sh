@@ -24,5 +24,6 @@ for f in "$SLIDES"/*.jpeg "$SLIDES"/kidney-48-5-strip.tif; do
   [ -f "$f" ] && "$EOSIN" tile "$f" --mpp 0.5 --size 256 --slide-mpp 0.5 --out "$OUT/tiles" --quiet
 done
 echo "Done. Failures above are expected for the deliberately broken or resolution-less sample files;" >&2
-echo "look at $OUT/tissue/*/overlay.png and $OUT/tiles/*/tiles.png." >&2
+echo "look at $OUT/tissue/*/overlay.png and $OUT/tiles/*/tiles.png," >&2
+echo "or browse every slide with its layers: $EOSIN view $OUT   (docs/viewer.md)" >&2
 exit 0

@@ -111,11 +111,17 @@ def test_slide_info_has_scale_and_layers(client):
     assert {"tissue", "grids", SCORE_KIND} <= kinds
     assert any(i.endswith("~tissue") for i in ids) and any(i.endswith("~pen") for i in ids)
     scores = [layer for layer in info["layers"] if layer["group"] == f"{SCORE_KIND}/{SCORE_KEY}"]
+    # one layer per prompt and per score array, named by the prompts (text heatmaps name their columns so)
     assert [layer["name"] for layer in scores] == [
-        f"{SCORE_KIND}: scores[tumor]",
-        f"{SCORE_KIND}: scores[stroma]",
+        f"{SCORE_KIND}: proba[tumor]",
+        f"{SCORE_KIND}: proba[stroma]",
+        f"{SCORE_KIND}: similarity[tumor]",
+        f"{SCORE_KIND}: similarity[stroma]",
     ]
     assert all(layer["continuous"] and layer["legend"]["type"] == "continuous" for layer in scores)
+    # probabilities are shown on 0-1; similarities (here partly negative) from their minimum to their maximum
+    assert (scores[0]["legend"]["vmin"], scores[0]["legend"]["vmax"]) == (0.0, 1.0)
+    assert scores[2]["legend"]["vmin"] < 0 < scores[2]["legend"]["vmax"] < 1
 
 
 # ---------------------------------------------------------------------- layers
@@ -124,18 +130,18 @@ def test_tile_scores_on_click_and_heatmap_pixels_follow_the_store(client, out_di
 
     store = SlideStore.open(out_dir / SID / "store.zarr")
     group = store.read_group(SCORE_KIND, SCORE_KEY)
-    scores = np.asarray(group["scores"])
+    scores = np.asarray(group["proba"])
     grid = store.read_group("grids", group.attrs["grid"])
     coords = np.asarray(grid["coords"])
     extent = grid.attrs["extent"]
-    lid = f"s0~{SCORE_KIND}~{SCORE_KEY}~scores~0"
+    lid = f"s0~{SCORE_KIND}~{SCORE_KEY}~proba~0"
     i = len(coords) // 2
     x, y = coords[i] + extent / 2
     r = client.get(f"/api/slides/{SID}/layers/{lid}/value", params={"x": x, "y": y})
     assert r.status_code == 200
     found = r.json()
     assert found["index"] == i and found["x"] == coords[i, 0]
-    assert found["values"]["scores"] == pytest.approx({"tumor": scores[i, 0], "stroma": scores[i, 1]})
+    assert found["values"]["proba"] == pytest.approx({"tumor": scores[i, 0], "stroma": scores[i, 1]})
     # outside every tile: 404 with a message
     r = client.get(f"/api/slides/{SID}/layers/{lid}/value", params={"x": 1, "y": 1})
     assert r.status_code == 404 and "no tile" in r.json()["error"]

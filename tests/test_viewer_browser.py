@@ -122,7 +122,7 @@ def test_cohort_page_lists_the_shared_slides(page, server):
     broken = page.locator("tr.slide-row[data-id='broken-not-a-slide']")
     assert "not a slide or image eosin can read" in broken.inner_text()
     svs = page.locator(f"tr.slide-row[data-id='{SID}']")
-    assert "tissue mask" in svs.inner_text() and f"{SCORE_KIND}: scores[tumor]" in svs.inner_text()
+    assert "tissue mask" in svs.inner_text() and f"{SCORE_KIND}: proba[tumor]" in svs.inner_text()
     thumb = svs.locator("img.thumb")
     thumb.wait_for()
     page.wait_for_function(f"document.querySelector(\"tr[data-id='{SID}'] img.thumb\").naturalWidth > 0")
@@ -160,7 +160,7 @@ def test_slide_page_draws_the_slide_and_zooming_asks_for_deeper_tiles(page, serv
 def test_toggling_the_heatmap_changes_pixels_where_the_tissue_is(page, server):
     _open_slide(page, server)
     before = _map_pixels(page)
-    lid = f"s0~{SCORE_KIND}~{SCORE_KEY}~scores~0"
+    lid = f"s0~{SCORE_KIND}~{SCORE_KEY}~proba~0"
     box = page.locator("#map").bounding_box()
     page.locator(f"div.layer[data-layer='{lid}'] input[type=checkbox]").check()
     page.wait_for_function(

@@ -1,5 +1,7 @@
-"""Data for the viewer tests: a real eosin output folder (``eosin tile`` on the SVS) plus a per-tile score group
-written the way later stages write theirs (rows aligned with the grid, a ``grid`` attribute), and a broken file."""
+"""Data for the viewer tests: a real eosin output folder (``eosin tile`` on the SVS) plus groups written the way
+later stages write theirs: a text-to-region heatmap laid out as ``eosin heatmap`` writes ``text_heatmap/<key>``
+(rows aligned with the grid, ``coords``, a ``grid`` attribute, one column per prompt), MIL attention, a
+segmentation map, instances GeoJSON beside the store; and a broken file."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 from conftest import SLIDES, require
 
 SVS = SLIDES / "CMU-1-Small-Region.svs"
-SCORE_KIND, SCORE_KEY = "text_regions", "tumor-vs-stroma_test"
+SCORE_KIND, SCORE_KEY = "text_heatmap", "clip-test--grid--a1b2c3"
 
 
 def make_output(root: Path) -> Path:
@@ -40,8 +42,8 @@ def make_output(root: Path) -> Path:
     store.write_group(
         SCORE_KIND,
         SCORE_KEY,
-        {"scores": scores},
-        {"grid": grid_key, "classes": ["tumor", "stroma"], "prompts": ["tumor", "stroma"]},
+        {"proba": scores, "similarity": (scores * 0.4 - 0.1).astype(np.float32), "coords": coords},
+        {"grid": grid_key, "prompts": ["tumor", "stroma"], "mode": "softmax", "n_tiles": len(coords)},
     )
     # attention as eosin train mil writes it (own coords, rows follow the grid), summing to 1
     attention = (scores[:, 0] / scores[:, 0].sum()).astype(np.float32)

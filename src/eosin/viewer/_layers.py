@@ -208,7 +208,7 @@ def _group_layers(store: Any, i: int, kind: str, key: str) -> Iterator[Layer]:
         columns = [None] if array.ndim == 1 else list(range(array.shape[1])) if array.ndim == 2 else []
         if len(columns) > _MAX_COLUMNS:
             continue
-        classes = attrs.get("classes") or []
+        classes = attrs.get("classes") or attrs.get("prompts") or []
         for c in columns:
             label = name if c is None else f"{name}[{classes[c] if c < len(classes) else c}]"
             vmin, vmax = _range(kind, name, np.asarray(array) if c is None else np.asarray(array[:, c]))
@@ -428,7 +428,7 @@ def tile_values(stores: list[Path], layer_id: str | Layer, x: float, y: float) -
         return None
     i = int(hit[0])
     values: dict[str, Any] = {}
-    classes = group.attrs.get("classes") or []
+    classes = group.attrs.get("classes") or group.attrs.get("prompts") or []
     for name in group:
         array = group[name]
         if name == "coords" or not array.shape or array.shape[0] != len(coords) or array.ndim > 2:

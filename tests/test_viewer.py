@@ -336,3 +336,22 @@ def test_an_unwritable_output_folder_is_a_message_not_a_crash(out_dir, tmp_path)
         and "cannot write the annotations" in r.json()["error"]
         and "--out" in r.json()["error"]
     )
+
+
+def test_a_store_whose_slide_is_gone_keeps_its_row_with_the_reason(tmp_path):
+    from eosin.io import SlideStore
+
+    SlideStore.create(tmp_path / "out" / "moved" / "store.zarr", slide={"path": str(tmp_path / "moved.svs")})
+    SlideStore.create(tmp_path / "out" / "nameless" / "store.zarr")
+    client = TestClient(create_app(Catalog([tmp_path / "out"])))
+    cohort = {s["id"]: s for s in client.get("/api/slides").json()}
+    assert set(cohort) == {"moved", "nameless"}
+    assert not cohort["moved"]["readable"] and "moved.svs" in cohort["moved"]["problems"][0]["message"]
+    assert (
+        not cohort["nameless"]["readable"]
+        and "records no slide" in cohort["nameless"]["problems"][0]["message"]
+    )
+    page = client.get("/")
+    assert page.status_code == 200 and page.text.count("cannot be read") == 2 and "Traceback" not in page.text
+    r = client.get("/api/slides/moved/tiles/0/0_0.jpg")
+    assert r.status_code == 404 and "cannot be shown" in r.json()["error"]

@@ -355,3 +355,19 @@ def test_a_store_whose_slide_is_gone_keeps_its_row_with_the_reason(tmp_path):
     assert page.status_code == 200 and page.text.count("cannot be read") == 2 and "Traceback" not in page.text
     r = client.get("/api/slides/moved/tiles/0/0_0.jpg")
     assert r.status_code == 404 and "cannot be shown" in r.json()["error"]
+
+
+def test_a_group_written_while_the_viewer_runs_shows_up(out_dir, tmp_path):
+    import shutil
+
+    from eosin.io import SlideStore
+
+    shutil.copytree(out_dir / SID, tmp_path / SID)
+    client = TestClient(create_app(Catalog([tmp_path])))
+    names = lambda: {layer["name"] for layer in client.get(f"/api/slides/{SID}").json()["layers"]}  # noqa: E731
+    assert "late: value" not in names()
+    store = SlideStore.open(tmp_path / SID / "store.zarr")
+    (grid_key,) = store.keys("grids")
+    n = store.read_group("grids", grid_key)["coords"].shape[0]
+    store.write_group("late", "k1", {"value": np.linspace(0, 1, n, dtype=np.float32)}, {"grid": grid_key})
+    assert "late: value" in names()

@@ -53,7 +53,7 @@ class _State:
         self.tile_format = tile_format
         self.quality = quality
         self._zooms: dict[str, DeepZoom] = {}
-        self._layers: dict[str, list] = {}
+        self._layers: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
     def entry(self, sid: str) -> SlideEntry:
@@ -75,14 +75,16 @@ class _State:
         return dz
 
     def layers(self, entry: SlideEntry) -> list:
-        found = self._layers.get(entry.id)
-        if found is None:
+        """The slide's layers, found again when a store changed (a stage run while the viewer is open)."""
+        stamp = _stores_stamp(entry.stores)
+        cached = self._layers.get(entry.id)
+        if cached is None or cached[0] != stamp:
             from eosin.viewer._layers import find_layers
 
-            found = find_layers(entry.stores)
+            cached = (stamp, find_layers(entry.stores))
             with self._lock:
-                self._layers[entry.id] = found
-        return found
+                self._layers[entry.id] = cached
+        return cached[1]
 
     def layer(self, entry: SlideEntry, lid: str):
         for layer in self.layers(entry):
@@ -92,6 +94,19 @@ class _State:
             f"slide {entry.name} has no layer {lid!r} in its stores "
             f"({len(self.layers(entry))} layers; /api/slides/{entry.id} lists them)."
         )
+
+
+def _stores_stamp(stores: list[Path]) -> tuple:
+    """Modification times of the stores, their kind folders (publishing a group renames into one) and the GeoJSON
+    files beside them: a changed stamp means the layers must be found again."""
+    stamp = []
+    for store in stores:
+        if not store.is_dir():
+            continue
+        folders = [store, *(p for p in store.iterdir() if p.is_dir() and not p.name.startswith("."))]
+        stamp.extend((str(f), f.stat().st_mtime_ns) for f in folders)
+        stamp.extend((str(g), g.stat().st_mtime_ns) for g in store.parent.glob("*.geojson"))
+    return tuple(stamp)
 
 
 class _NotFound(EosinError):
@@ -203,7 +218,8 @@ def create_app(
         if layer.type == "vector":
             raise _NotFound(f"layer {lid!r} is a vector layer: ask for {lid}.geojson.")
         data = state.cache.get_or_make(
-            (sid, "layer", lid, cmap), lambda: render_layer(entry.stores, layer, cmap=cmap)
+            (sid, "layer", lid, cmap, hash(_stores_stamp(entry.stores))),
+            lambda: render_layer(entry.stores, layer, cmap=cmap),
         )
         return Response(data, media_type="image/png")
 
@@ -220,7 +236,8 @@ def create_app(
             return json.dumps(vector_layer(entry.stores, layer), separators=(",", ":")).encode()
 
         return Response(
-            state.cache.get_or_make((sid, "vector", lid), make), media_type="application/geo+json"
+            state.cache.get_or_make((sid, "vector", lid, hash(_stores_stamp(entry.stores))), make),
+            media_type="application/geo+json",
         )
 
     @app.get("/api/slides/{sid}/layers/{lid}/value")

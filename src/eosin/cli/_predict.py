@@ -28,7 +28,13 @@ from eosin.cli._common import echo_json, precision_option, slide_mpp_option
     help="Output folder: <stem>/heatmap_<class>.png and predictions.csv (default: beside each store). "
     "Needed for slide files, which are tiled into <out>/<stem>/store.zarr first.",
 )
-@click.option("--grid", "grid_key", default=None, help="Which stored grid (when a store holds several).")
+@click.option(
+    "--grid",
+    "grid_key",
+    default=None,
+    help="Which stored grid when a store holds several: a key, or its parameter part (e.g. mpp0.5_224px), "
+    "matched in each store.",
+)
 @click.option(
     "--labels",
     "labels_csv",
@@ -48,7 +54,7 @@ from eosin.cli._common import echo_json, precision_option, slide_mpp_option
 @precision_option("Autocast of the encoder")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Tile-decoding processes.")
 @slide_mpp_option
-@click.option("-q", "--quiet", is_flag=True, help="Accepted for symmetry with other commands.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def predict(
     paths,
     model_path,
@@ -66,8 +72,10 @@ def predict(
     """Per-tile class probabilities of SLIDE_OR_STORE... with the classifier --model.
 
     Each store gets predictions/<model key> (probabilities aligned with the grid's tiles); each slide gets
-    heatmap_<class>.png over its thumbnail; predictions.csv (id, slide, x, y, [label, patient,] pred, p_<class>)
-    collects every tile. One JSON line per slide on stdout; exit 1 when some failed.
+    heatmap_<class>.png over its thumbnail; predictions.csv (id, slide, x, y, [label, patient,] pred, p_<class>,
+    model) collects every tile. An existing predictions.csv of the same model is merged by slide: the slides of
+    this run replace their old rows, other slides' rows are kept; one of another model is refused (exit 2).
+    One JSON line per slide on stdout; exit 1 when some failed.
     """
     from eosin._device import resolve_precision, select_device
     from eosin.errors import EosinError
@@ -81,7 +89,12 @@ def predict(
     model.meta["checkpoint"] = str(model_path.resolve())
     key = checkpoint_key(model_path)
     truth = _read_labels(labels_csv) if labels_csv else {}
+    header = ["id", "slide", "x", "y"] + (["label", "patient"] if labels_csv else [])
+    header += ["pred", *(f"p_{c}" for c in model.classes), "model"]
+    target = (out if out is not None else Path(result_dir_of(paths[0]))) / "predictions.csv"
+    kept = _previous_rows(target, header, key)  # refuses another model's file before any work
     rows: list[list[str]] = []
+    done: set[str] = set()
     failed = 0
     for path in paths:
         try:
@@ -96,6 +109,7 @@ def predict(
                 workers=workers,
                 slide_mpp=slide_mpp,
                 precision=precision,
+                progress=not quiet,
             )
         except EosinError as exc:
             failed += 1
@@ -111,24 +125,47 @@ def predict(
             row = [f"{slide_id}:{i}", slide_id, str(int(x)), str(int(y))]
             if labels_csv:
                 row += [label or "", patient or slide_id]
-            row += [model.classes[int(p.argmax())], *(f"{v:.6f}" for v in p)]
+            row += [model.classes[int(p.argmax())], *(f"{v:.6f}" for v in p), key]
             rows.append(row)
+        done.add(slide_id)
         echo_json(result)
     if rows:
-        header = ["id", "slide", "x", "y"] + (["label", "patient"] if labels_csv else [])
-        header += ["pred", *(f"p_{c}" for c in model.classes)]
+        kept = [r for r in kept if r[1] not in done]  # this run's slides replace their old rows
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows(rows)
-        target = (out if out is not None else Path(result_dir_of(paths[0]))) / "predictions.csv"
+        writer.writerows(kept + rows)
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, buffer.getvalue())
-        click.echo(f"predictions: {target}", err=True)
+        others = len({r[1] for r in kept})
+        click.echo(
+            f"predictions: {target} ({len(done)} slide(s) written, {others} kept from before)", err=True
+        )
     if failed:
         click.echo(f"{failed} of {len(paths)} input(s) failed.", err=True)
     sys.stdout.flush()
     return 1 if failed else 0
+
+
+def _previous_rows(target: Path, header: list[str], key: str) -> list[list[str]]:
+    """Rows of an existing predictions.csv of the same model (to merge by slide); refuses another model's file."""
+    from eosin.errors import UsageError
+
+    if not target.is_file():
+        return []
+    with open(target, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        old_header = next(reader, [])
+        rows = list(reader)
+    models = {r[-1] for r in rows if r} if old_header and old_header[-1] == "model" else {None}
+    if old_header != header or models - {key}:
+        raise UsageError(
+            f"it holds predictions of another model or with other columns ({', '.join(map(str, models))}); "
+            "merging them with this model's rows would mix two models in one table.",
+            path=target,
+            fix="give another --out, or move the old predictions.csv aside",
+        )
+    return [r for r in rows if r]
 
 
 def result_dir_of(path: Path) -> Path:

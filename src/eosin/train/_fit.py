@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -200,7 +202,8 @@ def fit_tiles(
                 waited += 1
         history.append(record)
         if progress:
-            print({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}, file=sys.stderr)
+            line = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
+            print(json.dumps(line), file=sys.stderr, flush=True)
         if (max_steps is not None and step >= max_steps) or (val is not None and waited >= patience):
             break
     if best_state is not None:
@@ -215,10 +218,14 @@ def _validate(model: TileClassifier, val: TileTable, dev, *, batch_size: int, wo
     proba = predict_tiles(model, val, batch_size=batch_size, workers=workers, device=dev)
     y = val.label_index
     p = np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0)
-    return {
-        "val_loss": float(-np.log(p).mean()),
-        "val_balanced_accuracy": float(balanced_accuracy_score(y, proba.argmax(axis=1))),
-    }
+    with warnings.catch_warnings():
+        # a small validation set may lack classes the model predicts: the score is then the mean recall over the
+        # classes present, which is what scikit-learn computes, without its warning on stderr
+        warnings.filterwarnings(
+            "ignore", message="y_pred contains classes not in y_true", category=UserWarning
+        )
+        balanced = float(balanced_accuracy_score(y, proba.argmax(axis=1)))
+    return {"val_loss": float(-np.log(p).mean()), "val_balanced_accuracy": balanced}
 
 
 def predict_tiles(

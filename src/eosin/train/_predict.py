@@ -26,6 +26,7 @@ def predict_store(
     slide_mpp: float | None = None,
     precision: str = "auto",
     overwrite: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Classify every tile of a stored grid; write ``predictions/<key>`` and ``heatmap_<class>.png`` files.
 
@@ -33,7 +34,7 @@ def predict_store(
     level-0 x, y; its attributes name the classes, the grid and the checkpoint. Tiles are read as the model was
     trained: centred on each grid tile at the checkpoint's mpp when it has one and the slide a trustworthy mpp,
     else the grid's own tiles resized to the model's input size. ``precision`` is the encoder's autocast
-    (``auto``: see :mod:`eosin._device`).
+    (``auto``: see :mod:`eosin._device`). ``progress`` shows a bar over the tiles (stderr).
 
     Returns
     -------
@@ -77,7 +78,9 @@ def predict_store(
         start = 0
         model.eval().to(memory_format=torch.channels_last)
         with torch.inference_mode():
-            for batch in iter_tiles(slide, read, batch_size=batch_size, workers=workers, transform=prep):
+            for batch in iter_tiles(
+                slide, read, batch_size=batch_size, workers=workers, transform=prep, progress=progress
+            ):
                 x = to_input(torch.from_numpy(batch.images), model.mean, model.std, dev)
                 p = model.predict_proba(x, precision).cpu().numpy()
                 proba[start : start + len(p)] = p

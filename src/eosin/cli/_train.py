@@ -66,10 +66,28 @@ def train() -> None:
 )
 @click.option(
     "--balance",
-    type=click.Choice(["weighted", "oversample", "none"]),
+    type=click.Choice(["weighted", "oversample", "stride", "none"]),
     default="weighted",
     show_default=True,
-    help="Class balancing of the training batches.",
+    help="Class balance: weighted sampling, oversample (duplicate rare-class tiles), stride (DeepSlide: cut "
+    "rare classes' images with a denser stride; needs --tile-size), or none.",
+)
+@click.option(
+    "--tile-size",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Cut the images of DATA into tiles of this side (training regions rather than ready tiles).",
+)
+@click.option(
+    "--positive-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Every training batch holds this share of --positive-class tiles (Foucart et al.), e.g. 0.25.",
+)
+@click.option(
+    "--positive-class",
+    default=None,
+    help="The class counted as positive by --positive-fraction (default: the rarest class).",
 )
 @click.option(
     "--augment/--no-augment", default=True, show_default=True, help="Flips, 90° turns, HED jitter, blur."
@@ -101,6 +119,9 @@ def tiles(
     patient_column,
     label_from,
     balance,
+    tile_size,
+    positive_fraction,
+    positive_class,
     augment,
     k,
     input_size,
@@ -120,6 +141,7 @@ def tiles(
     JSON summary goes to stdout.
     """
     from eosin.data import load_tile_table, patient_split
+    from eosin.errors import UsageError
     from eosin.train import fit_probe_tiles, fit_tiles, save_classifier
 
     table = load_tile_table(data, label_from=label_from, patient_column=patient_column)
@@ -129,6 +151,23 @@ def tiles(
         train_t, val_t = table.subset(tr), table.subset(va)
     else:
         train_t, val_t = table, None
+    tiling: dict = {}
+    if balance == "stride" and tile_size is None:
+        raise UsageError(
+            "--balance stride cuts the images of DATA with per-class strides: give --tile-size N."
+        )
+    if tile_size is not None:
+        from eosin.data import cut_tiles, stride_balanced_tiles
+
+        if balance == "stride":
+            train_t, strides = stride_balanced_tiles(train_t, tile_size=tile_size)
+            balance = "none"  # the tiling balanced the classes
+            tiling = {"tile_size": tile_size, "strides": strides}
+        else:
+            train_t = cut_tiles(train_t, tile_size=tile_size)
+            tiling = {"tile_size": tile_size, "strides": {c: tile_size for c in table.classes}}
+        val_t = cut_tiles(val_t, tile_size=tile_size) if val_t is not None else None
+        click.echo(json.dumps({"tiles": train_t.counts(), **tiling}), err=True)
     if probe == "finetune":
         model, history = fit_tiles(
             train_t,
@@ -142,6 +181,8 @@ def tiles(
             batch_size=batch_size,
             lr=lr,
             balance=balance,
+            positive_fraction=positive_fraction,
+            positive_class=positive_class,
             augment=augment,
             patience=patience,
             device=device,
@@ -173,6 +214,8 @@ def tiles(
                 model, val_t, next(model.parameters()).device, batch_size=batch_size, workers=workers
             )
             model.meta["validation"] = last
+    if tiling:
+        model.meta["tiling"] = tiling
     model.meta["split"] = {
         "val_fraction": val_fraction,
         "train_patients": sorted(set(train_t.patients.tolist()))[:1000],
@@ -185,6 +228,7 @@ def tiles(
         "probe": probe,
         "classes": list(table.classes),
         "n_train": len(train_t),
+        "train_counts": train_t.counts(),
         "n_val": 0 if val_t is None else len(val_t),
         **{k_: round(v, 4) for k_, v in last.items() if k_.startswith("val_")},
     }

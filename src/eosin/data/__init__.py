@@ -27,14 +27,19 @@ _LAZY = {
     "Augment": "eosin.data._augment",
     "TileDataset": "eosin.data._torch",
     "make_loader": "eosin.data._torch",
+    "cut_tiles": "eosin.data._balance",
+    "stride_balanced_tiles": "eosin.data._balance",
+    "PositiveFractionBatches": "eosin.data._balance",
 }
 
 __all__ = [
     "Augment",
     "Cohort",
+    "PositiveFractionBatches",
     "TileDataset",
     "TileTable",
     "check_no_leak",
+    "cut_tiles",
     "load_tile_table",
     "make_loader",
     "mask_fractions",
@@ -42,6 +47,7 @@ __all__ = [
     "patient_split",
     "read_cohort",
     "read_tile",
+    "stride_balanced_tiles",
     "tiles_from_masks",
 ]
 
@@ -55,6 +61,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from eosin.data._augment import Augment
+    from eosin.data._balance import PositiveFractionBatches, cut_tiles, stride_balanced_tiles
     from eosin.data._cohort import Cohort, read_cohort
     from eosin.data._masks import mask_fractions, tiles_from_masks
     from eosin.data._splits import check_no_leak, patient_kfold, patient_split

@@ -80,6 +80,8 @@ def make_loader(
     workers: int | None = None,
     seed: int = 0,
     drop_last: bool = False,
+    positive_fraction: float | None = None,
+    positive_class: str | list[str] | None = None,
 ) -> DataLoader:
     """A DataLoader over ``table`` yielding ``(uint8 (N, size, size, 3), int64 (N,))`` batches.
 
@@ -94,6 +96,9 @@ def make_loader(
     workers
         DataLoader worker processes that decode and augment while the model computes (default:
         :func:`default_loader_workers`; 0: in this process).
+    positive_fraction, positive_class
+        Every batch holds this share of tiles of ``positive_class`` (default: the rarest class), the rest from
+        the other classes (:class:`~eosin.data.PositiveFractionBatches`, Foucart et al.); replaces ``balance``.
     """
     if balance not in BALANCING:
         raise UsageError(f"balance must be one of {list(BALANCING)}, not {balance!r}.")
@@ -112,18 +117,46 @@ def make_loader(
         sampler = SubsetRandomSampler(idx.tolist(), generator=generator)
     if workers is None:
         workers = default_loader_workers()
+    common = {
+        "num_workers": workers,
+        "worker_init_fn": _seed_worker if workers else None,
+        "generator": generator,
+        "persistent_workers": workers > 0,
+        "prefetch_factor": 4 if workers else None,
+    }
+    if positive_fraction is not None and shuffle:
+        from eosin.data._balance import PositiveFractionBatches
+
+        batches = PositiveFractionBatches(
+            targets,
+            _positive(table, positive_class),
+            fraction=positive_fraction,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        return DataLoader(dataset, batch_sampler=batches, **common)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         shuffle=shuffle and sampler is None,
-        num_workers=workers,
-        worker_init_fn=_seed_worker if workers else None,
-        generator=generator,
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers else None,
         drop_last=drop_last,
+        **common,
     )
+
+
+def _positive(table: TileTable, positive_class: str | list[str] | None) -> list[int]:
+    """Class indices of the positive class(es); the rarest class when none is named."""
+    from eosin.errors import UnknownNameError
+
+    if positive_class is None:
+        counts = table.counts()
+        return [table.classes.index(min(counts, key=lambda c: (counts[c], c)))]
+    names = [positive_class] if isinstance(positive_class, str) else list(positive_class)
+    for name in names:
+        if name not in table.classes:
+            raise UnknownNameError("positive class", name, table.classes)
+    return [table.classes.index(n) for n in names]
 
 
 def to_input(images: torch.Tensor, mean, std, device) -> torch.Tensor:

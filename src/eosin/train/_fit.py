@@ -74,6 +74,8 @@ def fit_tiles(
     lr: float = 1e-4,
     weight_decay: float = 0.05,
     balance: str = "weighted",
+    positive_fraction: float | None = None,
+    positive_class: str | None = None,
     augment: bool = True,
     patience: int = 3,
     monitor: str = "val_loss",
@@ -106,6 +108,10 @@ def fit_tiles(
     device, precision
         Where to train (``auto``: CUDA, MPS, CPU) and the autocast precision (``auto``, ``fp32``, ``bf16``,
         ``fp16`` on CUDA); weights, optimizer state and loss stay float32 in every case.
+    balance, positive_fraction, positive_class
+        Class balance of the training batches (:func:`eosin.data.make_loader`): ``"weighted"``, ``"oversample"``
+        or ``"none"``; or a fixed share ``positive_fraction`` of ``positive_class`` tiles in every batch
+        (default the rarest class; Foucart et al.).
     max_steps
         Stop after this many optimizer steps (benchmarks, tests).
 
@@ -136,7 +142,9 @@ def fit_tiles(
             "batch_size": batch_size,
             "lr": lr,
             "weight_decay": weight_decay,
-            "balance": balance,
+            "balance": balance if positive_fraction is None else "positive-fraction",
+            "positive_fraction": positive_fraction,
+            "positive_class": positive_class,
             "augment": augment,
             "patience": patience,
             "monitor": monitor,
@@ -154,6 +162,8 @@ def fit_tiles(
         size=enc.input_size,
         batch_size=batch_size,
         balance=balance,
+        positive_fraction=positive_fraction,
+        positive_class=positive_class,
         augment=augment,
         workers=workers,
         seed=seed,

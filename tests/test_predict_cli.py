@@ -122,3 +122,24 @@ def test_predict_quiet_merge_and_grid_per_store(setup, tmp_path, capsys):
     # two grids match a shorter part: the store says which
     assert _main("predict", cmu, "--model", root / "a", "--out", tmp_path / "p3", "--grid", "mpp2", "-q") == 1
     assert "2 grids match 'mpp2'" in capsys.readouterr().err
+
+
+def test_predict_cam_writes_tile_and_stitched_maps(setup, tmp_path):
+    from eosin.io import SlideStore
+
+    root = setup
+    cmu = root / "tiles" / "CMU-1-Small-Region"
+    out = tmp_path / "cam"
+    assert (
+        _main("predict", cmu, "--model", root / "a", "--out", out, "--grid", "mpp2_64px", "--cam", "-q") == 0
+    )
+    assert (out / "CMU-1-Small-Region" / "cam.png").is_file()
+    store = SlideStore.open(cmu / "store.zarr")
+    (key,) = store.keys("cams")
+    group = store.read_group("cams", key)
+    grid = store.read_group("grids", group.attrs["grid"])
+    n = grid.attrs["n_tiles"]
+    assert group["cam"].shape == (n, 32, 32) and group["pred"].shape == (n,)
+    assert group["coords"].shape == (n, 2) and group["stitched"].ndim == 2
+    cam = group["cam"][:].astype("float32")
+    assert cam.min() >= 0 and cam.max() <= 1 and (cam.reshape(n, -1).max(axis=1) > 0).mean() > 0.5

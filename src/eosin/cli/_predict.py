@@ -54,6 +54,12 @@ from eosin.cli._common import echo_json, precision_option, slide_mpp_option
 @precision_option("Autocast of the encoder")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Tile-decoding processes.")
 @slide_mpp_option
+@click.option(
+    "--cam",
+    is_flag=True,
+    help="Also Grad-CAM maps of the predicted class: per tile and stitched in the store (cams/<model key>), "
+    "and <stem>/cam.png over the thumbnail.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def predict(
     paths,
@@ -67,6 +73,7 @@ def predict(
     precision,
     workers,
     slide_mpp,
+    cam,
     quiet,
 ) -> int:
     """Per-tile class probabilities of SLIDE_OR_STORE... with the classifier --model.
@@ -110,6 +117,7 @@ def predict(
                 slide_mpp=slide_mpp,
                 precision=precision,
                 progress=not quiet,
+                cam=cam,
             )
         except EosinError as exc:
             failed += 1

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PREDICTIONS_KIND", "heatmap", "predict_store"]
+__all__ = ["CAMS_KIND", "PREDICTIONS_KIND", "heatmap", "predict_store"]
 
 PREDICTIONS_KIND = "predictions"
+CAMS_KIND = "cams"
 
 
 def predict_store(
@@ -27,6 +28,7 @@ def predict_store(
     precision: str = "auto",
     overwrite: bool = True,
     progress: bool = False,
+    cam: bool = False,
 ) -> dict[str, Any]:
     """Classify every tile of a stored grid; write ``predictions/<key>`` and ``heatmap_<class>.png`` files.
 
@@ -35,6 +37,10 @@ def predict_store(
     trained: centred on each grid tile at the checkpoint's mpp when it has one and the slide a trustworthy mpp,
     else the grid's own tiles resized to the model's input size. ``precision`` is the encoder's autocast
     (``auto``: see :mod:`eosin._device`). ``progress`` shows a bar over the tiles (stderr).
+
+    With ``cam``, each tile's Grad-CAM for its predicted class (:func:`eosin.train._cam.tile_cams`, float32) goes
+    to ``cams/<key>`` (``cam`` ``(n, 32, 32)``, ``stitched`` at the thumbnail's size) and ``cam.png`` shows the
+    stitched map over the thumbnail.
 
     Returns
     -------
@@ -77,14 +83,21 @@ def predict_store(
         prep = TilePrep(None, resize) if resize else None
         start = 0
         model.eval().to(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            for batch in iter_tiles(
-                slide, read, batch_size=batch_size, workers=workers, transform=prep, progress=progress
-            ):
+        cams = None
+        if cam:
+            from eosin.train._cam import CAM_SIZE, tile_cams
+
+            cams = np.zeros((len(grid), CAM_SIZE, CAM_SIZE), dtype=np.float16)
+        for batch in iter_tiles(
+            slide, read, batch_size=batch_size, workers=workers, transform=prep, progress=progress
+        ):
+            with torch.inference_mode():
                 x = to_input(torch.from_numpy(batch.images), model.mean, model.std, dev)
                 p = model.predict_proba(x, precision).cpu().numpy()
-                proba[start : start + len(p)] = p
-                start += len(p)
+            proba[start : start + len(p)] = p
+            if cams is not None:
+                cams[start : start + len(p)] = tile_cams(model, x.clone(), p.argmax(axis=1))
+            start += len(p)
         thumb = slide.thumbnail(max_size=1024)
         bounds = slide.bounds
     attrs = {
@@ -108,6 +121,9 @@ def predict_store(
     )
     out_dir = Path(out_dir)
     paths = []
+    cam_png = None
+    if cams is not None:
+        cam_png = _write_cams(store, key, cams, proba, read, gkey, thumb, bounds, out_dir, overwrite)
     for k, name in enumerate(model.classes):
         picture = heatmap(thumb, grid, proba[:, k], bounds=bounds)
         paths.append(str(save_png(out_dir / f"heatmap_{_safe(name)}.png", picture)))
@@ -119,6 +135,7 @@ def predict_store(
         "n_tiles": len(grid),
         "classes": list(model.classes),
         "heatmaps": paths,
+        **({"cam": cam_png} if cam_png else {}),
         "proba": proba,
         "coords": grid.coords,
         "seconds": round(time.perf_counter() - t0, 3),
@@ -153,6 +170,37 @@ def heatmap(
     out = thumb.copy()
     out[covered] = (thumb[covered] * (1 - alpha) + colours[covered] * alpha).astype(np.uint8)
     return out
+
+
+def _write_cams(store, key, cams, proba, read, gkey, thumb, bounds, out_dir: Path, overwrite: bool) -> str:
+    """Store the per-tile and stitched class activation maps; draw ``cam.png`` over the thumbnail."""
+    import cv2
+
+    from eosin.train._cam import stitch_cams
+    from eosin.viz import save_png
+
+    stitched, covered = stitch_cams(cams, read.coords, read.extent, shape=thumb.shape[:2], bounds=bounds)
+    attrs = {
+        "grid": gkey,
+        "method": "Grad-CAM (pytorch-grad-cam) of the predicted class, each tile's map scaled to 0-1",
+        "tile_extent": float(read.extent),
+        "stitched_bounds": [float(b) for b in bounds],
+        "order": "rows follow the grid's tile order; coords are the level-0 x, y of the tiles read",
+    }
+    arrays = {
+        "cam": cams,
+        "pred": proba.argmax(axis=1).astype(np.int32),
+        "coords": read.coords.astype(np.int64),
+        "stitched": stitched.astype(np.float16),
+    }
+    store.write_group(CAMS_KIND, key, arrays, attrs, overwrite=overwrite)
+    colours = cv2.cvtColor(
+        cv2.applyColorMap((np.clip(stitched, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET),
+        cv2.COLOR_BGR2RGB,
+    )
+    picture = thumb.copy()
+    picture[covered] = (thumb[covered] * 0.5 + colours[covered] * 0.5).astype(np.uint8)
+    return str(save_png(out_dir / "cam.png", picture))
 
 
 def _safe(name: str) -> str:

@@ -24,6 +24,7 @@ __all__ = [
     "slide_options",
 ]
 
+
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
     """Files named and slide files inside folders named (not recursive, hidden files skipped), sorted per folder.
 

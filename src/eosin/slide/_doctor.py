@@ -18,6 +18,9 @@ Problem codes (``problems`` is a list of ``{"code", "message"}``):
     a level whose size differs by more than a pixel or 1 % from level 0 divided by its downsample.
 ``damaged-associated-image``
     a label, macro or thumbnail image that cannot be decoded (found only when probing pixels).
+``reader-disagreement``
+    two whole-slide readers (OpenSlide, tiffslide) both open the file and report different dimensions, levels or
+    mpp (found when comparing readers: ``eosin info``, :func:`diagnose_path`).
 ``fluorescence``
     not brightfield RGB: the channels are shown as a false-colour composite; brightfield steps (tissue detection,
     stain normalization) do not apply as they are.
@@ -32,7 +35,10 @@ from typing import Any
 from eosin.errors import EosinError
 from eosin.slide._base import PLAUSIBLE_MPP, Slide
 
-__all__ = ["diagnose", "diagnose_path", "probe", "unreadable_record"]
+__all__ = ["diagnose", "diagnose_path", "probe", "reader_disagreement", "unreadable_record"]
+
+#: readers of whole-slide pyramids whose views of one file can be compared (the plain-image reader sees one page)
+WSI_READERS = ("openslide", "tiffslide")
 
 #: a single-level image with a longer side than this should have been saved as a pyramid
 NON_PYRAMIDAL_SIDE = 10_000
@@ -41,7 +47,11 @@ _PROBE_FULL_PIXELS = 16_000_000
 
 
 def diagnose(
-    slide: Slide | str | os.PathLike[str], *, probe_pixels: bool = False, **open_kwargs: Any
+    slide: Slide | str | os.PathLike[str],
+    *,
+    probe_pixels: bool = False,
+    compare_readers: bool | None = None,
+    **open_kwargs: Any,
 ) -> dict[str, Any]:
     """Describe a slide and list its problems.
 
@@ -52,6 +62,9 @@ def diagnose(
     probe_pixels
         Also decode part of the image (the coarsest level, or patches of it including the last corner) to catch
         truncated and corrupted tiles that opening alone does not reveal.
+    compare_readers
+        Also open the file with the other whole-slide reader (OpenSlide or tiffslide) and report a
+        ``reader-disagreement`` when it sees other dimensions, levels or mpp (default: as ``probe_pixels``).
 
     Returns
     -------
@@ -63,7 +76,7 @@ def diagnose(
         from eosin.slide._open import open_slide
 
         with open_slide(slide, **open_kwargs) as opened:
-            return diagnose(opened, probe_pixels=probe_pixels)
+            return diagnose(opened, probe_pixels=probe_pixels, compare_readers=compare_readers)
     record: dict[str, Any] = {
         "path": str(slide.path),
         "format": slide.format,
@@ -83,6 +96,8 @@ def diagnose(
         "bounds": list(slide.bounds) if slide.bounds is not None else None,
         "problems": _problems(slide),
     }
+    if probe_pixels if compare_readers is None else compare_readers:
+        record["problems"] += reader_disagreement(slide)
     if probe_pixels:
         try:
             probe(slide)
@@ -92,6 +107,64 @@ def diagnose(
             )
         record["problems"] += _probe_associated(slide)
     return record
+
+
+def reader_disagreement(slide: Slide) -> list[dict[str, Any]]:
+    """A ``reader-disagreement`` problem when another whole-slide reader opens the file and sees it otherwise.
+
+    Compared: level-0 dimensions, the size of every level, and the level-0 mpp (more than 1 % apart, or known to
+    one reader only). A reader that cannot open the file is no disagreement. An mpp override applies to both.
+    """
+    from eosin.slide._open import open_slide
+
+    if slide.backend not in WSI_READERS:
+        return []
+    override = slide.mpp_x if slide.mpp_source == "override" else None
+    problems = []
+    for other in WSI_READERS:
+        if other == slide.backend:
+            continue
+        try:
+            with open_slide(slide.path, backend=other, slide_mpp=override) as peer:
+                seen = _view(peer)
+        except EosinError:
+            continue
+        mine = _view(slide)
+        differ = [k for k in ("dimensions", "levels") if mine[k] != seen[k]]
+        if not _same_mpp(mine["mpp"], seen["mpp"]):
+            differ.append("mpp")
+        if differ:
+            problems.append(
+                {
+                    "code": "reader-disagreement",
+                    "message": f"{slide.backend} and {other} read this file differently ({', '.join(differ)}): "
+                    f"{slide.backend} {_describe_view(mine)}; {other} {_describe_view(seen)}. Results depend "
+                    f"on the reader: check the file in a viewer, or choose one with --backend "
+                    f"(this record is {slide.backend}'s).",
+                    "readers": {slide.backend: mine, other: seen},
+                }
+            )
+    return problems
+
+
+def _view(slide: Slide) -> dict[str, Any]:
+    return {
+        "dimensions": [slide.width, slide.height],
+        "levels": [[lv.width, lv.height] for lv in slide.levels],
+        "mpp": None if slide.mpp_x is None else round(float(slide.mpp_x), 6),
+    }
+
+
+def _same_mpp(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= 0.01 * max(a, b)
+
+
+def _describe_view(view: dict[str, Any]) -> str:
+    w, h = view["dimensions"]
+    levels = ", ".join(f"{lw}x{lh}" for lw, lh in view["levels"])
+    return f"{w}x{h}, {len(view['levels'])} level(s) [{levels}], mpp {view['mpp']}"
 
 
 def diagnose_path(path: str | os.PathLike[str], **open_kwargs: Any) -> dict[str, Any]:

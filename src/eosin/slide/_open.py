@@ -87,6 +87,7 @@ def open_slide(
         raise UsageError(f"slide_mpp must be a positive number of microns per pixel, got {slide_mpp!r}.")
     if not path.exists():
         raise SlideNotFoundError("no such file or folder.", path=path, fix="check the path and its spelling")
+    _refuse_vsi(path)
     kind = sniff(path)
     if kind == "empty":
         raise CorruptSlideError(
@@ -136,6 +137,42 @@ def open_slide(
         f"this is not a slide or image eosin can read ({detail}).",
         path=path,
         fix=f"give a slide in a supported format ({_SUPPORTED_TEXT})",
+    )
+
+
+#: bfconvert (Bio-Formats) turns a VSI scan into a pyramidal OME-TIFF that eosin reads
+_VSI_FIX = (
+    "convert it to a pyramidal OME-TIFF and give eosin that file: with Bio-Formats, bfconvert -noflat "
+    "-pyramid-resolutions 6 -pyramid-scale 2 -tilex 512 -tiley 512 -compression JPEG {name} {stem}.ome.tiff "
+    "(or open it in QuPath and export it as OME-TIFF)"
+)
+
+
+def _refuse_vsi(path: Path) -> None:
+    """Olympus/Evident VSI: the ``.vsi`` TIFF container holds only an overview; the scan's pyramid is in
+    ``_<name>_/stackN/frame_t.ets`` beside it, in a format no installed reader decodes. Refuse, saying so."""
+    suffix = path.suffix.lower()
+    if suffix not in (".vsi", ".ets"):
+        return
+    if suffix == ".ets":
+        vsi = path.parent.parent.parent / (path.parent.parent.name.strip("_") + ".vsi")
+        raise UnsupportedFormatError(
+            "an Olympus/Evident VSI image file (.ets): one level set of a VSI scan, which eosin cannot read.",
+            path=path,
+            fix=_VSI_FIX.format(name=vsi.name, stem=vsi.stem),
+        )
+    folder = path.parent / f"_{path.stem}_"
+    stacks = sorted(folder.glob("stack*/*.ets")) if folder.is_dir() else []
+    where = (
+        f"its scan is in {folder.name}/ ({', '.join(str(p.relative_to(folder)) for p in stacks[:3])})"
+        if stacks
+        else f"its scan belongs in a folder {folder.name}/stackN/ beside it, which is missing here"
+    )
+    raise UnsupportedFormatError(
+        f"an Olympus/Evident VSI slide: the .vsi file holds only a small overview image and {where}, "
+        "in a format eosin cannot read (it would otherwise show the overview as if it were the slide).",
+        path=path,
+        fix=_VSI_FIX.format(name=path.name, stem=path.stem),
     )
 
 

@@ -23,5 +23,6 @@ SLIDE_SUFFIXES = frozenset(
         ".bmp",
         ".isyntax",
         ".czi",
+        ".vsi",  # refused by open_slide with how to convert it: better an error than a silent skip
     ]
 )

@@ -17,6 +17,7 @@ from eosin.io._geojson import (
     read_geojson,
     write_geojson,
 )
+from eosin.io._identity import slide_identity
 from eosin.io._store import SlideStore, StoreGroup
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     "read_features_h5",
     "read_geojson",
     "write_features_h5",
+    "slide_identity",
     "write_geojson",
 ]

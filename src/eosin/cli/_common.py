@@ -204,7 +204,10 @@ def slide_executor(scheduler: str | None) -> Iterator[Any]:
     cluster = None
     try:
         if scheduler == "local":
-            cluster = LocalCluster(n_workers=_cpus(), threads_per_worker=1, dashboard_address=None)
+            # this machine only: scheduler, workers and the HTTP endpoint on loopback, no Bokeh dashboard
+            cluster = LocalCluster(
+                n_workers=_cpus(), threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+            )
             client = Client(cluster)
         else:
             client = Client(scheduler, timeout="20s")

@@ -87,6 +87,7 @@ def predict(
     from eosin._device import resolve_precision, select_device
     from eosin.errors import EosinError
     from eosin.io._atomic import atomic_write_text
+    from eosin.run._stages import plan_outputs
     from eosin.train import checkpoint_key, load_classifier
     from eosin.train._predict import predict_store
 
@@ -103,9 +104,12 @@ def predict(
     rows: list[list[str]] = []
     done: set[str] = set()
     failed = 0
+    planned = (
+        {job.path: job for job in plan_outputs([p for p in paths if not p.is_dir()], out)} if out else {}
+    )
     for path in paths:
         try:
-            store_path, out_dir = _store_for(path, out, model, mpp, slide_mpp)
+            store_path, out_dir = _store_for(path, out, model, mpp, slide_mpp, planned.get(path))
             result = predict_store(
                 store_path,
                 model,
@@ -185,7 +189,7 @@ def result_dir_of(path: Path) -> Path:
 
 
 def _store_for(
-    path: Path, out: Path | None, model, mpp: float | None, slide_mpp: float | None
+    path: Path, out: Path | None, model, mpp: float | None, slide_mpp: float | None, job=None
 ) -> tuple[Path, Path]:
     """The store to read for an input and the folder its heatmaps go to; tiles slide files first."""
     from eosin.errors import UsageError
@@ -208,7 +212,7 @@ def _store_for(
             path=path,
             fix="add --mpp (the resolution of the training tiles), or tile it with eosin tile first",
         )
-    job = plan_outputs([path], out)[0]
+    job = job or plan_outputs([path], out)[0]
     tile_stage(job, mpp=mpp, tile_size=model.input_size, slide_mpp=slide_mpp)
     return job.store_path, job.out_dir
 

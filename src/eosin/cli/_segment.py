@@ -83,16 +83,17 @@ def segment(
     """
     from eosin.cli._common import expand_inputs
     from eosin.errors import EosinError
+    from eosin.run._stages import plan_outputs
     from eosin.segment import load_segmenter
 
     model = load_segmenter(model_dir, device=device, precision=precision)
     failed = 0
-    for path in expand_inputs(inputs):
+    for job in plan_outputs(expand_inputs(inputs), out):
         try:
             record = _one(
-                path,
+                job.path,
                 model,
-                out,
+                job.out_dir,
                 mpp,
                 overlap,
                 tile_size,
@@ -111,15 +112,15 @@ def segment(
     return 1 if failed else 0
 
 
-def _one(path, model, out, mpp, overlap, tile_size, method, min_size, batch_size, slide_mpp, workers, quiet):
+def _one(
+    path, model, folder, mpp, overlap, tile_size, method, min_size, batch_size, slide_mpp, workers, quiet
+):
     import numpy as np
 
     from eosin.segment import segment_image, segment_slide, slide_segmentation, write_segmentation
     from eosin.slide import open_slide
 
     slide = open_slide(path, slide_mpp=slide_mpp)
-    stem = path.stem if path.is_file() else path.name
-    folder = out / stem
     whole = slide.level_count == 1 and slide.width * slide.height <= IMAGE_PIXELS and mpp is None
     name = "nucleus" if model.config.boundary else "object"
     if whole:
@@ -138,7 +139,7 @@ def _one(path, model, out, mpp, overlap, tile_size, method, min_size, batch_size
         from eosin.io import SlideStore
         from eosin.slide import diagnose
 
-        store = SlideStore.create(folder / "store.zarr", slide=diagnose(slide))
+        store = SlideStore.create(folder / "store.zarr", slide=diagnose(slide), source=path)
         key = segment_slide(
             slide,
             model,

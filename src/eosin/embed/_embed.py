@@ -108,6 +108,8 @@ def embed_store(
     gkey = pick_key(store, "grids", grid_key)
     group = store.read_group("grids", gkey)
     grid = TileGrid.from_group(group, group.attrs)
+    if record.get("path") is not None:
+        store.check_source(record["path"])  # the file there is still the slide the grid was made on
     dev = select_device(device)
     precision = check_precision(dev, precision, runtime)  # refuses impossible combinations before any work
     model = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, weights=weights, device=dev)

@@ -1,7 +1,13 @@
 """Storage and interchange: the per-slide zarr store, atomic writes, GeoJSON for QuPath, tile tables."""
 
 from eosin.io._annotations import export_annotations, import_annotations, read_annotations, write_annotations
-from eosin.io._atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
+from eosin.io._atomic import (
+    atomic_open,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    sweep_temporaries,
+)
 from eosin.io._features_h5 import (
     FeatureBag,
     export_features,
@@ -17,6 +23,7 @@ from eosin.io._geojson import (
     read_geojson,
     write_geojson,
 )
+from eosin.io._identity import slide_identity
 from eosin.io._store import SlideStore, StoreGroup
 
 __all__ = [
@@ -40,5 +47,7 @@ __all__ = [
     "read_features_h5",
     "read_geojson",
     "write_features_h5",
+    "slide_identity",
+    "sweep_temporaries",
     "write_geojson",
 ]

@@ -1,19 +1,45 @@
 """Atomic file writes: write beside the target, flush, then rename over it.
 
 A crash (or a kill) leaves either the previous file or the new one, never a half-written file. The temporary
-file lives in the target's folder so the final :func:`os.replace` never crosses file systems.
+file lives in the target's folder so the final :func:`os.replace` never crosses file systems. Its name,
+``.<name>.<host>-<pid>-<random><suffix>``, says which process wrote it: the next write of the same target
+removes temporary files whose process (on this host) no longer runs, so a ``kill -9`` leaves no debris for long.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text", "sweep_temporaries"]
+
+#: a short tag of this machine, so a folder shared between machines never has a live writer's file removed
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def sweep_temporaries(path: str | os.PathLike[str]) -> int:
+    """Remove the temporary files that dead processes of this host left beside ``path``; returns how many."""
+    from eosin._mp import pid_alive
+
+    target = Path(path)
+    prefix = f".{target.name}.{_HOST}-"
+    pid_of = re.compile(rf"^{re.escape(prefix)}(\d+)-")
+    removed = 0
+    for p in target.parent.glob(glob.escape(prefix) + "*"):
+        match = pid_of.match(p.name)
+        if match and int(match.group(1)) != os.getpid() and not pid_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed += 1
+    return removed
 
 
 @contextlib.contextmanager
@@ -25,8 +51,11 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(target)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix, dir=target.parent
+        prefix=f".{target.name}.{_HOST}-{os.getpid()}-",
+        suffix=suffix if suffix is not None else target.suffix,
+        dir=target.parent,
     )
     os.close(fd)
     tmp_path = Path(tmp)

@@ -32,6 +32,7 @@ import numpy as np
 
 from eosin.errors import StoreError
 from eosin.io._atomic import atomic_write_text
+from eosin.io._identity import check_identity, slide_identity
 from eosin.io._lock import WriterLock
 
 __all__ = ["FORMAT", "VERSION", "SlideStore", "StoreGroup"]
@@ -78,31 +79,56 @@ class SlideStore:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, path: str | os.PathLike[str], *, slide: Mapping[str, Any] | None = None) -> SlideStore:
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        slide: Mapping[str, Any] | None = None,
+        source: str | os.PathLike[str] | None = None,
+    ) -> SlideStore:
         """Open the store at ``path``, creating it (atomically) when absent.
 
         ``slide`` is the slide's metadata record (:func:`eosin.slide.diagnose`); an existing store whose record
-        differs (say, a new ``--slide-mpp``) has its record updated.
+        differs (say, a new ``--slide-mpp``) has its record updated. ``source`` is the slide file the store is
+        for: its identity (:func:`~eosin.io.slide_identity`: size and a content fingerprint) is recorded, and an
+        existing store made for another slide is refused with :class:`~eosin.errors.StoreError`.
         """
         path = Path(path)
         record = _jsonable(dict(slide)) if slide is not None else None
+        identity = slide_identity(source) if source is not None else None
         if path.exists():
             store = cls.open(path)
+            check_identity(store.attrs.get("source"), identity, path)
+            changed = False
             if record is not None and store.attrs.get("slide") != record:
                 store.attrs["slide"] = record
+                changed = True
+            if identity is not None and store.attrs.get("source") != identity:
+                store.attrs["source"] = identity  # first seen, or a byte-identical copy elsewhere
+                changed = True
+            if changed:
                 store._write_root()
             return store
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.mkdir()
         attrs = {"format": FORMAT, "version": VERSION, "created": _now(), "slide": record}
+        if identity is not None:
+            attrs["source"] = identity
         _write_meta(tmp, attrs)
         try:
             os.rename(tmp, path)
         except OSError:  # another process created it first
             shutil.rmtree(tmp, ignore_errors=True)
-            return cls.open(path)
+            return cls.create(path, slide=slide, source=source)
         return cls(path, attrs)
+
+    def check_source(self, source: str | os.PathLike[str]) -> None:
+        """Raise :class:`~eosin.errors.StoreError` unless ``source`` is the slide this store was made for.
+
+        Stores that record no identity (made before identities were recorded) accept any slide.
+        """
+        check_identity(self.attrs.get("source"), slide_identity(source), self.path)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> SlideStore:

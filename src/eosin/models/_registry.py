@@ -86,6 +86,9 @@ class EncoderSpec:
         Reference to cite when using the weights.
     weights_sha256
         SHA-256 of the weights file (or a prefix of at least 8 hex digits), checked when set.
+    hub_revision
+        Commit of the hub repository to download (40 hex digits), so a re-upload cannot change the weights
+        silently. Without it, the first revision resolved is pinned for this machine (docs/models.md).
     description
         One line for people.
     """
@@ -108,6 +111,7 @@ class EncoderSpec:
     gated: bool = False
     weights_sha256: str | None = None
     description: str = ""
+    hub_revision: str | None = None
 
     def __post_init__(self) -> None:
         if self.loader not in LOADERS:

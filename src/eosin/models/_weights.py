@@ -23,8 +23,11 @@ are keyed by it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -181,11 +184,17 @@ def _hf_download(spec: EncoderSpec, filename: str, *, local_files_only: bool) ->
     )
 
     try:
-        return Path(
+        path = Path(
             hf_hub_download(
-                spec.hub_id, filename, cache_dir=_hf_cache_dir(), local_files_only=local_files_only
+                spec.hub_id,
+                filename,
+                revision=pinned_revision(spec),
+                cache_dir=_hf_cache_dir(),
+                local_files_only=local_files_only,
             )
         )
+        _check_pin(spec, path)
+        return path
     except EntryNotFoundError:
         return None  # not cached, no network, or no such file in the repository: the caller decides
     except (GatedRepoError, RepositoryNotFoundError) as exc:
@@ -194,6 +203,52 @@ def _hf_download(spec: EncoderSpec, filename: str, *, local_files_only: bool) ->
         ) from exc
     except (HfHubHTTPError, OSError) as exc:
         raise _unavailable(spec, reason=f"downloading {spec.hub_id}/{filename} failed: {exc}.") from exc
+
+
+# ---------------------------------------------------------------------------------------- pinning hub files
+#: beside hand-placed weights: which hub revision and file this machine uses for an entry, and its SHA-256
+PIN_FILE = "hub-pin.json"
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def pinned_revision(spec: EncoderSpec) -> str | None:
+    """The hub revision to use for ``spec``: the entry's ``hub_revision``, else the one recorded on first use."""
+    if spec.hub_revision:
+        return spec.hub_revision
+    pin = _read_pin(spec)
+    return pin.get("revision") if pin.get("hub_id") == spec.hub_id else None
+
+
+def _read_pin(spec: EncoderSpec) -> dict[str, Any]:
+    try:
+        pin = json.loads((local_weights_dir(spec) / PIN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return pin if isinstance(pin, dict) else {}
+
+
+def _check_pin(spec: EncoderSpec, path: Path) -> None:
+    """Record the revision and SHA-256 of a hub file the first time; refuse a different file afterwards."""
+    from eosin.io import atomic_write_text
+
+    stat = path.stat()
+    seen = [stat.st_size, stat.st_mtime_ns]
+    pin = _read_pin(spec)
+    same_entry = pin.get("hub_id") == spec.hub_id and pin.get("file") == path.name
+    if same_entry and pin.get("stat") == seen:
+        return  # the very file hashed before, untouched since
+    digest = file_sha256(path)
+    if same_entry and pin.get("sha256") != digest:
+        raise WeightsMismatchError(
+            f"the weights of {spec.name!r} from {spec.hub_id} (revision {pin.get('revision')}) had SHA-256 "
+            f"{pin.get('sha256')} when first used; the file now has {digest}.",
+            path=path,
+            fix=f"if the new file is intended, delete {local_weights_dir(spec) / PIN_FILE} to pin it instead",
+        )
+    revision = path.parent.name if _COMMIT.match(path.parent.name) else spec.hub_revision
+    record = {"hub_id": spec.hub_id, "revision": revision, "file": path.name, "sha256": digest, "stat": seen}
+    with contextlib.suppress(OSError):  # a read-only EOSIN_HOME: used unpinned
+        atomic_write_text(local_weights_dir(spec) / PIN_FILE, json.dumps(record, indent=1))
 
 
 def _url_download(spec: EncoderSpec) -> Path:

@@ -126,9 +126,9 @@ def _completed(futures: dict) -> Iterable[Future]:
 
 
 def _local_pool(workers: int) -> Executor:
-    from eosin._mp import mp_context
+    from eosin._mp import mp_context, worker_init
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp_context())
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp_context(), initializer=worker_init)
 
 
 def _bar(total: int, desc: str):

@@ -22,6 +22,7 @@ from eosin.errors import NoTissueError
 __all__ = [
     "SlideJob",
     "plan_outputs",
+    "output_name",
     "tissue_stage",
     "tile_stage",
     "tissue_key",
@@ -45,13 +46,39 @@ class SlideJob:
 
 
 def plan_outputs(paths: Sequence[Path], out: Path) -> list[SlideJob]:
-    """Give each slide its own output folder ``out/<stem>``; slides sharing a stem use their full file name."""
-    stems: dict[str, int] = {}
-    for p in paths:
-        stems[p.stem] = stems.get(p.stem, 0) + 1
-    return [
-        SlideJob(Path(p), out / (Path(p).stem if stems[Path(p).stem] == 1 else Path(p).name)) for p in paths
-    ]
+    """Give each slide its own output folder ``out/<name>``, always strictly inside ``out``.
+
+    The name is the file's stem made safe (:func:`output_name`); slides sharing it use their whole file name
+    (``a.svs``, ``a.tiff``), and when that is shared too (``x/slide.svs``, ``y/slide.svs``) the name gets
+    ``-`` and 8 hex digits of the SHA-1 of the resolved path, so each input keeps its folder whatever else is
+    passed with it. A store also checks which slide it belongs to (:meth:`eosin.io.SlideStore.create`), so a
+    later run with another slide of the same name is refused instead of reusing the wrong results.
+    """
+    paths = [Path(p) for p in paths]
+    stems = [output_name(p.stem) for p in paths]
+    names = [output_name(p.name) for p in paths]
+    folded_stems = [s.casefold() for s in stems]  # case-insensitive file systems (macOS, Windows)
+    folded_names = [n.casefold() for n in names]
+    out_names = []
+    for p, stem, name in zip(paths, stems, names):
+        if stem and folded_stems.count(stem.casefold()) == 1:
+            out_names.append(stem)
+        elif name and folded_names.count(name.casefold()) == 1 and name.casefold() not in folded_stems:
+            out_names.append(name)
+        else:
+            digest = hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]
+            out_names.append(f"{stem or 'slide'}-{digest}")
+    return [SlideJob(p, out / name) for p, name in zip(paths, out_names)]
+
+
+def output_name(name: str) -> str:
+    """``name`` made safe as one folder name inside an output folder: no ``.``/``..``, no separators, no
+    leading dots (hidden) or trailing dots and spaces, no control characters; at most 150 characters.
+
+    Returns ``""`` when nothing is left (``...svs`` has the stem ``..``); the caller then invents one.
+    """
+    cleaned = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)
+    return cleaned.strip().lstrip(".").rstrip(". ")[:150]
 
 
 def _open(path: Path, slide_mpp: float | None, backend: str | None):
@@ -72,7 +99,7 @@ def _store_for(job: SlideJob, slide: Any):
     from eosin.io import SlideStore
     from eosin.slide import diagnose
 
-    return SlideStore.create(job.store_path, slide=diagnose(slide))
+    return SlideStore.create(job.store_path, slide=diagnose(slide), source=job.path)
 
 
 def load_or_detect_tissue(slide: Any, store: Any, *, tissue_mpp: float = 8.0) -> tuple[Any, bool]:

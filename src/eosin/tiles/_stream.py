@@ -199,16 +199,18 @@ def iter_tiles(
                 bar.update(len(idx))
                 yield TileBatch(idx, coords[idx], images)
             return
-        from multiprocessing import shared_memory
+        from eosin._mp import broken_pool_error, mp_context, shared_block, sweep_shared_memory, worker_init
 
-        from eosin._mp import broken_pool_error, mp_context
-
+        sweep_shared_memory()  # blocks of killed runs whose resource tracker died with them
         payload = pickle.dumps((slide, grid.tile_size, grid.downsample, transform))
         slot_bytes = batch_size * grid.tile_size * grid.tile_size * 3
-        slots = [shared_memory.SharedMemory(create=True, size=slot_bytes) for _ in range(workers * prefetch)]
+        slots = [shared_block(slot_bytes) for _ in range(workers * prefetch)]
         free = deque(slots)
         pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=mp_context(), initializer=_init_worker, initargs=(payload,)
+            max_workers=workers,
+            mp_context=mp_context(),
+            initializer=worker_init,
+            initargs=(_init_worker, payload),
         )
         pending: deque[tuple[np.ndarray, Any, Future[Any]]] = deque()
 

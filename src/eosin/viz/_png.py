@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +24,8 @@ def save_png(path: str | os.PathLike[str], array: np.ndarray) -> Path:
         a = a.astype(np.uint8) * 255
     elif a.dtype != np.uint8:
         a = np.clip(a, 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(a).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from eosin.io import atomic_open  # its temporary name lets the next run remove a killed run's debris
+
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(a).save(f, format="PNG")
     return path

@@ -157,7 +157,9 @@ def test_export_from_an_eosin_grid_carries_each_tools_attributes(tmp_path):
         assert (a["patch_size"], a["patch_size_level0"], a["level0_magnification"]) == (224, extent, 20)
         assert (a["level0_width"], a["level0_height"], a["overlap"]) == (2220, 2967, 0)
         # TRIDENT's relation (coords_to_h5: patch_size * src // target); the target is not a whole number here
-        assert a["patch_size"] * a["level0_magnification"] / a["target_magnification"] == pytest.approx(extent)
+        assert a["patch_size"] * a["level0_magnification"] / a["target_magnification"] == pytest.approx(
+            extent
+        )
         assert handle["features"].attrs["encoder"] == "enc"
     with h5py.File(tmp_path / "stamp.h5") as handle:
         np.testing.assert_allclose(handle["coords"][:], coords * 0.499)

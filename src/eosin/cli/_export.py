@@ -39,7 +39,9 @@ def tiles(store, csv_path, key):
     type=click.Path(dir_okay=False, path_type=Path),
     help="GeoJSON file to write.",
 )
-@click.option("--key", default=None, help="Which tissue detection (or annotations), when the store holds several.")
+@click.option(
+    "--key", default=None, help="Which tissue detection (or annotations), when the store holds several."
+)
 @click.option(
     "--annotations",
     is_flag=True,

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING
 
 from eosin._lazy import lazy_getattr
 
-__all__ = ["SLIDE_SUFFIXES", "Level", "Slide", "SlideMpp", "diagnose", "diagnose_path", "list_backends", "open_slide"]
+__all__ = [
+    "SLIDE_SUFFIXES",
+    "Level",
+    "Slide",
+    "SlideMpp",
+    "diagnose",
+    "diagnose_path",
+    "list_backends",
+    "open_slide",
+]
 
 _LAZY = {
     "open_slide": "eosin.slide._open",

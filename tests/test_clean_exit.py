@@ -81,6 +81,27 @@ def test_kill_9_of_a_multi_process_embed_leaves_nothing(tmp_path):
 
 
 @linux_only
+def test_kill_9_of_a_multi_process_tile_leaves_no_worker(tmp_path):
+    """``eosin tile`` over several slides with a pool of 2: the slide workers go with their parent."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for i in range(12):
+        shutil.copyfile(require(SVS), slides / f"s{i}.svs")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    tile = [*EOSIN, "tile", str(slides), "--mpp", "0.5", "--out", str(tmp_path / "o"), "--workers", "2", "-q"]
+    proc = subprocess.Popen(tile, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        # main + fork server + 2 workers (forked from the fork server, so they share its command line)
+        assert _wait(lambda: len(_session(proc.pid)) >= 4, 120) and proc.poll() is None, _session(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert _wait(lambda: not _session(proc.pid), 30), _session(proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@linux_only
 def test_the_next_run_removes_blocks_and_temporaries_of_dead_runs(tmp_path):
     """When the resource tracker died too (a whole process group killed), the next run cleans up."""
     import numpy as np

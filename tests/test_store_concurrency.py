@@ -95,21 +95,24 @@ def _fill(part, value: float) -> None:
 
 def test_two_live_writers_of_one_group_do_not_share_staging(tmp_path):
     store = SlideStore.create(tmp_path / "s.zarr")
-    a = store.partial_group("features", "enc", {"who": "a"}, fingerprint="f")
-    b = store.partial_group("features", "enc", {"who": "b"}, fingerprint="f")
+    a = store.partial_group("features", "enc", {"weights": "w1"}, fingerprint="f")
+    b = store.partial_group("features", "enc", {"weights": "w1"}, fingerprint="f")
     assert a.folder != b.folder and a.done == b.done == 0  # b does not take a's folder while a lives
     _fill(a, 1.0)
-    _fill(b, 2.0)
+    _fill(b, 2.0)  # (a real second writer of the same request computes the same values)
     assert a.commit() is True
-    assert b.commit() is False  # a published first: b's copy is discarded, a's group stays whole
+    assert b.commit() is False  # a published the same request first: b's copy is discarded, a's stays whole
     group = store.read_group("features", "enc")
-    assert group.attrs == {"who": "a"}
     np.testing.assert_array_equal(np.asarray(group["x"]), np.full(6, 1.0))
     assert not list((store.path / ".staging").iterdir())
-    c = store.partial_group("features", "enc", {"who": "c"}, fingerprint="f")
+    c = store.partial_group("features", "enc", {"weights": "w2"}, fingerprint="g")
     _fill(c, 3.0)
-    assert c.commit(replace=True) is True  # recomputing on purpose replaces it
-    np.testing.assert_array_equal(np.asarray(store.read_group("features", "enc")["x"]), np.full(6, 3.0))
+    assert c.commit() is True  # made by other weights: the group is not the same result, so it is replaced
+    assert store.read_group("features", "enc").attrs == {"weights": "w2"}
+    d = store.partial_group("features", "enc", {"weights": "w2"}, fingerprint="g")
+    _fill(d, 4.0)
+    assert d.commit(replace=True) is True  # recomputing on purpose replaces even an equal group
+    np.testing.assert_array_equal(np.asarray(store.read_group("features", "enc")["x"]), np.full(6, 4.0))
 
 
 def test_clean_staging_spares_live_writers(tmp_path):

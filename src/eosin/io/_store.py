@@ -275,10 +275,13 @@ class SlideStore:
     def _install(self, staging: Path, kind: str, key: str, *, replace: bool = True) -> bool:
         """Rename a finished staging folder to ``kind/key``; returns whether it was installed.
 
-        An existing complete group is replaced (renamed away first) when ``replace``; otherwise it wins and the
-        staging folder is discarded: another writer of the same key finished first. A folder at ``kind/key``
-        that is not a complete group (a dead writer's debris) is always moved away.
+        An existing complete group is replaced (renamed away first) when ``replace``. Otherwise, when its
+        attributes equal the staged group's (another writer of the same request finished first: the same
+        result), it wins and the staging folder is discarded; a group made otherwise (other weights, other
+        settings) is replaced. A folder at ``kind/key`` that is not a complete group (a dead writer's debris) is
+        always moved away.
         """
+        ours = _read_json(staging / _META).get("attributes")
         self._ensure_kind(kind)
         final = self.path / kind / key
         for _ in range(8):
@@ -288,7 +291,7 @@ class SlideStore:
             except OSError as exc:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
-            if _is_node(final) and not replace:
+            if _is_node(final) and not replace and _read_json(final / _META).get("attributes") == ours:
                 shutil.rmtree(staging, ignore_errors=True)
                 return False
             trash = self.path / _STAGING / f"trash.{uuid.uuid4().hex[:8]}"
@@ -408,8 +411,9 @@ class PartialGroup:
     def commit(self, *, replace: bool = False) -> bool:
         """Publish the finished group; returns whether this writer's copy was installed.
 
-        When a complete group is already there (another writer finished first) it is kept and this copy is
-        discarded, unless ``replace`` (recomputing on purpose).
+        When a complete group with the same attributes is already there (another writer of the same request
+        finished first) it is kept and this copy is discarded, unless ``replace`` (recomputing on purpose); a
+        group with other attributes (made by other weights, say) is replaced.
         """
         (self.folder / self._PROGRESS).unlink(missing_ok=True)
         try:

@@ -363,7 +363,8 @@ class PartialGroup:
     A new writer resumes a dead writer's folder with the same fingerprint from :attr:`done` (blocks after it are
     rewritten whole, so a block cut short by a kill is never trusted) and removes dead writers' folders with
     another fingerprint; live writers' folders are left alone. Two live writers of one group both compute; the
-    first to commit publishes and the other discards its copy (the same key means the same result).
+    first to commit publishes, and the other discards its copy when the published group has the same attributes
+    (the same request: the same result) or replaces it otherwise (:meth:`commit`).
     """
 
     _PROGRESS = "eosin-progress.json"

@@ -49,11 +49,13 @@ def write_folder(
 ) -> Path:
     """Write ``config.json`` (and whatever ``extra(folder)`` writes) into a folder beside ``target``, then rename it
     to ``target``, replacing any folder there."""
+    from eosin.io import current_umask
+
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: honour the umask
         if extra is not None:
             extra(tmp)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_plain), encoding="utf-8")
@@ -69,12 +71,6 @@ def write_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def base_config(agg: Any, training: dict[str, Any] | None = None) -> dict[str, Any]:

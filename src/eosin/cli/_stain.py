@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -78,12 +76,8 @@ def _read(path: Path):
 def _write_png(dest: Path, rgb) -> None:
     import cv2
 
-    fd, tmp = tempfile.mkstemp(suffix=".png", prefix=f".{dest.stem}.", dir=dest.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, rgb[..., ::-1]):
+    from eosin.io import atomic_path
+
+    with atomic_path(dest, suffix=".png") as tmp:  # honours the umask
+        if not cv2.imwrite(str(tmp), rgb[..., ::-1]):
             raise OSError(f"{dest}: could not write the PNG")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -6,6 +6,7 @@ from eosin.io._atomic import (
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
+    current_umask,
     sweep_temporaries,
 )
 from eosin.io._features_h5 import (
@@ -34,6 +35,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "current_umask",
     "export_features",
     "export_annotations",
     "import_annotations",

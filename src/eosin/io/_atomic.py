@@ -4,6 +4,10 @@ A crash (or a kill) leaves either the previous file or the new one, never a half
 file lives in the target's folder so the final :func:`os.replace` never crosses file systems. Its name,
 ``.<name>.<host>-<pid>-<random><suffix>``, says which process wrote it: the next write of the same target
 removes temporary files whose process (on this host) no longer runs, so a ``kill -9`` leaves no debris for long.
+
+The file gets the permissions of any file the user creates (``0o666`` less the umask: ``0o644`` under umask 022,
+``0o640`` under 027), not the owner-only ``0o600`` of :func:`tempfile.mkstemp`, so reports and stores can be read by
+the people and web servers the user's umask allows.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text", "sweep_temporaries"]
+__all__ = [
+    "atomic_open",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "current_umask",
+    "sweep_temporaries",
+]
 
 #: a short tag of this machine, so a folder shared between machines never has a live writer's file removed
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
@@ -42,6 +53,21 @@ def sweep_temporaries(path: str | os.PathLike[str]) -> int:
     return removed
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status`` on Linux; elsewhere set and restored
+    at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on a clean exit it is renamed to ``path``, else removed.
@@ -58,6 +84,7 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
         dir=target.parent,
     )
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600: honour the umask like any new file
     tmp_path = Path(tmp)
     try:
         yield tmp_path

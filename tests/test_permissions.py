@@ -1,0 +1,58 @@
+"""Outputs honour the user's umask: reports, pictures and stores are as readable as any file the user makes
+(``0o644`` under umask 022, ``0o640`` under 027), not owner-only as ``tempfile.mkstemp`` would leave them."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from conftest import SLIDES, require
+from eosin.cli._main import main
+
+
+@pytest.fixture()
+def umask():
+    """Set the process umask for one test, then put the old one back."""
+    old = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_tissue_and_qc_outputs_honour_the_umask(tmp_path, umask, mask):
+    from eosin.io import current_umask
+
+    slide = require(SLIDES / "CMU-1-Small-Region.svs")
+    umask(mask)
+    assert current_umask() == mask
+    out = tmp_path / "out"
+    assert main(["tissue", str(slide), "--out", str(out), "--workers", "0", "-q"]) == 0
+    assert main(["qc", str(slide), "--out", str(out), "--workers", "0", "-q"]) == 0
+    files, wrong = 0, []
+    for root, dirs, names in os.walk(out):
+        for name in names:
+            path = os.path.join(root, name)
+            files += 1
+            if stat.S_IMODE(os.stat(path).st_mode) != 0o666 & ~mask:
+                wrong.append((path, oct(stat.S_IMODE(os.stat(path).st_mode))))
+        for name in dirs:
+            path = os.path.join(root, name)
+            if stat.S_IMODE(os.stat(path).st_mode) != 0o777 & ~mask:
+                wrong.append((path, oct(stat.S_IMODE(os.stat(path).st_mode))))
+    kinds = {os.path.splitext(n)[1] for _, _, names in os.walk(out) for n in names}
+    assert {".png", ".json", ".html"} <= kinds and files > 20
+    assert not wrong, wrong
+
+
+def test_atomic_writers_honour_the_umask(tmp_path, umask):
+    from eosin.io import atomic_path, atomic_write_bytes, atomic_write_text
+
+    umask(0o027)
+    atomic_write_text(tmp_path / "a.txt", "x")
+    atomic_write_bytes(tmp_path / "b.bin", b"x")
+    with atomic_path(tmp_path / "c.dat") as tmp:
+        tmp.write_bytes(b"x")
+    for name in ("a.txt", "b.bin", "c.dat"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o640

@@ -117,7 +117,7 @@ def dying_mark(self, done):
 PartialGroup.mark = dying_mark
 torch.manual_seed(0)
 embed_store({str(store)!r}, create_encoder("resnet18", weights=None), dtype="float32", batch_size=4,
-            block_rows=4, workers=0, precision="fp32")
+            block_rows=4, workers=0, precision="fp32", commit_seconds=0)
 """
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
     from eosin.embed import embed_store
@@ -205,6 +205,8 @@ def test_features_are_keyed_by_the_weights_that_made_them(store, tmp_path, capsy
     first = embed(store, "none")
     random_features, attrs = stored(store, first["key"])
     assert attrs["seed"] == 0 and attrs["weights_hash"] == first["weights_hash"]
+    # rows per chunk = per resume point: 256 (a multiple of the batch size), not 4,096
+    assert SlideStore.open(store).read_group("features", first["key"])["features"].chunks[0] == 256
     assert attrs["versions"]["torch"] and attrs["versions"]["eosin"]
     # seeded: another store (another process would do the same) gets the very same random network
     np.testing.assert_array_equal(stored(other, embed(other, "none")["key"])[0], random_features)
@@ -240,4 +242,90 @@ def test_a_group_without_a_recorded_weights_hash_is_recomputed(store):
     assert (
         SlideStore.open(store).read_group("features", record["key"]).attrs["weights_hash"]
         == record["weights_hash"]
+    )
+
+
+_KILLED_AFTER_BATCHES = """
+import os, sys
+from eosin.embed import _embed, _runners
+from eosin.embed import embed_store
+from eosin.models import create_encoder
+
+clock = [0.0]
+_embed._clock = lambda: clock[0]  # the commit interval runs on a clock advanced by the "model" below
+
+make = _runners.make_runner
+def counting(*args, **kwargs):
+    runner = make(*args, **kwargs)
+    class Dying:
+        name = runner.name
+        batches = 0
+        def __call__(self, images):
+            out = runner(images)
+            Dying.batches += 1
+            clock[0] += float(sys.argv[3])  # a slow model: the commit interval spans several batches
+            if Dying.batches == int(sys.argv[2]):
+                os._exit(9)  # killed after this batch was computed, before it could be written
+            return out
+    return Dying()
+_runners.make_runner = counting
+embed_store(sys.argv[1], create_encoder("resnet18", weights=None), dtype="float32", batch_size=2,
+            block_rows=2, workers=0, precision="fp32", runtime="torch", commit_seconds=float(sys.argv[4]))
+"""
+
+
+def test_a_kill_loses_at_most_one_commit_interval_and_resumes_to_identical_features(store):
+    """Killed in the 6th batch (the slide has 16 tiles; batches and chunks of 2 rows) at 0.1 s per batch (a
+    simulated clock) and a 0.35 s commit interval: rows are committed at the first chunk boundary after 0.35 s
+    (after the 4th batch), so less than one interval is lost (test_killed_run_resumes_without_corrupt_output
+    covers commit_seconds=0, every chunk); the resumed run (same random network: weights=None is seeded) ends
+    with exactly the uninterrupted run's features."""
+    import json
+
+    from eosin.embed import embed_store
+    from eosin.io import SlideStore
+
+    killed_after, per_batch, commit_seconds = 6, 0.1, 0.35
+    code = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_BATCHES, str(store), str(killed_after), str(per_batch)]
+        + [str(commit_seconds)],
+        check=False,
+    ).returncode
+    assert code == 9
+    (progress,) = (store / ".staging").glob("features.*.partial/eosin-progress.json")
+    done = json.loads(progress.read_text())["done"]
+    computed = 2 * (killed_after - 1)  # rows of the batches finished before the killing one
+    interval = 2 * (int(commit_seconds // per_batch) + 1)  # rows computed in one commit interval
+    assert computed - interval < done <= computed  # lost: less than one commit interval
+    assert done == 8  # committed after batch 4 (0.4 s); batch 5 was not yet due
+    record = embed_store(
+        store,
+        _model(),
+        dtype="float32",
+        batch_size=2,
+        block_rows=2,
+        workers=0,
+        precision="fp32",
+        runtime="torch",
+    )
+    assert record["resumed_from"] == done
+    resumed = np.asarray(SlideStore.open(store).read_group("features", record["key"])["features"])
+    fresh = store.parent.parent / "fresh.zarr"
+    import shutil
+
+    shutil.copytree(store, fresh)
+    SlideStore.open(fresh).delete_group("features", record["key"])
+    again = embed_store(
+        fresh,
+        _model(),
+        dtype="float32",
+        batch_size=2,
+        block_rows=2,
+        workers=0,
+        precision="fp32",
+        runtime="torch",
+    )
+    assert again["resumed_from"] is None
+    np.testing.assert_array_equal(
+        np.asarray(SlideStore.open(fresh).read_group("features", again["key"])["features"]), resumed
     )

@@ -1,9 +1,11 @@
 """``eosin embed``: a stored grid's tiles through an encoder, features into the store, resumably.
 
 Decoding runs in the tile stream's worker processes (stain normalization and resizing too), overlapped with the
-model running in this process. Features are written in blocks of whole zarr chunks into a partial group that a
-killed run resumes (:class:`eosin.io._store.PartialGroup`); the finished group ``features/<encoder>--<grid>``
-replaces nothing until it is complete.
+model running in this process. Features are written in whole zarr chunks (256 rows by default) into a partial group
+that a killed run resumes (:class:`eosin.io._store.PartialGroup`), committed by time: about every ``commit_seconds``
+(30 s) of work, at the first chunk boundary after it, so a kill loses about 30 s of work (or one chunk, for models
+slower than a chunk per 30 s) instead of the 4,096 tiles of earlier versions. The finished group
+``features/<encoder>--<grid>`` replaces nothing until it is complete.
 
 A stored group is reused only when it was made by the same weights: its ``weights_hash`` attribute (SHA-256 of the
 encoder's state dict, :func:`eosin.models.weights_hash`) must equal the encoder's. Other weights (``--weights none``
@@ -26,6 +28,13 @@ from eosin._provenance import versions
 from eosin.errors import UsageError
 
 __all__ = ["PRECISIONS", "check_precision", "embed_store", "features_key", "select_device"]
+
+#: rows per stored chunk (rounded to a multiple of the batch size): small enough that a commit comes often, large
+#: enough that reading a slide's features stays as fast as with 4,096-row chunks (50,000 x 768 float16: 0.55 s
+#: either way, 0.98 s with 64-row chunks)
+CHUNK_ROWS = 256
+#: the clock commit intervals are measured on (tests replace it)
+_clock = time.monotonic
 
 
 def features_key(encoder_name: str, grid_key: str, stain: str | None = None) -> str:
@@ -57,6 +66,7 @@ def embed_store(
     progress: bool = False,
     block_rows: int | None = None,
     runtime: str = "auto",
+    commit_seconds: float = 30.0,
 ) -> dict[str, Any]:
     """Embed the tiles of a stored grid with ``encoder`` into ``features/<encoder>--<grid>`` of the store.
 
@@ -84,7 +94,11 @@ def embed_store(
         ``auto`` (ONNX Runtime on a CPU in fp32 when installed, else PyTorch), ``torch`` or ``onnx``
         (see :mod:`eosin.embed._runners`).
     block_rows
-        Rows per stored chunk and per resume point (default: about 4096, a multiple of ``batch_size``).
+        Rows per stored chunk, the unit of resuming (default: about 256, a multiple of ``batch_size``).
+    commit_seconds
+        Finished rows are committed (written and recorded as done) at the first chunk boundary after this many
+        seconds of work since the last commit; a killed run loses at most that much work (or one chunk). 0 commits
+        every chunk.
 
     Returns
     -------
@@ -175,7 +189,7 @@ def embed_store(
     part = store.partial_group("features", key, attrs, fingerprint=fingerprint)
     resumed_from = part.done or None
     # rows per zarr chunk: whole chunks are written, so a resumed run never builds on a chunk cut short
-    block = block_rows or max(1, 4096 // batch_size) * batch_size
+    block = block_rows or max(1, round(CHUNK_ROWS / batch_size)) * batch_size
     if "features" not in part.group:
         part.group.create_array(
             "features",
@@ -200,16 +214,21 @@ def embed_store(
         transform=prep,
         progress=progress,
     )
+    last_commit = _clock()
     for batch in batches:
         out = runner(batch.images).astype(dtype, copy=False)
         pending.append(out)
         pending_rows += len(out)
-        if pending_rows >= block or start + pending_rows == len(grid):
+        finished = start + pending_rows == len(grid)
+        due = pending_rows >= block and _clock() - last_commit >= commit_seconds
+        if finished or due:
             rows = np.concatenate(pending)
-            features[start : start + len(rows)] = rows
-            start += len(rows)
+            n = len(rows) if finished else len(rows) // block * block  # whole chunks only, until the last
+            features[start : start + n] = rows[:n]
+            start += n
             part.mark(start)
-            pending, pending_rows = [], 0
+            pending, pending_rows = ([rows[n:]] if n < len(rows) else []), len(rows) - n
+            last_commit = _clock()
     part.commit()
     slide.close()
     seconds = time.perf_counter() - t0

@@ -94,6 +94,11 @@ def load_classifier(path: str | os.PathLike[str], *, device: str = "cpu"):
     model = TileClassifier(encoder, make_head(config["head"]), config["classes"], meta)
     state = load_file(str(weights_path))
     model.load_state_dict(state, strict=True)
+    # the encoder's weights are the checkpoint's, not the seeded initialisation it was built with
+    from eosin.models import file_sha256
+
+    encoder.seed, encoder.weights_file = None, str(weights_path)
+    encoder.weights_sha256 = file_sha256(weights_path)
     return model.eval().to(device)
 
 

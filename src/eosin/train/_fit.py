@@ -31,10 +31,13 @@ __all__ = [
 PROBES = ("finetune", "linear", "knn")
 
 
-def _encoder(encoder: Any, weights: Any, tiny: bool, input_size: int | None):
+def _encoder(encoder: Any, weights: Any, tiny: bool, input_size: int | None, seed: int = 0):
     from eosin.models import Encoder, create_encoder
 
-    model = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, weights=weights, tiny=tiny)
+    if isinstance(encoder, Encoder):
+        model = encoder
+    else:  # random weights (weights=None) are drawn from the training seed
+        model = create_encoder(encoder, weights=weights, tiny=tiny, seed=seed)
     if input_size is not None:
         model.input_size = int(input_size)
     return model
@@ -130,7 +133,7 @@ def fit_tiles(
     torch.manual_seed(seed)
     dev = select_device(device)
     precision = resolve_precision(dev, precision)
-    enc = _encoder(encoder, weights, tiny, input_size)
+    enc = _encoder(encoder, weights, tiny, input_size, seed)
     model = TileClassifier(enc, LinearHead(enc.embedding_dim, len(train.classes)), train.classes)
     model.meta = _meta(
         enc,

@@ -251,3 +251,24 @@ def test_nuclei_segmentation_recipe(tmp_path):
     stamp = (folder / "segmentation" / "mask.png").stat().st_mtime_ns
     assert run(load_config("nuclei-segmentation", overrides=overrides))["n_failed"] == 0
     assert (folder / "segmentation" / "mask.png").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_cli_scheduler_local_gives_the_local_grids(tmp_path):
+    """``eosin run --scheduler local`` (a loopback cluster started and stopped by the command) on the tissue and
+    tile stages: the same grids and masks as a local run."""
+    from eosin.io import SlideStore
+
+    svs = require(SLIDES / "CMU-1-Small-Region.svs")
+    base = ["--set", f"slides={svs}", "--set", "qc.enabled=false", "--set", "tiles.mpp=2", "-q"]
+    assert main(["run", "tile-classifier", "--set", f"out={tmp_path / 'a'}", "--set", "classify.model=null", *base]) == 0
+    assert main(["run", "tile-classifier", "--set", f"out={tmp_path / 'b'}", "--set", "classify.model=null", *base,
+                 "--scheduler", "local"]) == 0
+    a, b = (SlideStore.open(tmp_path / x / "CMU-1-Small-Region" / "store.zarr") for x in "ab")
+    for kind in ("tissue", "grids"):
+        assert a.keys(kind) == b.keys(kind)
+        for key in a.keys(kind):
+            ga, gb = a.read_group(kind, key), b.read_group(kind, key)
+            for name in ga:
+                np.testing.assert_array_equal(np.asarray(ga[name]), np.asarray(gb[name]))
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["scheduler"] == "local"

@@ -17,7 +17,7 @@ __all__ = ["write_run_report"]
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top;font-size:13px}
-th{background:#f2f2f2;text-align:left}.failed{background:#fde8e8}.pics img{height:140px;margin:2px;border:1px solid #ddd}
+th{background:#f2f2f2;text-align:left}.failed{background:#fde8e8}.pics{display:flex;flex-wrap:wrap;min-width:640px}.pics img{height:120px;margin:2px;border:1px solid #ddd}
 .small{color:#666;font-size:12px}
 """
 
@@ -82,7 +82,9 @@ def write_run_report(out: Path, config: dict[str, Any], slides: Sequence[dict[st
         cls = "" if s["status"] == "ok" else ' class="failed"'
         rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     n_failed = sum(s["status"] != "ok" for s in slides)
-    links = [f'<a href="{name}">{name}</a>' for name in ("tile_predictions.csv", "slide_predictions.csv", "qc/index.html", "run.json") if (out / name).exists()]
+    names = ("tile_predictions.csv", "slide_predictions.csv", "qc/index.html")
+    links = [f'<a href="{name}">{name}</a>' for name in names if (out / name).exists()]
+    links.append('<a href="run.json">run.json</a>')  # written right after this page
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>eosin run report</title>
 <style>{_STYLE}</style></head><body>
 <h1>eosin run</h1>

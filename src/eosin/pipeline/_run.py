@@ -121,14 +121,14 @@ def run(
     from eosin._provenance import versions
     from eosin.io import atomic_write_text
     from eosin.pipeline._stages import PipelineJob
+    from eosin.run import plan_outputs
 
     config = config if isinstance(config, RunConfig) else load_config(config)
     log = log or (lambda line: None)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = find_slides(config.slides)
-    names = _names(paths)
-    jobs = [PipelineJob(p, out / n, out / n / "store.zarr") for p, n in zip(paths, names, strict=True)]
+    # each slide's folder: eosin tile's names (safe, always inside out, distinct for equal names)
+    jobs = [PipelineJob(j.path, j.out_dir, j.store_path) for j in plan_outputs(find_slides(config.slides), out)]
     slides = {j.name: {"name": j.name, "slide": str(j.path), "status": "ok"} for j in jobs}
     with contextlib.ExitStack() as stack:
         if executor is None and config.scheduler:
@@ -152,13 +152,6 @@ def run(
     }
     atomic_write_text(out / "run.json", json.dumps(summary, indent=1, default=str))
     return summary
-
-
-def _names(paths: list[Path]) -> list[str]:
-    stems: dict[str, int] = {}
-    for p in paths:
-        stems[p.stem] = stems.get(p.stem, 0) + 1
-    return [p.stem if stems[p.stem] == 1 else p.name for p in paths]
 
 
 class _Runner:

@@ -267,7 +267,7 @@ def segment_stage(job: PipelineJob, config: Any) -> dict[str, Any]:
         lambda: load_segmenter(path, device=config.device, precision=config.precision),
     )
     with open_slide(job.path, slide_mpp=_slide_mpp(config), backend=config.backend) as slide:
-        store = SlideStore.create(job.store_path, slide=diagnose(slide))
+        store = SlideStore.create(job.store_path, slide=diagnose(slide), source=job.path)
         key = segment_slide(
             slide,
             model,

@@ -8,18 +8,22 @@ export EOSIN_DATA
 
 .PHONY: demo test test-all clean browser
 
-# The core install (no PyTorch) is all the demo needs; tests also need the torch and test extras.
+# The demo needs the core install and the torch extra (its recipe classifies tiles); tests also need the test extra.
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
 	touch $@
 
+$(VENV)/.torch: $(VENV)/.core
+	$(PY) -m pip install -q -e ".[torch]"
+	touch $@
+
 $(VENV)/.full: $(VENV)/.core
 	$(PY) -m pip install -q -e ".[test,torch]"
 	touch $@
 
-demo: $(VENV)/.core
+demo: $(VENV)/.torch
 	bash scripts/demo.sh
 
 test: $(VENV)/.full browser

@@ -7,7 +7,8 @@ Hierarchy::
 
     EosinError
     ├── UsageError (exit 2)              bad arguments: wrong value, unknown name
-    │   └── UnknownNameError             unknown model/method/... name, with close matches
+    │   ├── UnknownNameError             unknown model/method/... name, with close matches
+    │   └── ConfigError                  a run configuration (eosin run) with a bad key or value
     ├── SlideError                       a problem with one input file
     │   ├── SlideNotFoundError
     │   ├── UnsupportedFormatError       not a slide/image eosin can read
@@ -32,6 +33,7 @@ import os
 from collections.abc import Iterable
 
 __all__ = [
+    "ConfigError",
     "CorruptSlideError",
     "DataError",
     "EosinError",
@@ -114,6 +116,10 @@ class UnknownNameError(UsageError, KeyError):
         super().__init__(message, fix=fix)
 
     __str__ = EosinError.__str__  # KeyError would otherwise quote the message
+
+
+class ConfigError(UsageError):
+    """A run configuration (``eosin run CONFIG.yaml``) with an unknown key or a bad value; names the key."""
 
 
 class SlideError(EosinError):

@@ -33,6 +33,9 @@ __all__ = [
     "get_aggregator",
     "list_aggregators",
     "load_aggregator",
+    "CohortBags",
+    "predictions_csv",
+    "write_attention",
 ]
 
 # public name -> module that defines it (loaded on first use, so PyTorch stays out until a MIL class is asked for)
@@ -48,6 +51,9 @@ _LAZY = {
     "CLAMMB": "eosin.aggregate._mil",
     "TransMIL": "eosin.aggregate._mil",
     "load_aggregator": "eosin.aggregate._persist",
+    "CohortBags": "eosin.aggregate._cohort_train",
+    "predictions_csv": "eosin.aggregate._cohort_train",
+    "write_attention": "eosin.aggregate._attention",
 }
 
 # registry name -> class name

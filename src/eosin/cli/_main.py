@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Segment images and slides with a U-Net; masks, instances, GeoJSON.",
     ),
     "view": ("eosin.cli._view:view", "Web viewer: slides deep-zoomed, result layers, QuPath annotations."),
+    "run": ("eosin.cli._run:run", "Run a whole recipe over a folder of slides from a YAML configuration."),
 }
 
 

@@ -83,7 +83,15 @@ def predict(
     model) collects every tile. An existing predictions.csv of the same model is merged by slide: the slides of
     this run replace their old rows, other slides' rows are kept; one of another model is refused (exit 2).
     One JSON line per slide on stdout; exit 1 when some failed.
+
+    With a slide-level model (the model/ folder of eosin train mil) the inputs are stores holding the bags it was
+    trained on: predictions.csv has one row per slide (id, label, pred, p_<class>, patient: eosin evaluate
+    classification reads it), attention models write attention/<key> into each store and OUT/<slide>/attention.png.
     """
+    from eosin.pipeline import is_aggregator
+
+    if is_aggregator(model_path):
+        return _predict_slides(paths, model_path, out, grid_key, labels_csv, device)
     from eosin._device import resolve_precision, select_device
     from eosin.errors import EosinError
     from eosin.io._atomic import atomic_write_text
@@ -178,6 +186,34 @@ def _previous_rows(target: Path, header: list[str], key: str) -> list[list[str]]
             fix="give another --out, or move the old predictions.csv aside",
         )
     return [r for r in rows if r]
+
+
+def _predict_slides(paths, model_path, out, grid_key, labels_csv, device) -> int:
+    """``eosin predict`` with a slide-level aggregator: :func:`eosin.pipeline.predict_slides`."""
+    from eosin.errors import UsageError
+    from eosin.pipeline import predict_slides
+
+    if out is None:
+        raise UsageError("a slide-level model needs --out (predictions.csv and heatmaps go there).", fix="add --out DIR")
+    stores = [_store_for(p, out, None, None, None)[0] if p.is_dir() else p for p in paths]
+    if any(not p.is_dir() for p in stores):
+        raise UsageError(
+            "a slide-level model reads stores, not slide files.",
+            fix="run eosin tile and eosin embed first (or eosin run), then pass the stores",
+        )
+    result = predict_slides(
+        stores, model_path, out=out, labels=labels_csv, grid=grid_key, device=device
+    )
+    for record in result["slides"]:
+        echo_json(record)
+    for store, message in result["failures"]:
+        click.echo(f"error: {message}", err=True)
+    if result["csv"]:
+        click.echo(f"predictions: {result['csv']}", err=True)
+    if result["failures"]:
+        click.echo(f"{len(result['failures'])} of {len(paths)} input(s) failed.", err=True)
+    sys.stdout.flush()
+    return 1 if result["failures"] else 0
 
 
 def result_dir_of(path: Path) -> Path:

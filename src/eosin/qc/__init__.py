@@ -9,6 +9,7 @@ from eosin.qc._artefacts import coverslip_edges, dark_regions, optical_density, 
 from eosin.qc._flags import FLAGS, TileQC, tile_qc
 from eosin.qc._focus import BLUR_THRESHOLD, focus_score
 from eosin.qc._stage import qc_image, qc_stage
+from eosin.qc._report import write_report
 
 __all__ = [
     "BLUR_THRESHOLD",
@@ -24,4 +25,5 @@ __all__ = [
     "stain_masks",
     "stain_stats",
     "tile_qc",
+    "write_report",
 ]

@@ -1,5 +1,11 @@
 """Running stages over cohorts: a per-slide stage is a function of (slide, parameters) mapped by an executor."""
 
+from eosin._lazy import lazy_getattr
 from eosin.run._executor import SlideResult, map_slides
 
-__all__ = ["SlideResult", "map_slides"]
+__all__ = ["STORE_NAME", "SlideJob", "SlideResult", "map_slides", "plan_outputs", "tile_stage", "tissue_stage"]
+
+# the per-slide stages import numpy: loaded on first use
+__getattr__ = lazy_getattr(
+    __name__, {k: "eosin.run._stages" for k in ("STORE_NAME", "SlideJob", "plan_outputs", "tile_stage", "tissue_stage")}
+)

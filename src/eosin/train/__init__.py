@@ -28,6 +28,8 @@ _LAZY = {
     "load_classifier": "eosin.train._checkpoint",
     "checkpoint_key": "eosin.train._checkpoint",
     "colour_texture_features": "eosin.train._handcrafted",
+    "predict_store": "eosin.train._predict",
+    "heatmap": "eosin.train._predict",
 }
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "predict_tiles",
     "probe_head",
     "save_classifier",
+    "predict_store",
+    "heatmap",
 ]
 
 

@@ -17,6 +17,7 @@ Hierarchy::
     │   │   ├── MissingResolutionError
     │   │   └── ImplausibleResolutionError
     │   └── NoTissueError
+    ├── InputTooLargeError               a file declaring more pixels or bytes than the configured limit (bombs)
     ├── StoreError                       a per-slide store that is missing, foreign or from a newer schema
     ├── DataError                        a labelled-data table or cohort with a bad row, file or column
     │   ├── GeoJSONError                 a GeoJSON file that is not valid (line and reason)
@@ -39,6 +40,7 @@ __all__ = [
     "EosinError",
     "GeoJSONError",
     "ImplausibleResolutionError",
+    "InputTooLargeError",
     "MissingResolutionError",
     "NoTissueError",
     "NotFittedError",
@@ -154,6 +156,13 @@ class ImplausibleResolutionError(ResolutionError):
 
 class NoTissueError(SlideError):
     """Tissue detection found no tissue."""
+
+
+class InputTooLargeError(EosinError):
+    """A file declares a size (pixels, array bytes) above eosin's configured limit; refused before decoding.
+
+    The message names the setting that raises the limit (``EOSIN_MAX_IMAGE_PIXELS``, ``EOSIN_MAX_ARRAY_BYTES``).
+    """
 
 
 class StoreError(EosinError):

@@ -103,12 +103,10 @@ def embed(
     check_precision(device, precision, runtime)
     normalizer = None
     if stain is not None:
-        import numpy as np
-        from PIL import Image
-
+        from eosin._limits import decode_image
         from eosin.stain import get_normalizer
 
-        normalizer = get_normalizer(stain).fit(np.asarray(Image.open(stain_target).convert("RGB")))
+        normalizer = get_normalizer(stain).fit(decode_image(stain_target))
     model = create_encoder(
         encoder, weights=None if weights == "none" else weights, device=select_device(device)
     )

@@ -33,9 +33,13 @@ def features(h5, store_path, key, slide_mpp):
     Coordinates are stored as level-0 pixels: STAMP's microns are converted with the slide's mpp, and a file in
     microns is refused when that mpp is unknown.
     """
-    from eosin.io import SlideStore, import_features
+    from eosin.io import SlideStore, import_features, read_features_h5, store_mpp
 
-    key = import_features(SlideStore.create(store_path), h5, key=key, slide_mpp=slide_mpp)
+    store = SlideStore.open(store_path) if (store_path / "zarr.json").is_file() else None
+    mpp = slide_mpp if slide_mpp is not None else (store_mpp(store) if store is not None else None)
+    bag = read_features_h5(h5, mpp=mpp)  # a bad file is refused before any store is created for it
+    store = store if store is not None else SlideStore.create(store_path)
+    key = import_features(store, h5, key=key, slide_mpp=slide_mpp, bag=bag)
     click.echo(f"{h5} -> {store_path} features/{key}", err=True)
     return 0
 

@@ -59,18 +59,14 @@ def stain(images, method, target, out):
 
 
 def _read(path: Path):
-    import cv2
-
-    from eosin.errors import SlideNotFoundError, UnsupportedFormatError
+    """The image as RGB uint8: its declared size checked first, a truncated or damaged file refused (never
+    filled with grey)."""
+    from eosin._limits import decode_image
+    from eosin.errors import SlideNotFoundError
 
     if not path.is_file():
         raise SlideNotFoundError("no such file.", path=path, fix="check the path")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise UnsupportedFormatError(
-            "not an image OpenCV can read.", path=path, fix="convert it to PNG, JPEG or TIFF"
-        )
-    return bgr[..., ::-1].copy()
+    return decode_image(path)
 
 
 def _write_png(dest: Path, rgb) -> None:

@@ -14,6 +14,7 @@ from eosin.io._features_h5 import (
     export_features,
     import_features,
     read_features_h5,
+    store_mpp,
     write_features_h5,
 )
 from eosin.io._geojson import (
@@ -50,6 +51,7 @@ __all__ = [
     "read_geojson",
     "write_features_h5",
     "slide_identity",
+    "store_mpp",
     "sweep_temporaries",
     "write_geojson",
 ]

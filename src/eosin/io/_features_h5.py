@@ -29,9 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from eosin.errors import DataError, EosinError, MissingResolutionError, UsageError
+from eosin.errors import DataError, MissingResolutionError, UsageError
 
-__all__ = ["FeatureBag", "read_features_h5", "write_features_h5", "import_features", "export_features"]
+__all__ = [
+    "FeatureBag",
+    "read_features_h5",
+    "write_features_h5",
+    "import_features",
+    "export_features",
+    "store_mpp",
+]
 
 _FEATURE_NAMES = ("features", "feats")
 _MICRONS = ("um", "µm", "micron", "microns", "micrometer", "micrometre")
@@ -67,14 +74,20 @@ def read_features_h5(path: str | os.PathLike[str], *, mpp: float | None = None) 
     mpp
         The slide's level-0 microns per pixel; needed (and only used) when the file's coordinates are in microns.
 
+    Checked before anything is read whole: each dataset's declared size (against ``EOSIN_MAX_ARRAY_BYTES``)
+    and that its bytes exist in the file. Then the values: features must be finite real numbers; coordinates
+    finite, non-negative numbers; tile names text (bytes that are not UTF-8 are kept as ``\\xNN`` escapes);
+    attributes that are not plain values (object references) are left out.
+
     Raises
     ------
     MissingResolutionError
         The coordinates are in microns and no ``mpp`` was given.
     DataError
-        The coordinates are in a unit eosin cannot interpret.
-    EosinError
-        Not an HDF5 file, no feature dataset, or coordinates that do not match the features.
+        Not an HDF5 file, no feature dataset, coordinates that do not match the features or are in a unit
+        eosin cannot interpret, values that are not finite real numbers.
+    InputTooLargeError
+        A dataset declares more bytes than ``EOSIN_MAX_ARRAY_BYTES``.
     """
     import h5py
 
@@ -82,44 +95,154 @@ def read_features_h5(path: str | os.PathLike[str], *, mpp: float | None = None) 
     try:
         handle = h5py.File(path, "r")
     except (OSError, ValueError) as exc:
-        raise EosinError(
-            f"not a readable HDF5 file ({exc}).", path=path, fix="give a features .h5 file"
+        raise DataError(
+            f"not a readable HDF5 file ({_one_line(exc)}).", path=path, fix="give a features .h5 file"
         ) from None
     with handle:
-        name = next((n for n in _FEATURE_NAMES if n in handle), None)
+        name = next((n for n in _FEATURE_NAMES if isinstance(handle.get(n), h5py.Dataset)), None)
         if name is None:
-            raise EosinError(
-                f"no feature dataset (looked for {', '.join(_FEATURE_NAMES)}; found {', '.join(handle)}).",
+            raise DataError(
+                f"no feature dataset (looked for {', '.join(_FEATURE_NAMES)}; found {', '.join(handle) or 'nothing'}).",
                 path=path,
                 fix="the file must hold an (n, d) dataset named 'features' (CLAM, TRIDENT) or 'feats' (STAMP)",
             )
-        features = np.asarray(handle[name])
+        features = _read_dataset(path, handle[name], name, "features")
         if features.ndim == 3 and features.shape[0] == 1:  # some tools save a batch axis
             features = features[0]
-        if features.ndim != 2:
-            raise EosinError(f"'{name}' has shape {features.shape}; expected (tiles, dims).", path=path)
-        attrs: dict[str, Any] = {k: _plain(v) for k, v in handle.attrs.items()}
+        if features.ndim != 2 or features.shape[1] == 0:
+            raise DataError(
+                f"'{name}' has shape {features.shape}; expected (tiles, dims).",
+                path=path,
+                fix="write the features as one row per tile",
+            )
+        _require_finite(path, name, features)
+        attrs: dict[str, Any] = _plain_attrs(handle.attrs)
         attrs["source_dataset"] = name
         raw = names = None
         coord_attrs: dict[str, Any] = {}
         if "coords" in handle:
-            raw = np.asarray(handle["coords"])
+            raw = _read_dataset(path, handle["coords"], "coords", "coordinates")
             if raw.ndim == 3 and raw.shape[0] == 1:
                 raw = raw[0]
-            coord_attrs = {k: _plain(v) for k, v in handle["coords"].attrs.items()}
+            coord_attrs = _plain_attrs(handle["coords"].attrs)
             if raw.shape != (features.shape[0], 2):
-                raise EosinError(
-                    f"coords has shape {raw.shape} but there are {features.shape[0]} feature rows.", path=path
+                raise DataError(
+                    f"coords has shape {raw.shape} but there are {features.shape[0]} feature rows.",
+                    path=path,
+                    fix="coords must be (tiles, 2) x, y, one row per feature row",
                 )
-        if "metadata" in handle:
-            names = [
-                v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(handle["metadata"]).ravel()
-            ]
+            _require_finite(path, "coords", raw)
+            if raw.size and raw.min() < 0:
+                row = int(np.argwhere(raw < 0)[0, 0])
+                raise DataError(
+                    f"coords holds negative coordinates (row {row}: {raw[row].tolist()}).",
+                    path=path,
+                    fix="coordinates must be measured from the top-left corner of the slide",
+                )
+        if isinstance(handle.get("metadata"), h5py.Dataset):
+            names = [_text(v) for v in _read_dataset(path, handle["metadata"], "metadata", "names").ravel()]
             if len(names) != features.shape[0]:
                 names = None
     attrs.update(coord_attrs)
     coords = None if raw is None else _to_level0(path, raw, name, attrs, coord_attrs, mpp)
     return FeatureBag(features=features, coords=coords, names=names, attrs=attrs)
+
+
+def _read_dataset(path: Path, ds: Any, name: str, what: str) -> np.ndarray:
+    """A dataset read whole, after checking its declared size, its storage and its element type."""
+    from eosin._limits import check_array_bytes
+
+    kind = ds.dtype.kind
+    if what == "names":
+        if kind not in "SUO" or ds.dtype.fields:
+            raise DataError(
+                f"'{name}' holds {ds.dtype} values, not tile names.",
+                path=path,
+                fix="'metadata' must be a list of tile file names (strings)",
+            )
+    elif kind not in "fiu":
+        found = {
+            "c": "complex numbers",
+            "S": "byte strings",
+            "U": "strings",
+            "O": "objects or references",
+            "b": "booleans",
+            "V": "compound records",
+        }.get(kind, f"{ds.dtype} values")
+        raise DataError(
+            f"'{name}' holds {found}; {what} must be real numbers.",
+            path=path,
+            fix=f"write {what} as a float or integer array",
+        )
+    check_array_bytes(path, name, ds.shape, ds.dtype.itemsize)
+    nbytes = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
+    if nbytes and kind != "O":
+        stored = ds.id.get_storage_size()
+        uncompressed = not ds.compression and not ds.scaleoffset and not ds.shuffle
+        if stored == 0 or (uncompressed and ds.external is None and stored < nbytes):
+            raise DataError(
+                f"'{name}' declares shape {ds.shape} ({nbytes:,} bytes) but the file holds only {stored:,} bytes "
+                "of it (never written, or the file is truncated).",
+                path=path,
+                fix="write the file again with the tool that made it",
+            )
+    try:
+        return np.asarray(ds[()])
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(
+            f"'{name}' cannot be read ({_one_line(exc)}).",
+            path=path,
+            fix="the file is probably truncated or damaged: write it again",
+        ) from None
+
+
+def _require_finite(path: Path, name: str, arr: np.ndarray) -> None:
+    if arr.dtype.kind != "f" or not arr.size:
+        return
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        row = int(np.argwhere(bad)[0, 0])
+        kinds = " and ".join(
+            k for k, m in (("NaN", np.isnan(arr).any()), ("infinite", np.isinf(arr).any())) if m
+        )
+        raise DataError(
+            f"'{name}' holds {int(bad.sum()):,} {kinds} value(s) (first in row {row}).",
+            path=path,
+            fix="recompute the features of those tiles or drop those rows before importing",
+        )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    return str(value)
+
+
+def _plain_attrs(attrs: Any) -> dict[str, Any]:
+    """Attributes that are plain values (numbers, text, lists of them); others (references, records) are left out."""
+    out: dict[str, Any] = {}
+    for key in attrs:
+        try:
+            value = _plain(attrs[key])
+        except (OSError, TypeError, ValueError):  # an attribute h5py cannot read (odd type)
+            continue
+        if _jsonable(value):
+            out[_text(key)] = value
+    return out
+
+
+def _jsonable(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return np.isfinite(value)
+    if isinstance(value, list):
+        return all(_jsonable(v) for v in value)
+    return False
+
+
+def _one_line(exc: BaseException) -> str:
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]
 
 
 def _to_level0(
@@ -305,15 +428,23 @@ def store_mpp(store: Any) -> float | None:
 
 
 def import_features(
-    store: Any, path: str | os.PathLike[str], *, key: str | None = None, slide_mpp: float | None = None
+    store: Any,
+    path: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    slide_mpp: float | None = None,
+    bag: FeatureBag | None = None,
 ) -> str:
     """Read a feature file into ``store`` under ``features/<key>`` (default: ``<file stem>--imported``).
 
     Coordinates in microns (STAMP) are converted to level-0 pixels with ``slide_mpp``, or else the mpp the store
     records for its slide; without either they are refused (:class:`~eosin.errors.MissingResolutionError`).
+    ``bag``: the file already read with :func:`read_features_h5` (so that a bad file is refused before a store
+    is created for it).
     """
-    mpp = slide_mpp if slide_mpp is not None else store_mpp(store)
-    bag = read_features_h5(path, mpp=mpp)
+    if bag is None:
+        mpp = slide_mpp if slide_mpp is not None else store_mpp(store)
+        bag = read_features_h5(path, mpp=mpp)
     key = key or f"{Path(path).stem}--imported"
     arrays: dict[str, np.ndarray] = {"features": bag.features}
     if bag.coords is not None:
@@ -376,9 +507,9 @@ def export_features(
 
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
     if isinstance(value, bytes):
-        return value.decode()
+        return _text(value)
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return [_plain(v) for v in value.tolist()] if value.dtype.kind in "biufSUO" else None
     return value

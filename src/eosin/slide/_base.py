@@ -286,10 +286,28 @@ class Slide:
         lw, lh = out_w * scale, out_h * scale
         ix0, iy0 = math.floor(lx0), math.floor(ly0)
         ix1, iy1 = math.ceil(lx0 + lw - 1e-9), math.ceil(ly0 + lh - 1e-9)
+        self._check_window(lvl, ix1 - ix0, iy1 - iy0)
         window = self._read_padded(lvl, ix0, iy0, ix1 - ix0, iy1 - iy0)
         if window.shape[1] == out_w and window.shape[0] == out_h:
             return window
         return _resample(window, (lx0 - ix0, ly0 - iy0, lw, lh), out_w, out_h)
+
+    def _check_window(self, level: int, w: int, h: int) -> None:
+        """Refuse to decode a window above ``EOSIN_MAX_IMAGE_PIXELS`` at once (a coarse read of a slide without
+        a pyramid, or a header declaring a forged size)."""
+        from eosin._limits import max_image_pixels
+
+        if w * h > max_image_pixels():
+            from eosin.errors import InputTooLargeError
+
+            raise InputTooLargeError(
+                f"this read needs {w:,} x {h:,} pixels of level {level} decoded at once "
+                f"({w * h * 3 / 1e9:,.1f} GB), above the limit of {max_image_pixels():,} pixels "
+                "(the slide has no pyramid level near the resolution asked for, or its header declares a forged size).",
+                path=self.path,
+                fix="convert the slide to a pyramidal tiled TIFF (vips tiffsave --tile --pyramid), or raise "
+                "EOSIN_MAX_IMAGE_PIXELS if the memory is there",
+            )
 
     def _read_padded(self, level: int, ix: int, iy: int, w: int, h: int) -> np.ndarray:
         """Read a window of ``level`` in level pixels, white outside the level."""

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eosin._limits import check_image_pixels, decode_image, open_image
+from eosin.errors import EosinError
 from eosin.slide._base import PLAUSIBLE_MPP, Level, Slide
 from eosin.slide._pixels import as_rgb, read_error
 
@@ -66,19 +68,15 @@ class ImageSlide(Slide):
 
                     arr = tifffile.imread(self.path, key=0)
                 else:
-                    from PIL import Image
-
-                    Image.MAX_IMAGE_PIXELS = (
-                        None  # a slide-sized image is expected here, not a decompression bomb
-                    )
-                    with Image.open(self.path) as im:
-                        arr = np.asarray(im.convert("RGB"))
+                    arr = decode_image(self.path)  # size checked, truncation refused
                 self._pixels = as_rgb(arr)
         return self._pixels
 
     def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         try:
             pixels = self._decode()
+        except EosinError:
+            raise
         except Exception as exc:  # noqa: BLE001 - decoders raise many types; all mean a damaged file
             raise read_error(self.path, exc, level, x, y, width, height) from None
         return pixels[y : y + height, x : x + width]
@@ -88,10 +86,7 @@ class ImageSlide(Slide):
 
 
 def _pillow_header(path: Path):
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = None
-    with Image.open(path) as im:
+    with open_image(path) as im:  # refuses a declared size above EOSIN_MAX_IMAGE_PIXELS
         width, height = im.size
         fmt = (im.format or "image").lower()
         info = dict(im.info)
@@ -111,6 +106,7 @@ def _tiff_header(path: Path):
     with tifffile.TiffFile(path) as tf:
         page = tf.pages[0]
         width, height = page.imagewidth, page.imagelength
+        check_image_pixels(path, width, height)  # this reader decodes the whole page
         tags = page.tags
         unit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else 2
         unit_name = {2: "inch", 3: "cm"}.get(int(unit))

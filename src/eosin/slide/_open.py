@@ -14,6 +14,7 @@ from pathlib import Path
 
 from eosin.errors import (
     CorruptSlideError,
+    InputTooLargeError,
     SlideNotFoundError,
     UnknownNameError,
     UnsupportedFormatError,
@@ -107,6 +108,8 @@ def open_slide(
         cls = _backend_class(name)
         try:
             slide = cls.open(path)
+        except InputTooLargeError:
+            raise  # a declared size over the limit: the same for every reader
         except (CorruptSlideError, UnsupportedFormatError) as exc:
             errors.append(f"{name}: {exc.message}")
             continue

@@ -55,6 +55,7 @@ class TiffSlideSlide(Slide):
         tf = handle.ts_tifffile
         series = tf.series[handle.properties.get("tiffslide.series-index") or 0]
         axes = series.axes
+        _check_strips(path, series)
         fmt = (
             "qptiff"
             if tf.is_qpi
@@ -130,6 +131,23 @@ class TiffSlideSlide(Slide):
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def _check_strips(path: Path, series) -> None:
+    """Refuse a level stored in strips larger than ``EOSIN_MAX_IMAGE_PIXELS`` (one strip is decoded whole)."""
+    from eosin._limits import check_image_pixels
+
+    for level in series.levels:
+        page = level.pages[0] if level.pages else None
+        if page is None or getattr(page, "is_tiled", True):
+            continue
+        rows = min(int(getattr(page, "rowsperstrip", 0) or page.imagelength), int(page.imagelength))
+        if rows * int(page.imagewidth) > 0:
+            try:
+                check_image_pixels(path, page.imagewidth, rows)
+            except Exception as exc:
+                exc.message = exc.message.replace("declares", "declares strips of", 1)
+                raise
 
 
 def _xml_tag(text: str, tag: str) -> str | None:

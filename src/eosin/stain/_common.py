@@ -23,6 +23,10 @@ __all__ = [
 ]
 
 
+#: stained (not glass) pixels a stain target needs; fewer is refused (16 x 16)
+MIN_TARGET_PIXELS = 256
+
+
 def as_batch(images: Any) -> tuple[np.ndarray, bool]:
     """Check ``images`` (``(rows, cols, 3)`` or ``(n, rows, cols, 3)`` uint8); return a 4-d view and whether it was one.
 
@@ -165,7 +169,16 @@ class StainNormalizer(Params):
         StainNormalizer
             ``self``.
         """
-        self._fit_pixels(target_pixels(target))
+        pixels = target_pixels(target)
+        stained = pixels.shape[0] - int(np.count_nonzero(_glass_u8(pixels)))
+        if stained < MIN_TARGET_PIXELS:
+            raise UsageError(
+                f"the stain target has {stained:,} stained pixel(s) of {pixels.shape[0]:,}: no stain to learn "
+                f"(at least {MIN_TARGET_PIXELS} pixels that are not glass are needed; a blank, white or tiny image "
+                "would bleach every image normalized to it).",
+                fix="give a target image of stained tissue (e.g. a 500 x 500 px H&E region)",
+            )
+        self._fit_pixels(pixels)
         return self
 
     def transform(self, images: np.ndarray) -> np.ndarray:

@@ -1,0 +1,228 @@
+"""Reliability fixes of issue 13 (items 4-9), each with the input that broke it, built at test time.
+
+Bombs, loops, corrupt tiles and degenerate inputs are made from the real sample files by ``badfiles.py``.
+Where memory or time is the point, the command runs in a subprocess with a cap (:func:`run_capped`).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import badfiles
+from conftest import ROOT, require
+from eosin.cli._main import main
+from eosin.errors import DataError, InputTooLargeError
+
+GB = 1024**3
+
+
+def run_capped(argv: list[str], *, memory: int = 2 * GB, seconds: int = 120, cwd: Path | None = None):
+    """``eosin ARGV`` in a subprocess with its address space capped at ``memory`` and a wall-clock limit."""
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "eosin", *argv],
+        capture_output=True,
+        text=True,
+        timeout=seconds,
+        preexec_fn=cap,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def one_error_line(err: str) -> str:
+    """The stderr of a failed command: one ``error:`` line with a fix, no traceback."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Fix:" in lines[0], lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------- item 5: decompression bombs
+@pytest.mark.parametrize("build", [badfiles.jpeg_bomb, badfiles.png_bomb, badfiles.tiff_bomb])
+def test_an_image_declaring_65000_squared_pixels_is_refused_before_decoding(tmp_path, build):
+    from PIL import Image
+
+    from eosin.slide import open_slide
+
+    default = Image.MAX_IMAGE_PIXELS
+    path = build(tmp_path)
+    assert path.stat().st_size < 2000
+    with pytest.raises(InputTooLargeError) as info:
+        open_slide(path).read_region((0, 0), (64, 64))
+    message = str(info.value)
+    assert str(path) in message and "4,225" in message and "EOSIN_MAX_IMAGE_PIXELS" in message
+    assert Image.MAX_IMAGE_PIXELS == default and default is not None  # Pillow's own guard stays on
+
+
+def test_the_image_limit_is_configurable(monkeypatch, tmp_path):
+    from eosin.slide import open_slide
+
+    jpeg = require(badfiles.JPEG)  # 5600 x 1000
+    monkeypatch.setenv("EOSIN_MAX_IMAGE_PIXELS", "5000000")
+    with pytest.raises(InputTooLargeError, match="5,600 x 1,000 pixels"):
+        open_slide(jpeg)
+    monkeypatch.setenv("EOSIN_MAX_IMAGE_PIXELS", "6000000")
+    assert open_slide(jpeg).read_region((0, 0), (8, 8)).shape == (8, 8, 3)
+    monkeypatch.setenv("EOSIN_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(Exception, match="EOSIN_MAX_IMAGE_PIXELS='lots'"):
+        open_slide(jpeg)
+
+
+def test_a_coarse_read_of_a_forged_tiled_tiff_does_not_allocate_the_declared_size(tmp_path):
+    from eosin.slide import open_slide
+
+    slide = open_slide(badfiles.tiff_bomb(tmp_path, tiled=True))
+    with pytest.raises(InputTooLargeError, match="no pyramid level"):
+        slide.read_region((0, 0), (64, 64), downsample=1000)  # one level of 65000 x 65000: all of it at once
+
+
+def test_info_on_a_jpeg_bomb_stays_within_memory(tmp_path):
+    result = run_capped(["info", str(badfiles.jpeg_bomb(tmp_path))], memory=int(1.5 * GB))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "4,225 megapixels" in result.stdout and "MemoryError" not in result.stdout
+
+
+def test_an_hdf5_declaring_80_gb_of_features_is_refused_before_reading(tmp_path, capsys):
+    path = badfiles.h5_bomb(tmp_path)
+    assert path.stat().st_size < 4000
+    from eosin.io._features_h5 import read_features_h5
+
+    with pytest.raises(InputTooLargeError, match=r"\(20000000, 1024\).*EOSIN_MAX_ARRAY_BYTES"):
+        read_features_h5(path)
+    store = tmp_path / "store.zarr"
+    assert main(["import", "features", str(path), "--store", str(store)]) == 1
+    assert "81.9 GB" in one_error_line(capsys.readouterr().err)
+    assert not store.exists()  # nothing half-made
+
+
+def test_an_hdf5_dataset_declared_but_never_written_is_refused(tmp_path):
+    import h5py
+
+    from eosin.io._features_h5 import read_features_h5
+
+    with h5py.File(tmp_path / "hollow.h5", "w") as handle:
+        handle.create_dataset("features", shape=(100, 64), dtype="f4")  # zeros on read: silently wrong
+    with pytest.raises(DataError, match="holds only 0 bytes"):
+        read_features_h5(tmp_path / "hollow.h5")
+
+
+# ---------------------------------------------------------------- stain: truncated, huge, degenerate inputs
+STAIN_TARGET = badfiles.STAIN_TARGET
+
+
+def test_stain_refuses_a_truncated_jpeg_instead_of_filling_grey(tmp_path, capsys):
+    src = require(badfiles.DATA / "stain" / "stardist-histo.jpg")
+    cut = badfiles.truncated(src, tmp_path, 0.5)
+    out = tmp_path / "out"
+    code = main(["stain", str(cut), "--target", str(STAIN_TARGET), "--out", str(out)])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 1 and str(cut) in line and "truncated" in line
+    assert not (out / f"{cut.stem}.png").exists()
+
+
+def test_stain_on_a_huge_header_png_is_one_typed_line(tmp_path, capsys):
+    bomb = badfiles.png_bomb(tmp_path)
+    code = main(["stain", str(bomb), "--target", str(STAIN_TARGET), "--out", str(tmp_path / "out")])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 1 and "EOSIN_MAX_IMAGE_PIXELS" in line and "cv2" not in line
+
+
+@pytest.mark.parametrize(
+    "target", [np.full((500, 500, 3), 255, np.uint8), np.full((500, 500, 3), 243, np.uint8),
+               np.array([[[150, 60, 160]]], np.uint8)], ids=["white", "glass", "one-pixel"],
+)  # fmt: skip
+def test_a_target_without_stain_is_refused(tmp_path, capsys, target):
+    from eosin.errors import UsageError
+    from eosin.stain import get_normalizer
+
+    for method in ("reinhard", "macenko", "vahadane"):
+        with pytest.raises(UsageError, match="no stain to learn"):
+            get_normalizer(method).fit(target)
+    path = badfiles.image(tmp_path, "target.png", target)
+    tile = require(badfiles.DATA / "stain" / "stardist-histo.jpg")
+    assert main(["stain", str(tile), "--target", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "no stain to learn" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- import features: degenerate values
+def _h5(path: Path, **datasets) -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as handle:
+        for name, value in datasets.items():
+            handle[name] = value
+    return path
+
+
+FEATS = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+COORDS = np.arange(12, dtype=np.int64).reshape(6, 2) * 256
+
+
+def _with(arr: np.ndarray, row: int, value) -> np.ndarray:
+    arr = arr.astype(np.float64 if np.asarray(value).dtype.kind == "f" else arr.dtype)
+    arr[row, 0] = value
+    return arr
+
+
+@pytest.mark.parametrize(
+    "datasets, reason",
+    [
+        ({"features": _with(FEATS, 2, np.nan), "coords": COORDS}, r"1 NaN value\(s\) \(first in row 2\)"),
+        ({"features": _with(FEATS, 4, np.inf), "coords": COORDS}, "infinite"),
+        ({"features": FEATS, "coords": _with(COORDS, 1, np.nan)}, "'coords' holds 1 NaN"),
+        ({"features": FEATS, "coords": _with(COORDS, 3, -256)}, r"negative coordinates \(row 3"),
+        ({"features": FEATS.astype(np.complex64), "coords": COORDS}, "complex numbers"),
+        ({"features": np.array([[b"a", b"b"]] * 6), "coords": COORDS}, "byte strings"),
+        ({"features": FEATS, "coords": np.array([[b"1", b"2"]] * 6)}, "'coords' holds byte strings"),
+    ],
+    ids=["nan-feature", "inf-feature", "nan-coord", "negative-coord", "complex", "bytes", "bytes-coords"],
+)
+def test_import_features_refuses_values_that_are_not_features(tmp_path, capsys, datasets, reason):
+    from eosin.io._features_h5 import read_features_h5
+
+    path = _h5(tmp_path / "bad.h5", **datasets)
+    with pytest.raises(DataError, match=reason):
+        read_features_h5(path)
+    store = tmp_path / "store.zarr"
+    assert main(["import", "features", str(path), "--store", str(store)]) == 1
+    assert str(path) in one_error_line(capsys.readouterr().err)
+    assert not store.exists()
+
+
+def test_import_features_keeps_non_utf8_names_and_drops_reference_attributes(tmp_path, capsys):
+    import h5py
+
+    from eosin.io import SlideStore
+
+    path = tmp_path / "odd.h5"
+    with h5py.File(path, "w") as handle:
+        handle["features"] = FEATS
+        coords = handle.create_dataset("coords", data=COORDS)
+        coords.attrs["patch_size"] = 256
+        coords.attrs["link"] = handle["features"].ref  # an object reference: no JSON for it
+        coords.attrs["scanner"] = np.bytes_(b"caf\xe9")  # latin-1, not UTF-8
+        handle["metadata"] = np.array([b"tile-\xe9.jpg"] + [f"t{i}.jpg".encode() for i in range(5)])
+    store_path = tmp_path / "store.zarr"
+    assert main(["import", "features", str(path), "--store", str(store_path), "--key", "k"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    group = SlideStore.open(store_path).read_group("features", "k")
+    np.testing.assert_array_equal(np.asarray(group["features"]), FEATS)
+    np.testing.assert_array_equal(np.asarray(group["coords"]), COORDS)
+    attrs = dict(group.attrs)
+    assert attrs["patch_size"] == 256 and "link" not in attrs and attrs["scanner"] == "caf\\xe9"
+    assert attrs["names"][0] == "tile-\\xe9.jpg" and attrs["names"][5] == "t4.jpg"

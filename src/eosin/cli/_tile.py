@@ -65,6 +65,7 @@ def tile(
     backend,
     workers,
     scheduler,
+    slide_timeout,
     quiet,
 ):
     """Build tissue tile grids, one store per slide (OUT/<stem>/store.zarr).
@@ -90,4 +91,12 @@ def tile(
         slide_mpp=slide_mpp,
         backend=backend,
     )
-    return run_over_slides(stage, jobs, workers=workers, quiet=quiet, desc="tile", scheduler=scheduler)
+    return run_over_slides(
+        stage,
+        jobs,
+        workers=workers,
+        quiet=quiet,
+        desc="tile",
+        scheduler=scheduler,
+        slide_timeout=slide_timeout,
+    )

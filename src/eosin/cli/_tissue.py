@@ -21,7 +21,7 @@ from eosin.cli._common import expand_inputs, run_over_slides, slide_options
     help="Resolution of the masks in microns per pixel (slides without a trustworthy mpp use a downsample instead).",
 )
 @slide_options
-def tissue(paths, out, tissue_mpp, slide_mpp, backend, workers, scheduler, quiet):
+def tissue(paths, out, tissue_mpp, slide_mpp, backend, workers, scheduler, slide_timeout, quiet):
     """Detect tissue, pen marks and cross-sections.
 
     Writes, per slide, OUT/<stem>/tissue.png and pen.png (binary masks, 0/255, the slide's aspect ratio),
@@ -32,4 +32,12 @@ def tissue(paths, out, tissue_mpp, slide_mpp, backend, workers, scheduler, quiet
 
     jobs = plan_outputs(expand_inputs(paths), out)
     stage = partial(tissue_stage, tissue_mpp=tissue_mpp, slide_mpp=slide_mpp, backend=backend)
-    return run_over_slides(stage, jobs, workers=workers, quiet=quiet, desc="tissue", scheduler=scheduler)
+    return run_over_slides(
+        stage,
+        jobs,
+        workers=workers,
+        quiet=quiet,
+        desc="tissue",
+        scheduler=scheduler,
+        slide_timeout=slide_timeout,
+    )

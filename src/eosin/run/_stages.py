@@ -228,9 +228,16 @@ def _thumbnail_like(slide: Any, masks: Any) -> np.ndarray:
     """A thumbnail of the slide at the masks' resolution and shape."""
     import cv2
 
+    from eosin.errors import CorruptSlideError
+
     dx, dy = _pair(masks.downsample)
-    thumb = slide.thumbnail(downsample=(dx + dy) / 2)
     rows, cols = masks.tissue.shape
+    try:
+        thumb = slide.thumbnail(downsample=(dx + dy) / 2)
+    except (
+        CorruptSlideError
+    ):  # a damaged tile where the picture reads: grey canvas (the grid flags the tiles)
+        return np.full((rows, cols, 3), 128, np.uint8)
     if thumb.shape[:2] != (rows, cols):
         thumb = cv2.resize(thumb, (cols, rows), interpolation=cv2.INTER_AREA)
     return thumb
@@ -279,8 +286,13 @@ def tile_stage(
                 path=job.path,
                 fix="lower --min-tissue, or look at the tissue overlay (eosin tissue) to check the detection",
             )
-        if not cached:
+        if cached:
+            corrupt = np.asarray(group["corrupt"], bool) if "corrupt" in group else None
+        else:
             arrays, attrs = grid.to_group()
+            corrupt = _corrupt_tiles(slide, grid)
+            arrays["corrupt"] = corrupt
+            attrs["n_corrupt"] = int(corrupt.sum())
             store.write_group("grids", grid.key, arrays, attrs)
         shown = _for_display(masks)
         save_png(job.out_dir / "tiles.png", draw_grid(_thumbnail_like(slide, shown), grid, shown))
@@ -294,5 +306,20 @@ def tile_stage(
         "overlap": grid.overlap,
         "level0_extent": grid.extent,
         "cached": cached,
+        "corrupt_tiles": None if corrupt is None else int(corrupt.sum()),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _corrupt_tiles(slide: Any, grid: Any) -> np.ndarray:
+    """Per grid tile: does it cover a source tile (of the level it is read from) that does not decode cleanly."""
+    from eosin.slide import verify_tiles
+
+    level = slide.best_level(grid.downsample)
+    x, y, extent = grid.x, grid.y, grid.extent
+    boxes = np.column_stack([x, y, np.full((len(x), 2), int(np.ceil(extent)))])
+    flags = np.zeros(len(x), bool)
+    for bad in verify_tiles(slide, levels=[level], boxes=boxes):
+        bx, by, bw, bh = bad.box
+        flags |= (x < bx + bw) & (x + extent > bx) & (y < by + bh) & (y + extent > by)
+    return flags

@@ -12,6 +12,7 @@ from eosin._lazy import lazy_getattr
 
 __all__ = [
     "SLIDE_SUFFIXES",
+    "BadTile",
     "Level",
     "Slide",
     "SlideMpp",
@@ -19,6 +20,7 @@ __all__ = [
     "diagnose_path",
     "list_backends",
     "open_slide",
+    "verify_tiles",
 ]
 
 _LAZY = {
@@ -30,6 +32,8 @@ _LAZY = {
     "SlideMpp": "eosin.slide._mpp",
     "diagnose": "eosin.slide._doctor",
     "diagnose_path": "eosin.slide._doctor",
+    "verify_tiles": "eosin.slide._verify",
+    "BadTile": "eosin.slide._verify",
 }
 
 
@@ -46,3 +50,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from eosin.slide._mpp import SlideMpp
     from eosin.slide._open import list_backends, open_slide
     from eosin.slide._suffixes import SLIDE_SUFFIXES
+    from eosin.slide._verify import BadTile, verify_tiles

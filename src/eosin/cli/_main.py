@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except _eosin_error() as exc:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
+    except OSError as exc:  # writing outputs: permissions, read-only disk, a file in the way, a full disk
+        from eosin.errors import output_error
+
+        error = output_error(exc)
+        click.echo(f"error: {error}", err=True)
+        return error.exit_code
     return result if isinstance(result, int) else 0
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from eosin.cli._common import echo_json, expand_inputs, slide_executor, slide_options
+from eosin.cli._common import _readable, echo_json, expand_inputs, slide_executor, slide_options
 
 
 @click.command()
@@ -82,7 +82,7 @@ def qc(paths, out, mpp, tile_size, min_tissue, slide_mpp, backend, workers, sche
                     "error": str(result.error),
                 }
             )
-            click.echo(f"error: {result.error}", err=True)
+            click.echo(f"error: {_readable(result.error)}", err=True)
     index, _ = write_report(out, rows)
     failed = sum(not r.ok for r in results)
     if failed:

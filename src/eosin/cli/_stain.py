@@ -24,7 +24,7 @@ def stain(images, method, target, out):
     Writes OUT/<stem>.png for each image (atomically) and prints one JSON line per image. Glass is left as it is.
     Exit code 1 when some images could not be read or written (the others are still written).
     """
-    from eosin.errors import EosinError, UsageError
+    from eosin.errors import EosinError, UsageError, output_error
     from eosin.stain import get_normalizer
 
     normalizer = get_normalizer(method)
@@ -42,15 +42,16 @@ def stain(images, method, target, out):
         raise UsageError(
             f"several inputs would write the same output name: {', '.join(twins)}.", fix="run them separately"
         )
-    out.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path in paths:
         try:
             dest = out / f"{path.stem}.png"
-            _write_png(dest, normalizer.transform(_read(path)))
+            normalized = normalizer.transform(_read(path))
+            out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
+            _write_png(dest, normalized)
         except (EosinError, OSError) as exc:
             failed += 1
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {exc if isinstance(exc, EosinError) else output_error(exc)}", err=True)
             continue
         echo_json({"image": str(path), "method": normalizer.name, "out": str(dest)})
     if failed:
@@ -62,10 +63,17 @@ def _read(path: Path):
     """The image as RGB uint8: its declared size checked first, a truncated or damaged file refused (never
     filled with grey)."""
     from eosin._limits import decode_image
-    from eosin.errors import SlideNotFoundError
+    from eosin.errors import SlideNotFoundError, UnsupportedFormatError
+    from eosin.slide._open import special_file
 
-    if not path.is_file():
+    if not path.exists():
         raise SlideNotFoundError("no such file.", path=path, fix="check the path")
+    if path.is_dir() or special_file(path):
+        raise UnsupportedFormatError(
+            f"this is {special_file(path) or 'a folder'}, not an image file.",
+            path=path,
+            fix="give the image file itself",
+        )
     return decode_image(path)
 
 

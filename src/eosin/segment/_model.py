@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from eosin._device import autocast, fold_batch_norm, resolve_precision, select_device
-from eosin.errors import EosinError, UsageError
+from eosin.errors import EosinError, UsageError, WeightsMismatchError
 
 __all__ = ["SegConfig", "Segmenter", "build_unet", "load_segmenter", "save_segmenter", "select_device"]
 
@@ -178,6 +178,46 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _read_config(meta: Path) -> SegConfig:
+    """config.json of a segmentation checkpoint, checked field by field."""
+    bad = "give the folder that eosin train seg --out wrote (its config.json is damaged or from another tool)"
+    try:
+        record = json.loads(meta.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EosinError(f"config.json is not valid JSON ({exc}).", path=meta, fix=bad) from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise EosinError(
+            "config.json is not an eosin segmenter's.", path=meta, fix="give a segmentation model"
+        )
+    fields = {k: record[k] for k in SegConfig.__dataclass_fields__ if k in record}
+    try:
+        fields["mean"] = tuple(float(v) for v in fields.get("mean", IMAGENET_MEAN))
+        fields["std"] = tuple(float(v) for v in fields.get("std", IMAGENET_STD))
+        classes = fields.get("classes", ["background", "foreground"])
+        ok = (
+            isinstance(fields.get("arch", "Unet"), str)
+            and isinstance(fields.get("encoder", "resnet18"), str)
+            and isinstance(classes, list)
+            and len(classes) >= 2
+            and all(isinstance(c, str) for c in classes)
+            and len(fields["mean"]) == 3
+            and len(fields["std"]) == 3
+            and all(v > 0 for v in fields["std"])
+            and (fields.get("mpp") is None or float(fields["mpp"]) > 0)
+            and int(fields.get("tile_size", 32)) % 32 == 0
+        )
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise EosinError(
+            "config.json has fields of the wrong type or value (arch, encoder: names; classes: 2 or more names; "
+            "mean, std: 3 numbers, std > 0; mpp > 0; tile_size a multiple of 32).",
+            path=meta,
+            fix=bad,
+        )
+    return SegConfig(**fields)
+
+
 def load_segmenter(
     path: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto"
 ) -> Segmenter:
@@ -197,17 +237,31 @@ def load_segmenter(
             path=folder,
             fix="give the folder that eosin train seg --out wrote",
         )
-    record = json.loads(meta.read_text())
-    if record.get("format") != FORMAT:
+    config = _read_config(meta)
+    try:
+        net = build_unet(arch=config.arch, encoder=config.encoder, n_classes=len(config.classes))
+    except EosinError as exc:
         raise EosinError(
-            "config.json is not an eosin segmenter's.", path=meta, fix="give a segmentation model"
-        )
-    fields = {k: record[k] for k in SegConfig.__dataclass_fields__ if k in record}
-    fields["mean"], fields["std"] = (
-        tuple(fields.get("mean", IMAGENET_MEAN)),
-        tuple(fields.get("std", IMAGENET_STD)),
-    )
-    config = SegConfig(**fields)
-    net = build_unet(arch=config.arch, encoder=config.encoder, n_classes=len(config.classes))
-    net.load_state_dict(load_file(str(weights)))
+            f"config.json names a network eosin cannot build: {exc.message}",
+            path=meta,
+            fix="give a segmentation model written by eosin train seg",
+        ) from None
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for damaged files
+        raise WeightsMismatchError(
+            f"not a readable safetensors file ({' '.join(str(exc).split())[:160]}).",
+            path=weights,
+            fix="the file is truncated or damaged: copy the model folder again, or retrain (eosin train seg)",
+        ) from None
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise WeightsMismatchError(
+            f"the weights do not fit the network config.json describes ({config.arch}, {config.encoder}, "
+            f"{len(config.classes)} classes): {first}",
+            path=weights,
+            fix="keep config.json and model.safetensors of the same training run together",
+        ) from None
     return Segmenter(net, config, device=device, precision=precision)

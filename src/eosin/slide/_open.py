@@ -88,6 +88,13 @@ def open_slide(
         raise UsageError(f"slide_mpp must be a positive number of microns per pixel, got {slide_mpp!r}.")
     if not path.exists():
         raise SlideNotFoundError("no such file or folder.", path=path, fix="check the path and its spelling")
+    special = special_file(path)
+    if special:
+        raise UnsupportedFormatError(
+            f"this is {special}, not a slide file (reading it would block or give nothing).",
+            path=path,
+            fix="give the slide file itself (copy it to disk first if it comes through a pipe)",
+        )
     _refuse_vsi(path)
     kind = sniff(path)
     if kind == "empty":
@@ -181,6 +188,22 @@ def _refuse_vsi(path: Path) -> None:
         path=path,
         fix=_VSI_FIX.format(name=path.name, stem=path.stem),
     )
+
+
+def special_file(path: Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (a FIFO, a device, a socket), else None."""
+    import stat
+
+    mode = path.stat().st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
 
 def sniff(path: Path) -> str:

@@ -47,6 +47,12 @@ def label_instances(mask: np.ndarray, *, connectivity: int = 2) -> np.ndarray:
 
 def _sequential(labels: np.ndarray) -> tuple[np.ndarray, int]:
     """Labels renumbered 0 (background), 1..n in increasing order of the original labels; and n."""
+    top = int(labels.max()) if labels.size else 0
+    if top <= max(labels.size, 1 << 20):  # a lookup table over the label values: linear, not a sort
+        present = np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=top + 1) > 0
+        present[0] = True  # 0 stays 0 (absent or not); the first object label becomes 1
+        lut = np.cumsum(present, dtype=np.int64) - 1
+        return lut[labels], int(lut[-1])
     values, inverse = np.unique(labels, return_inverse=True)
     inverse = inverse.reshape(labels.shape).astype(np.int64)
     if values[0] != 0:

@@ -278,6 +278,7 @@ def test_a_slide_past_its_time_budget_fails_and_the_others_go_on(workers):
     assert "--slide-timeout" in str(results[1].error)
 
 
+@pytest.mark.slow
 def test_a_worker_stuck_where_no_alarm_reaches_is_ended_and_the_rest_rerun():
     from eosin.errors import SlideTimeoutError
     from eosin.run import map_slides
@@ -289,6 +290,7 @@ def test_a_worker_stuck_where_no_alarm_reaches_is_ended_and_the_rest_rerun():
     )
 
 
+@pytest.mark.slow
 def test_cli_slide_timeout_with_a_deliberately_slow_stage(tmp_path, capsys, monkeypatch):
     import eosin.run._stages as stages
 
@@ -328,6 +330,7 @@ def _slow(item):
     return item
 
 
+@pytest.mark.slow
 def test_when_every_dask_worker_is_gone_the_run_fails_after_a_bounded_wait(monkeypatch):
     import threading
     import time
@@ -428,7 +431,7 @@ def test_a_tiff_truncated_at_99_percent_is_reported_not_shrunk(tmp_path, capsys,
 
 # ---------------------------------------------------------------- item 9: tracebacks -> one typed line
 @pytest.mark.parametrize("kind", ["fifo", "devnull"])
-@pytest.mark.parametrize("command", ["info", "tile", "tissue", "stain"])
+@pytest.mark.parametrize("command", ["info", "tile", "tissue", pytest.param("stain", marks=pytest.mark.slow)])
 def test_a_fifo_or_dev_null_as_input_is_one_line(tmp_path, capsys, kind, command):
     path = badfiles.fifo(tmp_path) if kind == "fifo" else Path(os.devnull)
     out = tmp_path / "out"
@@ -492,13 +495,13 @@ def _damaged_model(src: Path, folder: Path, how: str) -> Path:
     "how, reason",
     [
         ("truncated-weights", "not a readable safetensors file"),
-        ("garbage-weights", "not a readable safetensors file"),
-        ("empty-weights", "not a readable safetensors file"),
+        pytest.param("garbage-weights", "not a readable safetensors file", marks=pytest.mark.slow),
+        pytest.param("empty-weights", "not a readable safetensors file", marks=pytest.mark.slow),
         ("config-not-json", "not valid JSON"),
-        ("config-not-utf8", "not valid JSON"),
-        ("config-wrong-types", "wrong type or value"),
-        ("config-other-network", "do not fit the network"),
-        ("config-unknown-arch", "cannot build"),
+        pytest.param("config-not-utf8", "not valid JSON", marks=pytest.mark.slow),
+        pytest.param("config-wrong-types", "wrong type or value", marks=pytest.mark.slow),
+        pytest.param("config-other-network", "do not fit the network", marks=pytest.mark.slow),
+        pytest.param("config-unknown-arch", "cannot build", marks=pytest.mark.slow),
     ],
 )
 def test_segment_with_a_damaged_model_is_one_typed_line(seg_checkpoint, tmp_path, capsys, how, reason):

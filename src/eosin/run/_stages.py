@@ -7,10 +7,12 @@ A stage whose store group already exists for the same parameters reuses it (resu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,23 @@ def output_name(name: str) -> str:
     """
     cleaned = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)
     return cleaned.strip().lstrip(".").rstrip(". ")[:150]
+
+
+@contextlib.contextmanager
+def _no_leftovers(job: SlideJob) -> Iterator[None]:
+    """When the stage fails, remove what it created and left empty: a store without any group, the slide's
+    output folder (results kept from earlier runs stay)."""
+    existed = job.out_dir.exists()
+    try:
+        yield
+    except BaseException:
+        store = job.store_path
+        with contextlib.suppress(OSError):
+            if store.is_dir() and {p.name for p in store.iterdir()} <= {"zarr.json"}:
+                shutil.rmtree(store)
+            if not existed and job.out_dir.is_dir() and not any(job.out_dir.iterdir()):
+                job.out_dir.rmdir()
+        raise
 
 
 def _open(path: Path, slide_mpp: float | None, backend: str | None):
@@ -163,7 +182,7 @@ def tissue_stage(
     from eosin.viz import overlay, save_png
 
     t0 = time.perf_counter()
-    with _open(job.path, slide_mpp, backend) as slide:
+    with _no_leftovers(job), _open(job.path, slide_mpp, backend) as slide:
         job.out_dir.mkdir(parents=True, exist_ok=True)
         store = _store_for(job, slide)
         masks, cached = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)
@@ -263,7 +282,7 @@ def tile_stage(
     from eosin.viz import draw_grid, save_png
 
     t0 = time.perf_counter()
-    with _open(job.path, slide_mpp, backend) as slide:
+    with _no_leftovers(job), _open(job.path, slide_mpp, backend) as slide:
         job.out_dir.mkdir(parents=True, exist_ok=True)
         store = _store_for(job, slide)
         masks, _ = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)

@@ -572,7 +572,10 @@ def run_capped(argv: list[str], *, memory: int = 2 * GB, seconds: int = 60) -> t
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    import eosin
+
+    src = Path(eosin.__file__).resolve().parents[1]  # the eosin this process imported
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     try:
         done = subprocess.run(
             [sys.executable, "-m", "eosin", *argv], capture_output=True, text=True, timeout=seconds,

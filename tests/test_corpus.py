@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus import CASES
+from corpus_cases import CASES
 from corpus_run import observe
 
 _RESULTS: list[dict] = []

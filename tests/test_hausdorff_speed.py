@@ -71,10 +71,11 @@ def test_many_small_false_positives_give_the_old_values(seed):
 
 
 @pytest.mark.slow
-def test_the_issue_sized_case_gives_the_old_value():
-    """4096 x 2048 with about 3,000 false positives: 249 s before the change (the oracle still takes minutes)."""
-    truth, pred = scale_case(np.random.default_rng(7), shape=(2048, 4096), glands=40, specks=4500)
-    assert pred.max() > 2500
+def test_a_larger_case_gives_the_old_value():
+    """2048 x 1024 with about 1,000 false positives (the 4096 x 2048 case of the issue, 2,955 objects, is
+    ``benchmarks/run.py hausdorff-specks``, which checks the same equality; the old code takes minutes there)."""
+    truth, pred = scale_case(np.random.default_rng(7), shape=(1024, 2048), glands=20, specks=1500)
+    assert pred.max() > 800
     assert object_hausdorff(truth, pred) == old_object_hausdorff(truth, pred)
 
 

@@ -21,7 +21,7 @@ between its distance to the object's bounding box and that plus the box's diagon
 bound reaches the largest lower bound can be the farthest one (a 3-pixel false positive far from a gland makes
 the gland's far rim the only candidates, not its whole area); and the nearest-object search for an object that
 overlaps nothing is bounded from both sides (its boundary to each box, each object's convex-hull corners to its
-box). A 4096 x 2048 mask with 2,951 small false positives took 249 s before (issue 13); see docs/reliability.md.
+box). A 4096 x 2048 mask with 2,951 small false positives took 249 s before (issue 13); see docs/benchmarks.md.
 
 Label images are ``(rows, columns)`` integer arrays, 0 for background; pass instance labels (for a binary mask,
 its connected components: :func:`~eosin.evaluate._seg_overlap.label_instances`).

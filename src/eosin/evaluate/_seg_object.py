@@ -173,7 +173,9 @@ class _Shapes:
             parts = []
             for k in range(1, len(self.slices) + 1):
                 edges = self.edges(k)
-                hull = cv2.convexHull(edges[:, ::-1].astype(np.int32).reshape(-1, 1, 2)).reshape(-1, 2)[:, ::-1]
+                hull = cv2.convexHull(edges[:, ::-1].astype(np.int32).reshape(-1, 1, 2)).reshape(-1, 2)[
+                    :, ::-1
+                ]
                 parts.append(hull.astype(float))
             starts = np.cumsum([0] + [len(h) for h in parts[:-1]])
             self._hulls = (np.concatenate(parts), starts)

@@ -21,7 +21,10 @@ __all__ = [
     "file_sha256",
     "get_spec",
     "list_encoders",
+    "read_state_dict",
     "register_encoder",
+    "resolve_folder",
+    "resolve_weights",
     "weights_hash",
 ]
 
@@ -29,6 +32,9 @@ _LAZY = {
     "create_encoder": "eosin.models._create",
     "Encoder": "eosin.models._create",
     "file_sha256": "eosin.models._weights",
+    "read_state_dict": "eosin.models._weights",
+    "resolve_folder": "eosin.models._weights",
+    "resolve_weights": "eosin.models._weights",
     "weights_hash": "eosin.models._weights",
 }
 

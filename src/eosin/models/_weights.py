@@ -40,6 +40,7 @@ __all__ = [
     "is_offline",
     "local_weights_dir",
     "read_state_dict",
+    "resolve_folder",
     "resolve_weights",
     "verify_sha256",
     "weights_hash",
@@ -364,3 +365,46 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise WeightsMismatchError("the file holds no state dict.", path=path)
     return state
+
+
+def resolve_folder(
+    spec: EncoderSpec, weights: str | os.PathLike[str], *, patterns: tuple[str, ...] = ("*.json", "*.txt", "*.model")
+) -> Path:
+    """A local folder holding a whole model repository (configuration, tokenizer and weights) for ``spec``.
+
+    Models with a text side (vision-language models) need more than one weights file: their configuration and
+    tokenizer files too. ``weights`` is a folder (used as it is), a weights file (its folder is used), or
+    ``"hub"``: ``$EOSIN_HOME/models/<name>/`` when it holds a ``*.json`` file, else the Hugging Face cache's
+    snapshot of ``spec.hub_id`` (``local_files_only``), else a download of the files matching ``patterns`` and
+    the weights file, unless offline. Raises :class:`WeightsUnavailableError` as :func:`resolve_weights` does.
+    """
+    if not (isinstance(weights, str) and weights == "hub"):
+        path = Path(weights).expanduser()
+        if path.is_dir():
+            return path
+        if path.is_file():
+            return path.parent
+        raise WeightsUnavailableError(
+            "no such weights file or folder.", path=path, fix="check the path given as weights (--weights)"
+        )
+    local = local_weights_dir(spec)
+    if local.is_dir() and any(local.glob("*.json")):
+        return local
+    if not spec.hub_id:
+        raise _unavailable(spec)
+    from huggingface_hub import snapshot_download
+
+    allow = [*patterns, *(n for n in (_file_name(spec),) if n)]
+    for local_only in (True, False):
+        if not local_only and (is_offline() or not _hub_reachable()):
+            break
+        try:
+            return Path(
+                snapshot_download(
+                    spec.hub_id, allow_patterns=allow, cache_dir=_hf_cache_dir(), local_files_only=local_only
+                )
+            )
+        except Exception as exc:  # not cached (LocalEntryNotFoundError), gated, network errors
+            if not local_only:
+                raise _unavailable(spec, reason=f"downloading {spec.hub_id} failed: {exc}.") from exc
+    raise _unavailable(spec)

@@ -43,7 +43,9 @@ def test_clip_matches_transformers(tmp_path, safetensors):
     np.testing.assert_allclose(model.prep.tensor(tiles).numpy(), pixels.numpy(), atol=1e-5)
     with torch.no_grad():
         want_img = _unit(_pooled(ref.get_image_features(pixel_values=pixels)))
-        want_txt = _unit(_pooled(ref.get_text_features(**tokenizer(TEXTS, padding=True, return_tensors="pt"))))
+        want_txt = _unit(
+            _pooled(ref.get_text_features(**tokenizer(TEXTS, padding=True, return_tensors="pt")))
+        )
     np.testing.assert_allclose(model.encode_images(tiles), want_img, atol=1e-5)
     np.testing.assert_allclose(model.encode_text(TEXTS), want_txt, atol=1e-5)
     assert model.embedding_dim == 16

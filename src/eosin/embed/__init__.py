@@ -5,5 +5,6 @@
 """
 
 from eosin.embed._embed import embed_store, features_key, select_device
+from eosin.embed._prepare import TilePrep, reading_grid
 
-__all__ = ["embed_store", "features_key", "select_device"]
+__all__ = ["TilePrep", "embed_store", "features_key", "reading_grid", "select_device"]

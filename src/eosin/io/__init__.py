@@ -17,6 +17,7 @@ from eosin.io._features_h5 import (
     store_mpp,
     write_features_h5,
 )
+from eosin.io._export import pick_key
 from eosin.io._geojson import (
     features_from_masks,
     load_geojson,
@@ -48,6 +49,7 @@ __all__ = [
     "import_features",
     "mask_to_polygons",
     "read_features_h5",
+    "pick_key",
     "read_geojson",
     "write_features_h5",
     "slide_identity",

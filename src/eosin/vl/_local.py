@@ -51,7 +51,9 @@ def resolve_text_encoder(name: str | os.PathLike[str]) -> Path:
 class TwoTower:
     """The trainable network (a ``torch.nn.Module`` built on first use, so importing needs no PyTorch)."""
 
-    def __new__(cls, image_encoder, text_folder: Path, *, embed_dim: int = 256, init_temperature: float = 0.07):
+    def __new__(
+        cls, image_encoder, text_folder: Path, *, embed_dim: int = 256, init_temperature: float = 0.07
+    ):
         import torch
         import transformers
         from torch import nn
@@ -128,7 +130,9 @@ def save_local(net, folder: Path, config: dict[str, Any], *, towers_trained: boo
 
     from eosin.io import atomic_path, atomic_write_text
 
-    state = {k: v for k, v in net.state_dict().items() if towers_trained or not k.startswith(("image.", "text."))}
+    state = {
+        k: v for k, v in net.state_dict().items() if towers_trained or not k.startswith(("image.", "text."))
+    }
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "model.safetensors") as tmp:
@@ -145,7 +149,9 @@ def load_local(folder: str | os.PathLike[str], *, device="auto", precision="auto
     try:
         config = json.loads((folder / LOCAL_CONFIG).read_text())
     except (OSError, ValueError) as exc:
-        raise UsageError(f"unreadable {LOCAL_CONFIG} ({exc}).", path=folder, fix="train the model again") from exc
+        raise UsageError(
+            f"unreadable {LOCAL_CONFIG} ({exc}).", path=folder, fix="train the model again"
+        ) from exc
     towers = bool(config.get("towers_in_file"))
     image = create_encoder(config["image_encoder"], weights=None if towers else config.get("image_weights"))
     net = TwoTower(image, resolve_text_encoder(config["text_encoder"]), embed_dim=int(config["embed_dim"]))

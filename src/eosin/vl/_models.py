@@ -78,19 +78,23 @@ class VLModel:
         return self.prep.input_size
 
     def encode_images(self, images: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
-        """Embed uint8 RGB tiles ``(n, rows, cols, 3)`` into ``(n, embedding_dim)`` float32 unit rows."""
+        """Embed uint8 RGB tiles ``(n, rows, cols, 3)`` (or a list of tiles of any sizes) into ``(n, embedding_dim)``
+        float32 unit rows."""
         import torch
 
         from eosin._device import autocast
 
-        images = np.asarray(images)
-        if images.ndim == 3:
+        if isinstance(images, np.ndarray) and images.ndim == 3:
             images = images[None]
         step = batch_size or self.batch_size
         out = np.empty((len(images), self.embedding_dim), dtype=np.float32)
         with torch.inference_mode(), autocast(self.device, self.precision):
             for i in range(0, len(images), step):
-                x = self.prep.tensor(images[i : i + step], self.device)
+                chunk = images[i : i + step]
+                if isinstance(chunk, np.ndarray):
+                    x = self.prep.tensor(chunk, self.device)
+                else:  # a list of tiles of different sizes
+                    x = torch.cat([self.prep.tensor(np.asarray(t)[None], self.device) for t in chunk])
                 out[i : i + len(x)] = _normalize(self._image_features(x))
         return out
 
@@ -185,15 +189,21 @@ def _tokenizer_error(folder: Path, exc: Exception | None = None) -> WeightsUnava
 class _HFModel(VLModel):
     """transformers ``CLIPModel`` (PLIP) or ``SiglipModel`` (MedSigLIP) from a model folder."""
 
-    def __init__(self, name: str, folder: Path, weights: Path, *, siglip: bool, device="auto", precision="auto"):
+    def __init__(
+        self, name: str, folder: Path, weights: Path, *, siglip: bool, device="auto", precision="auto"
+    ):
         super().__init__(device=device, precision=precision)
         import transformers
 
         from eosin.models import read_state_dict
 
-        cls = (transformers.SiglipModel, transformers.SiglipConfig) if siglip else (
-            transformers.CLIPModel,
-            transformers.CLIPConfig,
+        cls = (
+            (transformers.SiglipModel, transformers.SiglipConfig)
+            if siglip
+            else (
+                transformers.CLIPModel,
+                transformers.CLIPConfig,
+            )
         )
         kind = "siglip" if siglip else "clip"
         found = _model_type(folder)
@@ -214,7 +224,9 @@ class _HFModel(VLModel):
         self.model = cls[0](config).eval()
         _load_into(self.model, read_state_dict(weights), path=weights)
         self.model.to(self.device)
-        if not any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json", "spiece.model", "vocab.txt")):
+        if not any(
+            (folder / f).is_file() for f in ("tokenizer.json", "vocab.json", "spiece.model", "vocab.txt")
+        ):
             raise _tokenizer_error(folder)
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
@@ -235,7 +247,9 @@ class _HFModel(VLModel):
             return self.tokenizer(
                 texts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
             )
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
 
     def _image_features(self, x):
         return _pooled(self.model.get_image_features(pixel_values=x))
@@ -250,7 +264,9 @@ class _HFModel(VLModel):
 class _OpenClipModel(VLModel):
     """An open_clip ``CLIP`` (QuiltNet) from a hub folder (``open_clip_config.json``) or a named architecture."""
 
-    def __init__(self, name: str, folder: Path, weights: Path, *, arch: str | None, device="auto", precision="auto"):
+    def __init__(
+        self, name: str, folder: Path, weights: Path, *, arch: str | None, device="auto", precision="auto"
+    ):
         super().__init__(device=device, precision=precision)
         import open_clip
 
@@ -266,10 +282,14 @@ class _OpenClipModel(VLModel):
             token_source = arch
         else:
             raise WeightsUnavailableError(
-                "no open_clip_config.json in this folder.", path=folder, fix="give the model's open_clip hub folder"
+                "no open_clip_config.json in this folder.",
+                path=folder,
+                fix="give the model's open_clip hub folder",
             )
         model_cfg = dict(model_cfg)
-        model_cls = open_clip.CustomTextCLIP if "hf_model_name" in model_cfg.get("text_cfg", {}) else open_clip.CLIP
+        model_cls = (
+            open_clip.CustomTextCLIP if "hf_model_name" in model_cfg.get("text_cfg", {}) else open_clip.CLIP
+        )
         model_cfg.pop("custom_text", None)
         self.model = model_cls(**model_cfg).eval()
         state = read_state_dict(weights)
@@ -326,7 +346,10 @@ class _ConchModel(VLModel):
         self.embedding_dim = 512
         self.logit_scale = float(self.model.logit_scale.detach().exp())
         self.prep = ImagePrep(
-            size=448, crop=448, mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711)
+            size=448,
+            crop=448,
+            mean=(0.48145466, 0.4578275, 0.40821073),
+            std=(0.26862954, 0.26130258, 0.27577711),
         )
         self.native_mpp = 0.5
         self.weights_id = weights_digest(weights)
@@ -390,7 +413,12 @@ def load_vl_model(
     weights_file = file if file is not None and file.is_file() else resolve_weights(enc, folder)
     if spec.backend in ("hf_clip", "hf_siglip"):
         return _HFModel(
-            spec.name, folder, weights_file, siglip=spec.backend == "hf_siglip", device=device, precision=precision
+            spec.name,
+            folder,
+            weights_file,
+            siglip=spec.backend == "hf_siglip",
+            device=device,
+            precision=precision,
         )
     if spec.backend == "open_clip":
         return _OpenClipModel(

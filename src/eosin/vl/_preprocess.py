@@ -78,6 +78,8 @@ class ImagePrep:
             raise UsageError(f"images must be (n, rows, cols, 3) RGB, not shape {batch.shape}.")
         if batch.dtype != np.uint8:
             batch = np.clip(batch, 0, 255).astype(np.uint8)
+        if not batch.flags.writeable:  # torch.from_numpy warns on read-only arrays (PIL's)
+            batch = batch.copy()
         if batch.shape[1:3] == (self.size, self.size) and self.crop in (None, self.size):
             return batch
         if self.engine == "torchvision":

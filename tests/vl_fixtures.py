@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from pathlib import Path
@@ -16,7 +17,25 @@ def minilm_folder() -> Path:
 
 
 def write_clip_tokenizer(folder: Path) -> None:
-    """OpenAI CLIP's BPE tokenizer (open_clip's bundled vocabulary) in transformers' vocab.json/merges.txt form."""
+    """OpenAI CLIP's BPE tokenizer (open_clip's bundled vocabulary) in transformers' vocab.json/merges.txt form
+    (built once per test process, then copied)."""
+    import shutil
+
+    built = _clip_tokenizer_files()
+    for f in built.iterdir():
+        shutil.copy(f, folder / f.name)
+
+
+@functools.lru_cache(maxsize=1)
+def _clip_tokenizer_files() -> Path:
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="eosin-clip-tok-"))
+    _build_clip_tokenizer(folder)
+    return folder
+
+
+def _build_clip_tokenizer(folder: Path) -> None:
     import open_clip
     from transformers import CLIPTokenizer
 
@@ -56,7 +75,10 @@ def tiny_clip(folder: Path, *, safetensors: bool = False) -> Path:
         projection_dim=16,
     )
     model = CLIPModel(config).eval()
-    model.save_pretrained(folder, safe_serialization=safetensors)
+    model.save_pretrained(folder)
+    if not safetensors:  # PLIP's hub file is a PyTorch pickle, read with weights_only=True
+        (folder / "model.safetensors").unlink(missing_ok=True)
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
     write_clip_tokenizer(folder)
     CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(
         folder

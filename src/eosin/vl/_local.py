@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,20 +125,22 @@ class _LocalModel(VLModel):
         return self.net.text_features(dict(tokens))
 
 
-def save_local(net, folder: Path, config: dict[str, Any], *, towers_trained: bool) -> None:
-    """Write ``model.safetensors`` and ``eosin-vl.json`` into ``folder`` (each file atomically; JSON last)."""
+def save_local(net, folder: Path, config: dict[str, Any], *, towers: Sequence[str] = ()) -> None:
+    """Write ``model.safetensors`` and ``eosin-vl.json`` into ``folder`` (each file atomically; JSON last).
+
+    ``towers``: which towers' weights go into the file (``"image"``, ``"text"``); the others are rebuilt from
+    their names on load."""
     from safetensors.torch import save_file
 
     from eosin.io import atomic_path, atomic_write_text
 
-    state = {
-        k: v for k, v in net.state_dict().items() if towers_trained or not k.startswith(("image.", "text."))
-    }
+    skip = tuple(f"{t}." for t in ("image", "text") if t not in towers)
+    state = {k: v for k, v in net.state_dict().items() if not (skip and k.startswith(skip))}
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(state, str(tmp))
-    config = {**config, "towers_in_file": towers_trained}
+    config = {**config, "towers_in_file": sorted(towers)}
     atomic_write_text(folder / LOCAL_CONFIG, json.dumps(config, indent=2, default=str) + "\n")
 
 
@@ -152,13 +155,16 @@ def load_local(folder: str | os.PathLike[str], *, device="auto", precision="auto
         raise UsageError(
             f"unreadable {LOCAL_CONFIG} ({exc}).", path=folder, fix="train the model again"
         ) from exc
-    towers = bool(config.get("towers_in_file"))
-    image = create_encoder(config["image_encoder"], weights=None if towers else config.get("image_weights"))
+    towers = list(config.get("towers_in_file") or [])
+    image = create_encoder(
+        config["image_encoder"], weights=None if "image" in towers else config.get("image_weights")
+    )
     net = TwoTower(image, resolve_text_encoder(config["text_encoder"]), embed_dim=int(config["embed_dim"]))
     weights = folder / "model.safetensors"
     state = read_state_dict(weights)
     missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if towers or not k.startswith(("image.", "text."))]
+    rebuilt = tuple(f"{t}." for t in ("image", "text") if t not in towers)
+    missing = [k for k in missing if not (rebuilt and k.startswith(rebuilt))]
     if missing or unexpected:
         raise WeightsMismatchError(
             f"the weights do not fit the model described by {LOCAL_CONFIG} (missing {missing[:4]}, unexpected "

@@ -214,7 +214,7 @@ def pictures(out: Path) -> None:
     )
     store = out / "stores" / "CMU-1-Small-Region" / "store.zarr"
     texts = ["tumour epithelium", "stroma", "fat"]
-    record = text_heatmap(store, texts, model=model, png=ROOT / "docs" / "img" / "vl_heatmap.png")
+    record = text_heatmap(store, texts, model=model, png=ROOT / "docs" / "img" / "vl_heatmap.png"  # docs show it as a 3/4-size JPEG)
     print(json.dumps({k: record[k] for k in ("key", "n_tiles", "top_tile_xy", "png")}))
     index = index_sources([DATA / "tiles" / "kather2016"], model=model)
     hits = search(index, text="a microscope image of fatty tissue", model=model, k=10)

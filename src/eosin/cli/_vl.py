@@ -44,7 +44,10 @@ def _load(model, weights, device, precision):
 @click.option("--grid", "grid_key", default=None, help="Which stored grid, when a store holds several.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
-    "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Decoding processes."
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decoding processes (default: decided by measuring the first batch; 0: in this process).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def zeroshot(inputs, model, prompts, out, weights, device, precision, grid_key, batch_size, workers, quiet):
@@ -84,7 +87,10 @@ def zeroshot(inputs, model, prompts, out, weights, device, precision, grid_key, 
 @click.option("--grid", "grid_key", default=None, help="Which stored grid, when a store holds several.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
-    "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Decoding processes."
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decoding processes (default: decided by measuring the first batch; 0: in this process).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index_(inputs, model, out, weights, device, precision, grid_key, batch_size, workers, quiet):
@@ -157,7 +163,10 @@ def search(index, text, image, k, model, sheet, weights, device, precision):
 @click.option("--grid", "grid_key", default=None, help="Which stored grid, when a store holds several.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
-    "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Decoding processes."
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decoding processes (default: decided by measuring the first batch; 0: in this process).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def heatmap(store, texts, model, png, weights, device, precision, grid_key, batch_size, workers, quiet):

@@ -36,7 +36,7 @@ def text_heatmap(
     grid_key: str | None = None,
     png: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
-    workers: int | None = 0,
+    workers: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Score every tile of a store's grid against each text; write ``text_heatmap/<key>`` and a PNG.

@@ -231,7 +231,7 @@ def index_sources(
     out: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
     grid_key: str | None = None,
-    workers: int | None = 0,
+    workers: int | None = None,
     progress: bool = False,
 ) -> TileIndex:
     """Embed every tile of the inputs (stores, tile folders, images) and index them; save to ``out`` if given."""

@@ -71,7 +71,7 @@ def iter_sources(
     native_mpp: float | None = None,
     batch_size: int = 64,
     grid_key: str | None = None,
-    workers: int | None = 0,
+    workers: int | None = None,
     progress: bool = False,
     label_from: str = "auto",
 ) -> Iterator[TileChunk]:

@@ -99,7 +99,7 @@ def zero_shot_sources(
     out: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
     grid_key: str | None = None,
-    workers: int | None = 0,
+    workers: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Zero-shot over tile folders and slide stores; write the predictions CSV to ``out`` (atomically).

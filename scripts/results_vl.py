@@ -190,7 +190,7 @@ def main() -> None:
 
 
 def pictures(out: Path) -> None:
-    """docs/img/vl_heatmap.png (CMU-1-Small-Region, three concepts) and docs/img/vl_search.png (a text query over
+    """docs/img/vl_heatmap.jpg (CMU-1-Small-Region, three concepts) and docs/img/vl_search.png (a text query over
     the held-out Kather 2016 tiles), drawn with the model trained above."""
     from eosin.cli import main as cli
     from eosin.vl import load_vl_model, text_heatmap
@@ -214,7 +214,14 @@ def pictures(out: Path) -> None:
     )
     store = out / "stores" / "CMU-1-Small-Region" / "store.zarr"
     texts = ["tumour epithelium", "stroma", "fat"]
-    record = text_heatmap(store, texts, model=model, png=ROOT / "docs" / "img" / "vl_heatmap.png"  # docs show it as a 3/4-size JPEG)
+    record = text_heatmap(store, texts, model=model, png=out / "vl_heatmap.png")
+    from PIL import Image
+
+    with Image.open(out / "vl_heatmap.png") as im:  # the docs show it as a 3/4-size JPEG
+        im = im.convert("RGB")
+        im.resize((im.width * 3 // 4, im.height * 3 // 4), Image.LANCZOS).save(
+            ROOT / "docs" / "img" / "vl_heatmap.jpg", quality=85
+        )
     print(json.dumps({k: record[k] for k in ("key", "n_tiles", "top_tile_xy", "png")}))
     index = index_sources([DATA / "tiles" / "kather2016"], model=model)
     hits = search(index, text="a microscope image of fatty tissue", model=model, k=10)

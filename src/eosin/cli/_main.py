@@ -51,7 +51,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zeroshot": ("eosin.cli._vl:zeroshot", "Classify tiles from text prompts with a vision-language model."),
     "index": ("eosin.cli._vl:index_", "Build a searchable index of tile embeddings (text/image retrieval)."),
     "search": ("eosin.cli._vl:search", "Find the tiles of an index nearest to a text or an image."),
-    "heatmap": ("eosin.cli._vl:heatmap", "Show where typed concepts are on a slide (text-to-region heatmap)."),
+    "heatmap": (
+        "eosin.cli._vl:heatmap",
+        "Show where typed concepts are on a slide (text-to-region heatmap).",
+    ),
 }
 
 

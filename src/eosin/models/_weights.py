@@ -368,7 +368,10 @@ def read_state_dict(path: Path) -> dict[str, Any]:
 
 
 def resolve_folder(
-    spec: EncoderSpec, weights: str | os.PathLike[str], *, patterns: tuple[str, ...] = ("*.json", "*.txt", "*.model")
+    spec: EncoderSpec,
+    weights: str | os.PathLike[str],
+    *,
+    patterns: tuple[str, ...] = ("*.json", "*.txt", "*.model"),
 ) -> Path:
     """A local folder holding a whole model repository (configuration, tokenizer and weights) for ``spec``.
 

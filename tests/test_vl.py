@@ -286,4 +286,12 @@ def test_trained_two_tower_beats_chance_on_its_classes(tmp_path):
     assert acc > 0.25 + 0.25  # chance is 1/4: the heads learned the pairing (8 tiles, 4 classes)
     again = load_vl_model(tmp_path / "clip", precision="fp32")  # reloads from the folder
     np.testing.assert_allclose(again.encode_text(["fat"]), model.encode_text(["fat"]), atol=1e-5)
+    np.testing.assert_allclose(again.encode_images(tiles[:2]), model.encode_images(tiles[:2]), atol=1e-4)
+    # an index built with the trained model is searched with it by default (its folder is recorded)
+    from eosin.vl._index import index_sources
+
+    index_sources([files[0]], model=again, out=tmp_path / "idx.npz")
+    assert (
+        main(["search", str(tmp_path / "idx.npz"), "--text", "fat", "--k", "1", "--precision", "fp32"]) == 0
+    )
     assert record["training"]["seed"] == 0 and record["frozen"] == {"image": True, "text": True}

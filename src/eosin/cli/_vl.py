@@ -128,7 +128,7 @@ def index_(inputs, model, out, weights, device, precision, grid_key, batch_size,
 def search(index, text, image, k, model, sheet, weights, device, precision):
     """Print the K tiles of INDEX nearest to a text or an image, one JSON line each (best first)."""
     from eosin.errors import UsageError
-    from eosin.vl._index import load_index, search as run_search
+    from eosin.vl._index import default_model, load_index, search as run_search
 
     if (text is None) == (image is None):
         raise UsageError("give one query: --text or --image.", fix='e.g. --text "tumour budding"')
@@ -137,7 +137,7 @@ def search(index, text, image, k, model, sheet, weights, device, precision):
         from eosin.vl._sources import read_image
 
         image = read_image(image)  # a non-image fails here, before the model loads
-    vl = _load(model or tiles.meta.get("model"), weights, device, precision)
+    vl = _load(model or default_model(tiles), weights, device, precision)
     hits = run_search(tiles, text=text, image=image, model=vl, k=k)
     for hit in hits:
         echo_json(hit)
@@ -204,11 +204,11 @@ def heatmap(store, texts, model, png, weights, device, precision, grid_key, batc
 @click.option("--seed", type=int, default=0, show_default=True)
 def retrieval(index, prompts, model, weights, bootstrap, seed):
     """Recall@1/5/10/50 of a labelled index: image-to-image (query left out) and text-to-image, with 95% CIs."""
-    from eosin.vl._index import load_index
+    from eosin.vl._index import default_model, load_index
     from eosin.vl._prompts import load_prompts
     from eosin.vl._retrieval import evaluate_retrieval
 
     tiles = load_index(index)
     classes = load_prompts(prompts) if prompts is not None else None
-    vl = _load(model or tiles.meta.get("model"), weights, "auto", "auto") if classes is not None else None
+    vl = _load(model or default_model(tiles), weights, "auto", "auto") if classes is not None else None
     echo_json(evaluate_retrieval(tiles, classes, model=vl, n_bootstrap=bootstrap, seed=seed))

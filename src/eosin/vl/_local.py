@@ -171,4 +171,6 @@ def load_local(folder: str | os.PathLike[str], *, device="auto", precision="auto
             f"{unexpected[:4]}).",
             path=weights,
         )
-    return _LocalModel(net, config, weights_id=weights_digest(weights), device=device, precision=precision)
+    model = _LocalModel(net, config, weights_id=weights_digest(weights), device=device, precision=precision)
+    model.source = str(folder.resolve())
+    return model

@@ -51,6 +51,7 @@ class VLModel:
     """
 
     name: str
+    source: str | None = None
     embedding_dim: int
     logit_scale: float
     logit_bias: float = 0.0
@@ -118,6 +119,7 @@ class VLModel:
 
         return {
             "model": self.name,
+            "source": self.source,
             "weights_id": self.weights_id,
             "embedding_dim": self.embedding_dim,
             "input_size": self.input_size,
@@ -392,7 +394,9 @@ def load_vl_model(
     """
     if isinstance(model, VLModel):
         return model
-    if not isinstance(model, VLSpec):
+    from eosin.vl._registry import list_vl_models
+
+    if not isinstance(model, VLSpec) and str(model).lower() not in list_vl_models():
         path = Path(model).expanduser()
         if (path / LOCAL_CONFIG).is_file():
             from eosin.vl._local import load_local

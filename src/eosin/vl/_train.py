@@ -250,8 +250,8 @@ def train_clip(
         },
     }
     in_file = [t for t, frozen in (("image", freeze_image), ("text", freeze_text)) if not frozen]
-    if not isinstance(image_encoder, str) and "image" not in in_file:
-        in_file.append("image")  # a built encoder may hold weights no registry name can find again
+    if (not isinstance(image_encoder, str) or image_weights is None) and "image" not in in_file:
+        in_file.append("image")  # a built or random tower holds weights no registry name can find again
     weights_id = ""
     if out is not None:
         save_local(net, Path(out), config, towers=in_file)
@@ -259,6 +259,7 @@ def train_clip(
 
         weights_id = weights_digest(Path(out) / "model.safetensors")
     model = _LocalModel(net, config, weights_id=weights_id, device=dev, precision=prec)
+    model.source = str(Path(out).resolve()) if out is not None else None
     return model, config
 
 

@@ -41,6 +41,7 @@ from eosin.cli._common import echo_json, precision_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @precision_option("Autocast of the towers")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def clip(
     pairs,
     image_encoder,
@@ -57,6 +58,7 @@ def clip(
     device,
     precision,
     seed,
+    quiet,
 ):
     """Train a CLIP-style model on PAIRS.csv (columns image, caption, optional label): symmetric InfoNCE,
     learnable temperature, projection heads; towers frozen by default. The folder it writes is a model for
@@ -79,5 +81,6 @@ def clip(
         device=device,
         precision=precision,
         seed=seed,
+        progress=not quiet,
     )
     echo_json({"out": str(out), **record})

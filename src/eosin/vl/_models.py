@@ -330,7 +330,9 @@ class _OpenClipModel(VLModel):
 
 
 class _ConchModel(VLModel):
-    """CONCH through MahmoodLab's ``conch`` package (its CoCa model is not part of open_clip itself)."""
+    """CONCH through MahmoodLab's ``conch`` package (its CoCa model is not part of open_clip itself). The weights
+    file is read by that package's own loader, not by eosin's safe reader; use it only with the file from the
+    gated MahmoodLab/CONCH repository. Not covered by tests (the package is not on PyPI)."""
 
     def __init__(self, name: str, folder: Path, weights: Path, *, device="auto", precision="auto"):
         super().__init__(device=device, precision=precision)
@@ -347,11 +349,13 @@ class _ConchModel(VLModel):
         self.name = name
         self.embedding_dim = 512
         self.logit_scale = float(self.model.logit_scale.detach().exp())
+        # CONCH's transform: torchvision Resize(448, bicubic) + CenterCrop(448) on PIL images, OpenAI mean/std
         self.prep = ImagePrep(
             size=448,
             crop=448,
             mean=(0.48145466, 0.4578275, 0.40821073),
             std=(0.26862954, 0.26130258, 0.27577711),
+            crop_rounding="round",
         )
         self.native_mpp = 0.5
         self.weights_id = weights_digest(weights)

@@ -179,7 +179,9 @@ def train_clip(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     n = len(images)
     losses = []
-    for _epoch in range(epochs):
+    from tqdm.auto import tqdm
+
+    for _epoch in tqdm(range(epochs), desc="train clip", unit="epoch", disable=not progress):
         order = rng.permutation(n)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]

@@ -172,6 +172,15 @@ def _load_into(module, state: dict[str, Any], *, path: Path, ignore=("position_i
         )
 
 
+def _fill_position_ids(module) -> None:
+    """The non-persistent ``position_ids`` buffers (not in checkpoints): ``arange`` as transformers makes them."""
+    import torch
+
+    for name, buf in module.named_buffers():
+        if name.endswith("position_ids"):
+            buf.copy_(torch.arange(buf.shape[-1], dtype=buf.dtype).expand_as(buf))
+
+
 def _model_type(folder: Path) -> str | None:
     try:
         return json.loads((folder / "config.json").read_text()).get("model_type")
@@ -223,8 +232,13 @@ class _HFModel(VLModel):
                 path=folder,
                 fix="give the model's Hugging Face folder (config.json, weights, tokenizer files)",
             ) from exc
-        self.model = cls[0](config).eval()
+        import torch
+
+        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+            self.model = cls[0](config).eval()
+        self.model.to_empty(device="cpu")
         _load_into(self.model, read_state_dict(weights), path=weights)
+        _fill_position_ids(self.model)
         self.model.to(self.device)
         if not any(
             (folder / f).is_file() for f in ("tokenizer.json", "vocab.json", "spiece.model", "vocab.txt")

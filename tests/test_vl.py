@@ -251,6 +251,11 @@ def test_heatmap_on_a_real_slide(tmp_path, plip_folder, capsys):
     want = model.encode_images(tiles) @ model.encode_text(["tumour", "stroma"]).T
     np.testing.assert_allclose(sim, want, atol=2e-2)  # bf16 autocast on native-bf16 CPUs
     assert png.stat().st_size > 1000
+    # the viewer offers the stored scores as per-tile layers, one per prompt
+    from eosin.viewer import find_layers
+
+    names = {layer.name for layer in find_layers([store])}
+    assert {"text_heatmap: similarity[tumour]", "text_heatmap: proba[stroma]"} <= names
 
 
 def test_trained_two_tower_beats_chance_on_its_classes(tmp_path):

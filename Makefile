@@ -20,7 +20,7 @@ $(VENV)/.torch: $(VENV)/.core
 	touch $@
 
 $(VENV)/.full: $(VENV)/.core
-	$(PY) -m pip install -q -e ".[test,torch,vl]"
+	$(PY) -m pip install -q -e ".[test,torch,vl,weights]"
 	touch $@
 
 demo: $(VENV)/.torch

@@ -18,19 +18,22 @@ def models():
 def list_cmd(pattern, as_json):
     """List the encoders whose name matches PATTERN (shell-style, e.g. 'uni*'; default: all).
 
-    Columns: embedding size, input size in pixels, native resolution (µm/px), licence, and whether the weights
-    are gated on the Hugging Face hub (log in and accept the licence there first).
+    Columns: embedding size, input size in pixels, native resolution (µm/px), licence, whether the weights
+    are gated on the Hugging Face hub (log in and accept the licence there first), and whether they are usable
+    offline on this machine (package: an installed Python package carries them; local: $EOSIN_HOME/models;
+    hf cache: the Hugging Face cache; no: they must be fetched first).
     """
-    from eosin.models import get_spec, list_encoders
+    from eosin.models import get_spec, list_encoders, offline_source
 
     specs = [get_spec(name) for name in list_encoders(pattern)]
+    offline = {s.name: offline_source(s) for s in specs}
     if as_json:
-        echo_json([spec.to_dict() for spec in specs])
+        echo_json([{**spec.to_dict(), "offline": offline[spec.name]} for spec in specs])
         return 0
     if not specs:
         click.echo(f"no encoder matches {pattern!r}.", err=True)
         return 0
-    header = ("name", "dim", "input", "mpp", "licence", "gated", "weights")
+    header = ("name", "dim", "input", "mpp", "licence", "gated", "offline", "weights")
     rows = [
         (
             s.name,
@@ -39,7 +42,8 @@ def list_cmd(pattern, as_json):
             "-" if s.native_mpp is None else f"{s.native_mpp:g}",
             s.licence,
             "yes" if s.gated else "no",
-            s.hub_id or s.weights_url or "local file only",
+            offline[s.name] or "no",
+            _source(s),
         )
         for s in specs
     ]
@@ -49,6 +53,13 @@ def list_cmd(pattern, as_json):
     return 0
 
 
+def _source(spec) -> str:
+    if spec.weights_package:
+        pip_name = spec.weights_pip or spec.weights_package
+        return f"pip {pip_name}" + (f" (eosin[{spec.weights_extra}])" if spec.weights_extra else "")
+    return spec.hub_id or spec.weights_url or "local file only"
+
+
 @models.command("info")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the entry as one JSON object.")
@@ -56,8 +67,10 @@ def info_cmd(name, as_json):
     """Describe encoder NAME: architecture, preprocessing, weights source, licence and citation."""
     from eosin.models import get_spec
 
+    from eosin.models import offline_source
+
     spec = get_spec(name)
-    record = spec.to_dict()
+    record = {**spec.to_dict(), "offline": offline_source(spec)}
     if as_json:
         echo_json(record)
         return 0
@@ -78,7 +91,12 @@ def info_cmd(name, as_json):
         "weights_file",
         "weights_url",
         "gated",
+        "offline",
         "weights_sha256",
+        "weights_package",
+        "weights_pip",
+        "weights_extra",
+        "key_map",
         "citation",
     ):
         value = record[key]

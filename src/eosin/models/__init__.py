@@ -21,6 +21,8 @@ __all__ = [
     "file_sha256",
     "get_spec",
     "list_encoders",
+    "load_weights",
+    "offline_source",
     "read_state_dict",
     "register_encoder",
     "resolve_folder",
@@ -36,6 +38,8 @@ _LAZY = {
     "resolve_folder": "eosin.models._weights",
     "resolve_weights": "eosin.models._weights",
     "weights_hash": "eosin.models._weights",
+    "load_weights": "eosin.models._keys",
+    "offline_source": "eosin.models._weights",
 }
 
 

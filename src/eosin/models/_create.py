@@ -27,8 +27,9 @@ from torch import nn
 from eosin.errors import UsageError
 from eosin.models._convert import is_vit as _is_vit
 from eosin.models._convert import load_into as _load
+from eosin.models._keys import map_keys as _map_keys
 from eosin.models._registry import EncoderSpec, get_spec
-from eosin.models._weights import read_state_dict, resolve_weights
+from eosin.models._weights import package_weights_path, read_state_dict, resolve_weights
 
 __all__ = ["Encoder", "create_encoder"]
 
@@ -53,6 +54,8 @@ class Encoder(nn.Module):
         The file the weights were read from and its SHA-256 (None for random weights).
     seed
         The seed of a random initialisation (None when the weights come from a file).
+    weights_source
+        ``"package"`` (an installed package's file), ``"file"`` (any other file) or ``"random"``.
     """
 
     def __init__(self, spec: EncoderSpec, model: nn.Module, *, embedding_dim: int, input_size: int):
@@ -64,6 +67,20 @@ class Encoder(nn.Module):
         self.weights_file: str | None = None
         self.weights_sha256: str | None = None
         self.seed: int | None = None
+        self.weights_source = "random"
+
+    @property
+    def weights(self) -> dict[str, Any]:
+        """What the weights are, for output records: ``{"pretrained": False, "source": "random", "seed": ...}``
+        or ``{"pretrained": True, "source": "package"|"file", "path": ..., "sha256": ...}``."""
+        if self.weights_sha256 is None:
+            return {"pretrained": False, "source": "random", "seed": self.seed}
+        return {
+            "pretrained": True,
+            "source": self.weights_source,
+            "path": self.weights_file,
+            "sha256": self.weights_sha256,
+        }
 
     @property
     def weights_hash(self) -> str:
@@ -125,8 +142,9 @@ def create_encoder(
     name
         Registry name (see :func:`eosin.models.list_encoders`) or an :class:`EncoderSpec`.
     weights
-        ``"hub"`` (default): the local copy or the Hugging Face hub (see :mod:`eosin.models._weights` for the
-        search order and offline rules); a path to a weights file or a folder holding it; ``None`` for random
+        ``"hub"`` (default; ``"pretrained"`` is the same): the entry's own weights, from its package, the local
+        copy or the Hugging Face hub (see :mod:`eosin.models._weights` for the search order and offline rules); a
+        path to a weights file or a folder holding it; ``None`` for random
         weights (tests, benchmarks).
     device
         Where the model lives.
@@ -167,7 +185,7 @@ def create_encoder(
             torch.manual_seed(seed)
             model, embedding_dim = _build(spec, kwargs)
     else:
-        state = read_state_dict(path)
+        state = _map_keys(spec, read_state_dict(path), path)
         # built on the meta device and filled by assignment: no random initialisation, no second copy in memory
         with torch.device("meta"):
             model, embedding_dim = _build(spec, kwargs)
@@ -183,6 +201,7 @@ def create_encoder(
         from eosin.models._weights import file_sha256
 
         encoder.weights_file, encoder.weights_sha256 = str(path), file_sha256(path)
+        encoder.weights_source = "package" if path == package_weights_path(spec) else "file"
     return encoder.eval().to(device)
 
 

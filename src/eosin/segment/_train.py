@@ -103,7 +103,9 @@ def train_segmenter(
     out
         Checkpoint folder (``model.safetensors`` + ``config.json``), rewritten atomically after each better epoch.
     encoder, arch, encoder_weights
-        segmentation-models-pytorch encoder and architecture; ``encoder_weights="imagenet"`` needs the internet.
+        segmentation-models-pytorch encoder (or an eosin registry CNN such as ``efficientnet_lite0``) and
+        architecture; ``encoder_weights="imagenet"``: pretrained encoder (offline for registry entries whose weights
+        come with a package; smp's own encoders download them). See :func:`eosin.segment.build_unet`.
     epochs, crops_per_epoch, crop, batch_size, lr
         Schedule: ``epochs`` passes of ``crops_per_epoch`` random ``crop``-pixel crops, AdamW with cosine decay.
     val_fraction
@@ -166,15 +168,24 @@ def train_segmenter(
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    mean = torch.tensor([0.485, 0.456, 0.406], device=dev).view(1, 3, 1, 1) * 255
-    std = torch.tensor([0.229, 0.224, 0.225], device=dev).view(1, 3, 1, 1) * 255
+    norm_mean, norm_std = getattr(net, "eosin_preprocess", ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    mean = torch.tensor(norm_mean, device=dev).view(1, 3, 1, 1) * 255
+    std = torch.tensor(norm_std, device=dev).view(1, 3, 1, 1) * 255
 
     def to_tensors(imgs: np.ndarray, tgts: np.ndarray) -> tuple[Any, Any]:
         x = torch.from_numpy(imgs).to(dev).permute(0, 3, 1, 2).float()
         return (x - mean) / std, torch.from_numpy(tgts.astype(np.int64)).to(dev)
 
     val_x, val_y = _fixed_crops(val, crop, 8) if val else (None, None)
-    config = SegConfig(arch=arch, encoder=encoder, classes=classes, mpp=mpp, tile_size=max(crop, 256))
+    config = SegConfig(
+        arch=arch,
+        encoder=encoder,
+        classes=classes,
+        mpp=mpp,
+        mean=tuple(norm_mean),
+        std=tuple(norm_std),
+        tile_size=max(crop, 256),
+    )
     params = {
         "epochs": epochs,
         "crops_per_epoch": crops_per_epoch,
@@ -186,6 +197,8 @@ def train_segmenter(
         "elastic": elastic,
         "hed": hed,
         "encoder_weights": encoder_weights,
+        # what the encoder started from: random, or which weights (file, SHA-256)
+        "encoder_init": getattr(net, "eosin_weights", None),
         "seed": seed,
         "precision": precision,
         "device": str(dev),

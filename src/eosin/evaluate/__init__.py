@@ -28,6 +28,9 @@ _LAZY = {
     "read_predictions_csv": "eosin.evaluate._classif_io",
     "aggregate_predictions": "eosin.evaluate._classif_io",
     "write_report": "eosin.evaluate._report",
+    "evaluate_robustness": "eosin.evaluate._robustness",
+    "plot_robustness": "eosin.evaluate._robustness",
+    "perturb": "eosin.evaluate._robustness",
 }
 
 # Segmentation metrics live in eosin.evaluate._segmentation (built separately). When that module exists, its public
@@ -80,3 +83,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from eosin.evaluate._classif_io import Predictions, aggregate_predictions, read_predictions_csv
     from eosin.evaluate._classification import ClassificationReport, Metric, classification_metrics
     from eosin.evaluate._report import write_report
+    from eosin.evaluate._robustness import evaluate_robustness, perturb, plot_robustness

@@ -45,8 +45,16 @@ def test_drop_and_flips_match_an_independent_computation(crc):
     classes = sorted(set(labels))
     model = _colour_model(classes)
     report = evaluate_robustness(
-        model, images, labels, classes=classes, hed=(0.02, 0.3), jpeg=(20,), blur=(3.0,), normalizers=(),
-        n_bootstrap=200, seed=3,
+        model,
+        images,
+        labels,
+        classes=classes,
+        hed=(0.02, 0.3),
+        jpeg=(20,),
+        blur=(3.0,),
+        normalizers=(),
+        n_bootstrap=200,
+        seed=3,
     )
     y = np.searchsorted(classes, labels)
     clean = model(images).argmax(1)
@@ -77,9 +85,17 @@ def test_a_model_blind_to_the_image_never_flips(crc):
         return np.tile(np.eye(len(classes))[0], (len(x), 1))
 
     report = evaluate_robustness(
-        constant, images, labels, classes=classes, hed=(0.2,), jpeg=(10,), blur=(4.0,),
-        targets=[require(STAIN / "histoqc-template1.png")], transfer_methods=("reinhard",),
-        normalizers=("reinhard",), n_bootstrap=100,
+        constant,
+        images,
+        labels,
+        classes=classes,
+        hed=(0.2,),
+        jpeg=(10,),
+        blur=(4.0,),
+        targets=[require(STAIN / "histoqc-template1.png")],
+        transfer_methods=("reinhard",),
+        normalizers=("reinhard",),
+        n_bootstrap=100,
     )
     assert set(report["pipelines"]) == {"none", "reinhard"}
     assert len(report["conditions"]) == 2 * 4  # two pipelines x (hed, stain, jpeg, blur)
@@ -113,11 +129,43 @@ def test_robustness_command_on_a_trained_classifier(tmp_path, capsys):
     from eosin.cli._main import main
 
     ckpt = tmp_path / "ckpt"
-    args = ["train", "tiles", str(require(CRC)), "--encoder", "efficientnet_lite0", "--probe", "knn", "--k", "1"]
-    assert main([*args, "--input-size", "32", "--val-fraction", "0", "--workers", "0", "--out", str(ckpt), "-q"]) == 0
+    args = [
+        "train",
+        "tiles",
+        str(require(CRC)),
+        "--encoder",
+        "efficientnet_lite0",
+        "--probe",
+        "knn",
+        "--k",
+        "1",
+    ]
+    assert (
+        main([*args, "--input-size", "32", "--val-fraction", "0", "--workers", "0", "--out", str(ckpt), "-q"])
+        == 0
+    )
     out = tmp_path / "rob"
-    args = ["evaluate", "robustness", str(CRC), "--model", str(ckpt), "--targets", str(STAIN / "histoqc-template1.png")]
-    args += ["--hed", "0.1", "--jpeg", "30", "--blur", "2", "--transfer", "reinhard", "--normalizers", "reinhard"]
+    args = [
+        "evaluate",
+        "robustness",
+        str(CRC),
+        "--model",
+        str(ckpt),
+        "--targets",
+        str(STAIN / "histoqc-template1.png"),
+    ]
+    args += [
+        "--hed",
+        "0.1",
+        "--jpeg",
+        "30",
+        "--blur",
+        "2",
+        "--transfer",
+        "reinhard",
+        "--normalizers",
+        "reinhard",
+    ]
     assert main([*args, "--n-bootstrap", "50", "--max-tiles", "16", "--out", str(out), "-q"]) == 0
     report = json.loads((out / "robustness.json").read_text())
     assert report["n_tiles"] == 16 and report["model"]["encoder"] == "efficientnet_lite0"
@@ -128,4 +176,6 @@ def test_robustness_command_on_a_trained_classifier(tmp_path, capsys):
     with Image.open(out / "robustness.png") as picture:
         assert picture.size[0] > 800
     assert "clean" in capsys.readouterr().out
-    assert main(["evaluate", "robustness", str(CRC), "--model", str(ckpt), "--out", str(out), "--hed", "x"]) == 2
+    assert (
+        main(["evaluate", "robustness", str(CRC), "--model", str(ckpt), "--out", str(out), "--hed", "x"]) == 2
+    )

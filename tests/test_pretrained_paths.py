@@ -81,7 +81,8 @@ def test_embed_through_onnx_runtime_matches_torch(store, capsys):
 
 
 @pytest.mark.parametrize(
-    "probe", [pytest.param("finetune", marks=pytest.mark.slow), pytest.param("linear", marks=pytest.mark.slow), "knn"]
+    "probe",
+    [pytest.param("finetune", marks=pytest.mark.slow), pytest.param("linear", marks=pytest.mark.slow), "knn"],
 )
 def test_train_tiles_and_predict_with_the_packaged_encoder(probe, tmp_path, store, capsys):
     from eosin.cli._main import main
@@ -89,7 +90,18 @@ def test_train_tiles_and_predict_with_the_packaged_encoder(probe, tmp_path, stor
 
     ckpt = tmp_path / f"ckpt-{probe}"
     args = ["train", "tiles", str(require(CRC)), "--encoder", "efficientnet_lite0", "--out", str(ckpt)]
-    args += ["--probe", probe, "--input-size", "64", "--epochs", "1", "--workers", "0", "--val-fraction", "0.25"]
+    args += [
+        "--probe",
+        probe,
+        "--input-size",
+        "64",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--val-fraction",
+        "0.25",
+    ]
     assert main([*args, "--batch-size", "16", "-q"]) == 0
     config = json.loads((ckpt / "config.json").read_text())
     assert config["encoder"] == "efficientnet_lite0"
@@ -144,7 +156,16 @@ def test_train_seg_command_with_the_pretrained_encoder(tmp_path):
     for i, (r, c) in enumerate([(0, 0), (500, 500), (0, 500)]):
         Image.fromarray(image[r : r + 96, c : c + 96]).save(tmp_path / "img" / f"c{i}.png")
         Image.fromarray(mask[r : r + 96, c : c + 96]).save(tmp_path / "msk" / f"c{i}.png")
-    args = ["--images", tmp_path / "img", "--masks", tmp_path / "msk", "--out", tmp_path / "ck", "--epochs", "1"]
+    args = [
+        "--images",
+        tmp_path / "img",
+        "--masks",
+        tmp_path / "msk",
+        "--out",
+        tmp_path / "ck",
+        "--epochs",
+        "1",
+    ]
     args += ["--encoder", "efficientnet_lite0", "--encoder-weights", "imagenet"]
     args += ["--crops-per-epoch", "4", "--crop", "64", "--batch-size", "2", "--val-fraction", "0.34", "-q"]
     result = CliRunner().invoke(seg, [str(a) for a in args])

@@ -39,7 +39,9 @@ DEFAULT_BLUR = (0.5, 1.0, 2.0, 4.0)
 METHODS = ("reinhard", "macenko", "vahadane")
 
 
-def perturb(images: np.ndarray, family: str, strength: Any, *, seed: int = 0, target: Any = None) -> np.ndarray:
+def perturb(
+    images: np.ndarray, family: str, strength: Any, *, seed: int = 0, target: Any = None
+) -> np.ndarray:
     """``(n, rows, cols, 3)`` uint8 tiles perturbed by one ``family`` at ``strength`` (see the module docstring).
 
     For ``family="stain"``, ``strength`` is the normaliser's name and ``target`` the RGB target image (or a
@@ -73,7 +75,9 @@ def _fit(method: str, target: np.ndarray):
     return get_normalizer(method).fit(np.asarray(target))
 
 
-def _classifier_fn(model: Any, *, batch_size: int, device: str) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
+def _classifier_fn(
+    model: Any, *, batch_size: int, device: str
+) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
     """A function uint8 tiles -> class probabilities for a TileClassifier, a checkpoint folder, or a callable."""
     if isinstance(model, (str, os.PathLike)):
         from eosin.train import load_classifier
@@ -82,7 +86,9 @@ def _classifier_fn(model: Any, *, batch_size: int, device: str) -> tuple[Callabl
     if not hasattr(model, "predict_proba") or not hasattr(model, "encoder"):
         if callable(model):
             return model, {"model": repr(model)}
-        raise UsageError("model must be a tile classifier, its checkpoint folder, or a function tiles -> proba.")
+        raise UsageError(
+            "model must be a tile classifier, its checkpoint folder, or a function tiles -> proba."
+        )
     import cv2
     import torch
 
@@ -201,8 +207,10 @@ def evaluate_robustness(
     if len(labels) != len(images):
         raise UsageError(f"{len(images)} images but {len(labels)} labels.")
     k = len(classes)
-    y = np.searchsorted(np.asarray(classes), labels) if classes == sorted(classes) else np.asarray(
-        [classes.index(v) for v in labels]
+    y = (
+        np.searchsorted(np.asarray(classes), labels)
+        if classes == sorted(classes)
+        else np.asarray([classes.index(v) for v in labels])
     )
     weights = np.concatenate(
         list(bootstrap_weights(y, n_bootstrap=n_bootstrap, rng=np.random.default_rng(seed)))
@@ -222,7 +230,9 @@ def evaluate_robustness(
     if reference is None and target_images:
         reference = next(iter(target_images.values()))
     if normalizers and reference is None:
-        raise UsageError("normalisers before the model need a reference image.", fix="give targets or reference")
+        raise UsageError(
+            "normalisers before the model need a reference image.", fix="give targets or reference"
+        )
     pipelines: dict[str, Any] = {"none": None}
     pipelines.update({name: _fit(name, reference) for name in normalizers})
     conditions: list[tuple[str, Any, np.ndarray]] = []
@@ -290,37 +300,65 @@ def plot_robustness(report: Mapping[str, Any], path: str | os.PathLike[str]) -> 
 
     from eosin.evaluate._plots import save_figure
 
-    families = [f for f in ("hed", "stain", "jpeg", "blur") if any(c["perturbation"] == f for c in report["conditions"])]
+    families = [
+        f
+        for f in ("hed", "stain", "jpeg", "blur")
+        if any(c["perturbation"] == f for c in report["conditions"])
+    ]
     if not families:
         raise UsageError("the report has no perturbation to plot.")
     pipes = list(report["pipelines"])
     fig = Figure(figsize=(4.2 * len(families), 6.4), layout="constrained")
     axes = fig.subplots(2, len(families), squeeze=False)
-    titles = {"hed": "HED jitter (sigma)", "stain": "stain transfer (method:target)", "jpeg": "JPEG quality",
-              "blur": "Gaussian blur (sigma, px)"}
+    titles = {
+        "hed": "HED jitter (sigma)",
+        "stain": "stain transfer (method:target)",
+        "jpeg": "JPEG quality",
+        "blur": "Gaussian blur (sigma, px)",
+    }
     for col, family in enumerate(families):
-        strengths = list(dict.fromkeys(c["strength"] for c in report["conditions"] if c["perturbation"] == family))
+        strengths = list(
+            dict.fromkeys(c["strength"] for c in report["conditions"] if c["perturbation"] == family)
+        )
         xs = np.arange(len(strengths))
         for j, pipe in enumerate(pipes):
-            rows = {c["strength"]: c for c in report["conditions"] if c["perturbation"] == family and c["pipeline"] == pipe}
+            rows = {
+                c["strength"]: c
+                for c in report["conditions"]
+                if c["perturbation"] == family and c["pipeline"] == pipe
+            }
             offset = (j - (len(pipes) - 1) / 2) * 0.08
             for row, (key, lo_hi) in enumerate((("drop", "drop_ci"), ("flip_rate", "flip_rate_ci"))):
                 values = np.array([rows[s][key] for s in strengths])
                 lo = values - np.array([rows[s][lo_hi][0] for s in strengths])
                 hi = np.array([rows[s][lo_hi][1] for s in strengths]) - values
-                axes[row, col].errorbar(xs + offset, values, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)],
-                                        marker="o", ms=3, capsize=2, lw=1,
-                                        label="model alone" if pipe == "none" else f"{pipe} first")
+                axes[row, col].errorbar(
+                    xs + offset,
+                    values,
+                    yerr=[np.maximum(lo, 0), np.maximum(hi, 0)],
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    lw=1,
+                    label="model alone" if pipe == "none" else f"{pipe} first",
+                )
         for row, name in enumerate((f"{report['metric']} drop", "prediction flip rate")):
             ax = axes[row, col]
-            ax.set_xticks(xs, [str(s) for s in strengths], rotation=45 if family == "stain" else 0,
-                          ha="right" if family == "stain" else "center", fontsize=7)
+            ax.set_xticks(
+                xs,
+                [str(s) for s in strengths],
+                rotation=45 if family == "stain" else 0,
+                ha="right" if family == "stain" else "center",
+                fontsize=7,
+            )
             ax.axhline(0, c="grey", lw=0.6)
             ax.set_ylabel(name)
             if row == 0:
                 ax.set_title(titles[family], fontsize=10)
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"robustness: {report['n_tiles']} tiles, {100 * report['ci']:.0f}% bootstrap CIs", fontsize=10)
+    fig.suptitle(
+        f"robustness: {report['n_tiles']} tiles, {100 * report['ci']:.0f}% bootstrap CIs", fontsize=10
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_figure(fig, path)

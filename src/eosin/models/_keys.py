@@ -69,7 +69,9 @@ def map_keys(spec: EncoderSpec, state: dict[str, Any], path: Path) -> dict[str, 
         ref = timm.create_model(
             spec.architecture, pretrained=False, num_classes=n_classes, **_timm_kwargs(spec.arch_kwargs)
         ).state_dict()
-    fix = f"pass the weights of {spec.weights_pip or spec.weights_package or spec.name} for {spec.architecture}"
+    fix = (
+        f"pass the weights of {spec.weights_pip or spec.weights_package or spec.name} for {spec.architecture}"
+    )
     if len(tensors) != len(ref):
         raise WeightsMismatchError(
             f"the checkpoint has {len(tensors)} tensors; {spec.architecture} (key_map 'ordered') has {len(ref)}.",

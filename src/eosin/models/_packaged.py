@@ -22,12 +22,27 @@ _LITE_CITE = (
 
 # (variant, input size, embedding size, file inside the package, its SHA-256)
 _LITES = (
-    (0, 224, 1280, "efficientnet-lite0-57934424.pth",
-     "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
-    (1, 240, 1280, "efficientnet-lite1-77cc7160.pth",
-     "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-    (2, 260, 1280, "efficientnet-lite2-9656183e.pth",
-     "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    (
+        0,
+        224,
+        1280,
+        "efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    ),
+    (
+        1,
+        240,
+        1280,
+        "efficientnet-lite1-77cc7160.pth",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    ),
+    (
+        2,
+        260,
+        1280,
+        "efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    ),
 )
 
 for _i, _size, _dim, _file, _sha in _LITES:

@@ -41,25 +41,24 @@ def store(tmp_path):
     return tmp_path / "tiled" / "CMU-1-Small-Region" / "store.zarr"
 
 
-def test_embed_records_the_weights_and_keys_random_apart(store, capsys):
+def test_embed_records_the_weights_and_never_reuses_pretrained_features_for_random(store, capsys):
     from eosin.cli._main import main
     from eosin.io import SlideStore
 
     base = ["embed", str(store), "--encoder", "efficientnet_lite0", "--workers", "0", "-q"]
     assert main([*base, "--precision", "fp32", "--runtime", "torch"]) == 0
     pretrained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    a = SlideStore.open(store).read_group("features", pretrained["key"])
+    fa = np.asarray(a["features"])
+    assert pretrained["pretrained"] is True
+    assert a.attrs["weights_sha256"] == LITE0_SHA and a.attrs["weights_source"] == "package"
+    assert a.attrs["mean"] == [0.5, 0.5, 0.5] and a.attrs["input_size"] == 224
     assert main([*base, "--weights", "none", "--precision", "fp32", "--runtime", "torch"]) == 0
     random = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert not random["cached"]  # not taken for the pretrained features already in the store
-    assert pretrained["pretrained"] is True and random["pretrained"] is False
-    assert random["key"] == pretrained["key"] + "--random"
-    st = SlideStore.open(store)
-    a = st.read_group("features", pretrained["key"])
-    b = st.read_group("features", random["key"])
-    assert a.attrs["weights"]["sha256"] == LITE0_SHA and a.attrs["weights"]["source"] == "package"
-    assert b.attrs["weights"] == {"pretrained": False, "source": "random"}
-    assert a.attrs["mean"] == [0.5, 0.5, 0.5] and a.attrs["input_size"] == 224
-    assert not np.allclose(np.asarray(a["features"]), np.asarray(b["features"]))
+    assert not random["cached"] and random["pretrained"] is False  # recomputed, not the pretrained features
+    b = SlideStore.open(store).read_group("features", random["key"])
+    assert b.attrs["pretrained"] is False and b.attrs["weights_sha256"] is None
+    assert not np.allclose(fa, np.asarray(b["features"]))
 
 
 @pytest.mark.slow
@@ -105,13 +104,14 @@ def test_train_tiles_and_predict_with_the_packaged_encoder(probe, tmp_path, stor
     assert main([*args, "--batch-size", "16", "-q"]) == 0
     config = json.loads((ckpt / "config.json").read_text())
     assert config["encoder"] == "efficientnet_lite0"
-    assert config["weights"]["pretrained"] is True and config["weights"]["sha256"] == LITE0_SHA
+    assert config["initial_weights"]["pretrained"] is True and config["initial_weights"]["sha256"] == LITE0_SHA
     assert config["preprocess"]["mean"] == [0.5, 0.5, 0.5]
     assert main(["predict", str(store.parent), "--model", str(ckpt), "--workers", "0"]) == 0
     st = SlideStore.open(store)
     (key,) = st.keys("predictions")
     attrs = st.read_group("predictions", key).attrs
     assert attrs["encoder"] == "efficientnet_lite0" and attrs["encoder_weights"]["sha256"] == LITE0_SHA
+    assert attrs["encoder_weights"]["pretrained"] is True
 
 
 def test_train_tiles_from_random_weights_says_so(tmp_path):
@@ -120,7 +120,8 @@ def test_train_tiles_from_random_weights_says_so(tmp_path):
 
     table = load_tile_table(require(CRC))
     model = fit_probe_tiles(table, encoder="efficientnet_lite0", weights=None, input_size=32, kind="knn", k=1)
-    assert model.meta["weights"] == {"pretrained": False, "source": "random"}
+    assert model.meta["initial_weights"]["pretrained"] is False
+    assert model.meta["initial_weights"]["sha256"] is None and model.meta["initial_weights"]["seed"] == 0
 
 
 def test_unet_encoder_gets_the_packaged_weights_offline():

@@ -232,7 +232,8 @@ def embed_store(
             part.mark(start)
             pending, pending_rows = ([rows[n:]] if n < len(rows) else []), len(rows) - n
             last_commit = _clock()
-    part.commit()
+    # features of other weights were there: this recomputation replaces them (else the old group would stay)
+    part.commit(replace=replaced is not None)
     slide.close()
     seconds = time.perf_counter() - t0
     done_now = len(grid) - (resumed_from or 0)

@@ -114,7 +114,7 @@ def _classifier_fn(
     record = {
         "encoder": model.encoder.spec.name,
         "checkpoint": model.meta.get("checkpoint"),
-        "encoder_weights": model.meta.get("weights"),
+        "encoder_weights": model.meta.get("initial_weights"),
         "classes": list(model.classes),
     }
     return predict, record

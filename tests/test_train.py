@@ -141,7 +141,13 @@ def test_train_and_predict_commands(tmp_path):
     )
     config = json.loads((ckpt / "config.json").read_text())  # what was actually used, resolved
     assert config["training"]["device"] == "cpu" and config["versions"]["eosin"]
-    assert config["initial_weights"] == {"file": None, "sha256": None, "seed": 0}
+    assert config["initial_weights"] == {
+        "file": None,
+        "sha256": None,
+        "seed": 0,
+        "pretrained": False,
+        "source": "random",
+    }
     assert main(["train", "tiles", str(CRC), "--encoder", "resnet1", "--out", str(ckpt)]) == 2
     out = tmp_path / "tiled"
     svs = require(SLIDES / "CMU-1-Small-Region.svs")

@@ -122,7 +122,6 @@ def test_perturbations_do_what_they_say(crc):
 
 
 @pytest.mark.torch
-@pytest.mark.slow
 def test_robustness_command_on_a_trained_classifier(tmp_path, capsys):
     from PIL import Image
 

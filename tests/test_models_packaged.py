@@ -65,9 +65,7 @@ def _normalise(x: torch.Tensor, spec: EncoderSpec) -> torch.Tensor:
 
 
 # --- the real packages ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "name", ["efficientnet_lite0", *(pytest.param(n, marks=pytest.mark.slow) for n in LITES[1:])]
-)
+@pytest.mark.parametrize("name", LITES)
 def test_imagenet_sanity_espresso(name):
     """The ImageNet classifier rebuilt from the package's weights calls the coffee photo 'espresso' (967)."""
     import timm

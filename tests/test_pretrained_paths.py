@@ -61,7 +61,6 @@ def test_embed_records_the_weights_and_never_reuses_pretrained_features_for_rand
     assert not np.allclose(fa, np.asarray(b["features"]))
 
 
-@pytest.mark.slow
 def test_embed_through_onnx_runtime_matches_torch(store, capsys):
     """The default CPU route (ONNX Runtime, fp32) runs the TensorFlow-padded network and agrees with PyTorch."""
     from eosin.embed import embed_store
@@ -81,7 +80,7 @@ def test_embed_through_onnx_runtime_matches_torch(store, capsys):
 
 @pytest.mark.parametrize(
     "probe",
-    [pytest.param("finetune", marks=pytest.mark.slow), pytest.param("linear", marks=pytest.mark.slow), "knn"],
+    ["finetune", "linear", "knn"],
 )
 def test_train_tiles_and_predict_with_the_packaged_encoder(probe, tmp_path, store, capsys):
     from eosin.cli._main import main
@@ -104,7 +103,9 @@ def test_train_tiles_and_predict_with_the_packaged_encoder(probe, tmp_path, stor
     assert main([*args, "--batch-size", "16", "-q"]) == 0
     config = json.loads((ckpt / "config.json").read_text())
     assert config["encoder"] == "efficientnet_lite0"
-    assert config["initial_weights"]["pretrained"] is True and config["initial_weights"]["sha256"] == LITE0_SHA
+    assert (
+        config["initial_weights"]["pretrained"] is True and config["initial_weights"]["sha256"] == LITE0_SHA
+    )
     assert config["preprocess"]["mean"] == [0.5, 0.5, 0.5]
     assert main(["predict", str(store.parent), "--model", str(ckpt), "--workers", "0"]) == 0
     st = SlideStore.open(store)
@@ -141,7 +142,6 @@ def test_unet_encoder_gets_the_packaged_weights_offline():
     assert not torch.equal(scratch.encoder.model.conv_stem.weight, net.encoder.model.conv_stem.weight)
 
 
-@pytest.mark.slow
 def test_train_seg_command_with_the_pretrained_encoder(tmp_path):
     from click.testing import CliRunner
     from PIL import Image

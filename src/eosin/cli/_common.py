@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from eosin.errors import SlideNotFoundError, UsageError
-from eosin.slide import SLIDE_SUFFIXES  # one list, shared with the viewer
+from eosin.errors import UsageError
 
 __all__ = [
     "echo_json",
@@ -26,46 +25,15 @@ __all__ = [
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named and slide files inside folders named (not recursive, hidden files skipped), sorted per folder.
+    """:func:`eosin.run.find_slides`, with a note on stderr for the files skipped inside folders."""
+    from eosin.run import find_slides
 
-    A file named explicitly is always tried (an unknown format then fails with its own error); inside a folder,
-    files whose ending is not a slide or image format (:data:`SLIDE_SUFFIXES`) are skipped with a note on stderr.
-    A MIRAX slide (``.mrxs`` with its data folder) and a DICOM folder count as one slide: a folder that holds
-    ``.dcm`` files and nothing else is taken whole, and the data folder beside a ``.mrxs`` file is not entered.
-    """
-    out: list[Path] = []
-    skipped: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise SlideNotFoundError("no such file or folder.", path=path, fix="check the path")
-        if not path.is_dir():  # a file (or a FIFO or device: the reader refuses those with a clear error)
-            out.append(path)
-            continue
-        entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
-        files = [p for p in entries if p.is_file()]
-        if files and all(p.suffix.lower() == ".dcm" for p in files) and len(files) > 1:
-            out.append(path)  # a DICOM WSI series: one slide
-            continue
-        mirax_dirs = {p.with_suffix("") for p in files if p.suffix.lower() == ".mrxs"}
-        out.extend(p for p in files if p.suffix.lower() in SLIDE_SUFFIXES)
-        skipped.extend(p for p in files if p.suffix.lower() not in SLIDE_SUFFIXES)
-        out.extend(p for p in entries if p.is_dir() and p not in mirax_dirs and _is_dicom_dir(p))
-    if skipped:
-        names = ", ".join(p.name for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        click.echo(f"note: skipped {len(skipped)} file(s) that are not slides or images: {names}", err=True)
-    if not out:
-        from eosin.errors import UsageError
-
-        raise UsageError(
-            "no slide or image files in the inputs given.", fix="name slide files or folders holding them"
-        )
-    return out
+    return find_slides(paths, on_skipped=_note_skipped)
 
 
-def _is_dicom_dir(path: Path) -> bool:
-    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return bool(files) and all(p.suffix.lower() == ".dcm" for p in files)
+def _note_skipped(skipped: list[Path]) -> None:
+    names = ", ".join(p.name for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+    click.echo(f"note: skipped {len(skipped)} file(s) that are not slides or images: {names}", err=True)
 
 
 class _SlideMppParam(click.ParamType):
@@ -202,41 +170,11 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-@contextlib.contextmanager
-def slide_executor(scheduler: str | None) -> Iterator[Any]:
+def slide_executor(scheduler: str | None) -> contextlib.AbstractContextManager[Any]:
     """None (map_slides then uses a local process pool), or a Dask client for ``--scheduler``."""
-    if not scheduler:
-        yield None
-        return
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise UsageError(
-            "--scheduler needs Dask's distributed package.", fix="pip install 'eosin[dask]'"
-        ) from None
-    cluster = None
-    try:
-        if scheduler == "local":
-            # this machine only: scheduler, workers and the HTTP endpoint on loopback, no Bokeh dashboard
-            cluster = LocalCluster(
-                n_workers=_cpus(), threads_per_worker=1, host="127.0.0.1", dashboard_address=None
-            )
-            client = Client(cluster)
-        else:
-            client = Client(scheduler, timeout="20s")
-    except OSError as exc:
-        if cluster is not None:
-            cluster.close()
-        raise UsageError(
-            f"cannot reach the Dask scheduler at {scheduler} ({exc}).",
-            fix="check the address (tcp://host:8786) and that the scheduler runs",
-        ) from None
-    try:
-        yield client
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    from eosin.run import dask_executor
+
+    return dask_executor(scheduler)
 
 
 def run_over_slides(

@@ -34,8 +34,6 @@ _LAZY = {
     "list_recipes": "_recipes",
     "recipe_text": "_recipes",
     "run": "_run",
-    "find_slides": "_run",
-    "scheduler_executor": "_run",
     "predict_slides": "_slide_predict",
     "is_aggregator": "_slide_predict",
     "read_labels": "_slide_predict",
@@ -77,7 +75,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from eosin.pipeline._recipes import list_recipes, recipe_text
     from eosin.pipeline._report import write_run_report
-    from eosin.pipeline._run import find_slides, run, scheduler_executor
+    from eosin.pipeline._run import run
     from eosin.pipeline._slide_predict import is_aggregator, predict_slides, read_labels
     from eosin.pipeline._stages import (
         PipelineJob,

@@ -14,84 +14,14 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from eosin.pipeline._config import RunConfig, config_to_dict, load_config
 
-__all__ = ["find_slides", "run", "scheduler_executor"]
-
-
-def find_slides(paths: list[str]) -> list[Path]:
-    """Slide files named, and the slide files inside folders named (not recursive; hidden files skipped)."""
-    from eosin.errors import ConfigError, SlideNotFoundError
-    from eosin.slide import SLIDE_SUFFIXES
-
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise SlideNotFoundError("no such file or folder.", path=path, fix="check slides in the configuration")
-        if path.is_file():
-            found.append(path)
-            continue
-        entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
-        mirax = {p.with_suffix("") for p in entries if p.suffix.lower() == ".mrxs"}
-        for p in entries:
-            if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES:
-                found.append(p)
-            elif p.is_dir() and p not in mirax and _dicom_dir(p):
-                found.append(p)
-    if not found:
-        raise ConfigError(f"no slide files in {', '.join(map(str, paths))}.", fix="point slides at slide files or folders")
-    return found
-
-
-def _dicom_dir(path: Path) -> bool:
-    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return bool(files) and all(p.suffix.lower() == ".dcm" for p in files)
-
-
-@contextlib.contextmanager
-def scheduler_executor(scheduler: str | None, *, n_workers: int | None = None) -> Iterator[Any]:
-    """None for a local run, else a Dask client: ``"local"`` starts a loopback cluster (dashboard off), an
-    address (``tcp://host:8786``) connects to a running scheduler."""
-    if not scheduler:
-        yield None
-        return
-    from eosin.errors import UsageError
-
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise UsageError("scheduler needs Dask's distributed package.", fix="pip install 'eosin[dask]'") from None
-    cluster = None
-    try:
-        if scheduler == "local":
-            from eosin.tiles import default_workers
-
-            cluster = LocalCluster(
-                n_workers=n_workers or default_workers(), threads_per_worker=1, dashboard_address=None,
-                host="127.0.0.1",
-            )
-            client = Client(cluster)
-        else:
-            client = Client(scheduler, timeout="20s")
-    except OSError as exc:
-        if cluster is not None:
-            cluster.close()
-        raise UsageError(
-            f"cannot reach the Dask scheduler at {scheduler} ({exc}).",
-            fix="check the address (tcp://host:8786) and that the scheduler runs",
-        ) from None
-    try:
-        yield client
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+__all__ = ["run"]
 
 
 def run(
@@ -121,18 +51,20 @@ def run(
     from eosin._provenance import versions
     from eosin.io import atomic_write_text
     from eosin.pipeline._stages import PipelineJob
-    from eosin.run import plan_outputs
+    from eosin.run import dask_executor, find_slides, plan_outputs
 
     config = config if isinstance(config, RunConfig) else load_config(config)
     log = log or (lambda line: None)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     # each slide's folder: eosin tile's names (safe, always inside out, distinct for equal names)
-    jobs = [PipelineJob(j.path, j.out_dir, j.store_path) for j in plan_outputs(find_slides(config.slides), out)]
+    jobs = [
+        PipelineJob(j.path, j.out_dir, j.store_path) for j in plan_outputs(find_slides(config.slides), out)
+    ]
     slides = {j.name: {"name": j.name, "slide": str(j.path), "status": "ok"} for j in jobs}
     with contextlib.ExitStack() as stack:
         if executor is None and config.scheduler:
-            executor = stack.enter_context(scheduler_executor(config.scheduler))
+            executor = stack.enter_context(dask_executor(config.scheduler))
         runner = _Runner(config, executor, progress, slides, log)
         runner.stages(jobs)
         runner.cohort(jobs)
@@ -141,8 +73,12 @@ def run(
     summary = {
         "out": str(out),
         "report": str(report),
-        "tile_predictions": str(out / "tile_predictions.csv") if (out / "tile_predictions.csv").exists() else None,
-        "slide_predictions": str(out / "slide_predictions.csv") if (out / "slide_predictions.csv").exists() else None,
+        "tile_predictions": str(out / "tile_predictions.csv")
+        if (out / "tile_predictions.csv").exists()
+        else None,
+        "slide_predictions": str(out / "slide_predictions.csv")
+        if (out / "slide_predictions.csv").exists()
+        else None,
         "n_slides": len(records),
         "n_failed": sum(r["status"] != "ok" for r in records),
         "scheduler": config.scheduler,
@@ -158,7 +94,13 @@ class _Runner:
     """Maps each stage over the slides still standing; records what each found or why a slide failed."""
 
     def __init__(self, config: RunConfig, executor: Any, progress: bool, slides: dict, log) -> None:
-        self.config, self.executor, self.progress, self.slides, self.log = config, executor, progress, slides, log
+        self.config, self.executor, self.progress, self.slides, self.log = (
+            config,
+            executor,
+            progress,
+            slides,
+            log,
+        )
 
     def map(self, stage: Callable, jobs: list, desc: str, *, local_workers: int = 1, fatal: bool = True):
         from eosin.run import map_slides
@@ -207,7 +149,9 @@ class _Runner:
         if config.classify.model:
             for name, rec in self.map(st.classify_stage, jobs, "classify").items():
                 slides[name].update(predictions=rec["key"], tile_classes=rec["classes"])
-                slides[name]["heatmap_names"] = [Path(h).stem.removeprefix("heatmap_") for h in rec["heatmaps"]]
+                slides[name]["heatmap_names"] = [
+                    Path(h).stem.removeprefix("heatmap_") for h in rec["heatmaps"]
+                ]
         if config.segment.model:
             for name, rec in self.map(st.segment_stage, jobs, "segment").items():
                 slides[name].update(segmentation=rec["group"], n_objects=rec["n_objects"])
@@ -219,9 +163,14 @@ class _Runner:
             from eosin.qc import write_report
 
             rows = [
-                {**self.slides[j.name]["qc"], "status": "ok"} if "qc" in self.slides[j.name] else
-                {"name": j.path.name, "slide": str(j.path), "status": "failed",
-                 "error": self.slides[j.name].get("qc_error") or self.slides[j.name].get("error")}
+                {**self.slides[j.name]["qc"], "status": "ok"}
+                if "qc" in self.slides[j.name]
+                else {
+                    "name": j.path.name,
+                    "slide": str(j.path),
+                    "status": "failed",
+                    "error": self.slides[j.name].get("qc_error") or self.slides[j.name].get("error"),
+                }
                 for j in jobs
             ]
             write_report(out / "qc", rows)
@@ -245,8 +194,9 @@ class _Runner:
                 rec = by_store.get(str(j.store_path))
                 if rec is None:
                     continue
-                self.slides[j.name].update(slide_pred=rec["pred"], slide_proba=rec["proba"],
-                                           slide_classes=result["classes"])
+                self.slides[j.name].update(
+                    slide_pred=rec["pred"], slide_proba=rec["proba"], slide_classes=result["classes"]
+                )
             for store, message in result["failures"]:
                 self.log(f"error: mil: {message}")
                 name = Path(store).parent.name
@@ -283,8 +233,11 @@ def _tile_csv(out: Path, jobs: list, slides: dict, config: RunConfig) -> None:
         return
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "slide", "x", "y"] + (["label", "patient"] if config.labels else [])
-                    + ["pred", *(f"p_{c}" for c in classes)])
+    writer.writerow(
+        ["id", "slide", "x", "y"]
+        + (["label", "patient"] if config.labels else [])
+        + ["pred", *(f"p_{c}" for c in classes)]
+    )
     writer.writerows(rows)
     atomic_write_text(out / "tile_predictions.csv", buffer.getvalue())
 

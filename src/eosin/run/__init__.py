@@ -2,10 +2,25 @@
 
 from eosin._lazy import lazy_getattr
 from eosin.run._executor import SlideResult, map_slides
+from eosin.run._inputs import dask_executor, find_slides
 
-__all__ = ["STORE_NAME", "SlideJob", "SlideResult", "map_slides", "plan_outputs", "tile_stage", "tissue_stage"]
+__all__ = [
+    "STORE_NAME",
+    "SlideJob",
+    "SlideResult",
+    "dask_executor",
+    "find_slides",
+    "map_slides",
+    "plan_outputs",
+    "tile_stage",
+    "tissue_stage",
+]
 
 # the per-slide stages import numpy: loaded on first use
 __getattr__ = lazy_getattr(
-    __name__, {k: "eosin.run._stages" for k in ("STORE_NAME", "SlideJob", "plan_outputs", "tile_stage", "tissue_stage")}
+    __name__,
+    {
+        k: "eosin.run._stages"
+        for k in ("STORE_NAME", "SlideJob", "plan_outputs", "tile_stage", "tissue_stage")
+    },
 )

@@ -166,3 +166,59 @@ os._exit(9)
     _fill(part, 8.0)
     part.commit()
     np.testing.assert_array_equal(np.asarray(store.read_group("features", "enc")["x"]), [7, 7, 7, 7, 8, 8])
+
+
+_SEGMENT = """
+import sys, time
+from pathlib import Path
+from eosin.io import SlideStore
+from eosin.segment import load_segmenter, segment_slide
+from eosin.slide import open_slide
+
+me, slide, model, store = sys.argv[1:5]
+barrier = Path(store).parent
+(barrier / f"ready.{me}").touch()
+deadline = time.monotonic() + 30
+while len(list(barrier.glob("ready.*"))) < 2 and time.monotonic() < deadline:
+    time.sleep(0.002)
+segment_slide(open_slide(slide), load_segmenter(model), SlideStore.create(store), mpp=4.0, tile_size=128, workers=0)
+"""
+
+
+@pytest.mark.torch
+def test_two_concurrent_segmentations_give_one_correct_result(tmp_path):
+    """Two processes segment one slide into one store at the same moment: one whole group, equal to a lone run."""
+    pytest.importorskip("segmentation_models_pytorch")
+    import torch
+
+    from eosin.segment import SegConfig, build_unet, load_segmenter, save_segmenter, segment_slide
+    from eosin.slide import open_slide
+
+    torch.manual_seed(0)
+    net = build_unet(encoder="resnet18", n_classes=3)
+    config = SegConfig(classes=["background", "interior", "boundary"], mpp=0.5, tile_size=128)
+    model = save_segmenter(tmp_path / "model", net, config)
+    slide = require(SVS)
+    store = tmp_path / "shared" / "store.zarr"
+    store.parent.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SEGMENT, name, str(slide), str(model), str(store)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    errors = [p.communicate(timeout=240)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    lone = SlideStore.create(tmp_path / "lone.zarr")
+    key = segment_slide(open_slide(slide), load_segmenter(model), lone, mpp=4.0, tile_size=128, workers=0)
+    opened = SlideStore.open(store)
+    assert opened.keys("segmentation") == [key]
+    np.testing.assert_array_equal(
+        np.asarray(opened.read_group("segmentation", key)["foreground"]),
+        np.asarray(lone.read_group("segmentation", key)["foreground"]),
+    )
+    assert not list((store / ".staging").iterdir())  # the loser discarded its copy, locks released

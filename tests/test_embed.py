@@ -103,6 +103,30 @@ def test_bf16_features_stay_close_to_fp32(store):
     assert np.abs(got - expected).max() < 0.02 * np.abs(expected).max()
 
 
+def test_auto_precision_is_measured_and_recorded(store, tmp_path, monkeypatch):
+    """``auto`` runs the path its calibration chose, says so in the record and the group, and agrees with fp32."""
+    from eosin.embed import embed_store
+    from eosin.io import SlideStore
+
+    monkeypatch.setenv("EOSIN_HOME", str(tmp_path / "home"))
+    model = _model()
+    record = embed_store(store, model, dtype="float32", workers=0, batch_size=8)
+    cal = record["calibration"]
+    assert (
+        cal["measured"]
+        and not cal["cached"]
+        and cal["choice"] == f"{record['runtime']}-{record['precision']}"
+    )
+    timed = {k: v for k, v in cal["ms_per_item"].items() if v is not None}
+    assert "torch-fp32" in timed and timed[cal["choice"]] <= min(timed.values()) / 0.97
+    group = SlideStore.open(store).read_group("features", record["key"])
+    assert group.attrs["precision"] == record["precision"] and group.attrs["runtime"] == record["runtime"]
+    got, expected = np.asarray(group["features"]), _direct(store, model)
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() > 0.9999
+    assert list((tmp_path / "home" / "calibration").glob("embed-*.json"))
+
+
 def test_killed_run_resumes_without_corrupt_output(store):
     code = f"""
 import os, torch

@@ -86,6 +86,25 @@ def test_bf16_training_follows_fp32(camelyon_tiles):
     assert cosine > 0.99
 
 
+def test_auto_training_precision_is_measured_once_per_machine(camelyon_tiles, tmp_path, monkeypatch):
+    """``auto`` trains in the precision a calibration on real tiles chose; the next run reuses the decision."""
+    from eosin._device import precision_candidates
+    from eosin.train import fit_tiles
+
+    monkeypatch.setenv("EOSIN_HOME", str(tmp_path / "home"))
+    kw = dict(encoder="resnet18", input_size=64, epochs=1, batch_size=8, max_steps=1, balance="none")
+    model, _ = fit_tiles(camelyon_tiles, augment=False, workers=0, device="cpu", **kw)
+    cal = model.meta["calibration"]
+    names = {f"torch-{p}" for p in precision_candidates(torch.device("cpu"))}
+    assert cal["choice"] == f"torch-{model.meta['training']['precision']}" and cal["choice"] in names
+    assert not cal["cached"] and cal["measured"] == (len(names) > 1)
+    if cal["measured"]:
+        timed = {k: v for k, v in cal["ms_per_item"].items() if v is not None}
+        assert set(cal["ms_per_item"]) == names and timed[cal["choice"]] <= min(timed.values()) / 0.97
+        again, _ = fit_tiles(camelyon_tiles, augment=False, workers=0, device="cpu", seed=1, **kw)
+        assert again.meta["calibration"]["cached"] and again.meta["calibration"]["choice"] == cal["choice"]
+
+
 def test_checkpoint_round_trip_gives_identical_predictions(camelyon_tiles, tmp_path):
     from eosin.data import patient_split
     from eosin.train import fit_probe_tiles, fit_tiles, load_classifier, predict_tiles, save_classifier
@@ -167,9 +186,9 @@ def test_train_and_predict_commands(tmp_path):
     grid = TileGrid.from_group(grid_group, grid_group.attrs)
     proba = np.asarray(group["proba"])
     assert proba.shape == (len(grid), 8)
-    from eosin._device import cpu_has_native_bf16
+    from eosin._device import precision_candidates
 
-    assert group.attrs["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")  # what auto picks
+    assert group.attrs["precision"] in precision_candidates(torch.device("cpu"))  # what auto measured fastest
     assert group.attrs["device"] == "cpu" and group.attrs["versions"]["torch"] == torch.__version__
     np.testing.assert_array_equal(np.asarray(group["coords"]), grid.coords)
     np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-5)

@@ -28,6 +28,7 @@ __all__ = [
     "autocast",
     "cpu_has_native_bf16",
     "fold_batch_norm",
+    "precision_candidates",
     "resolve_precision",
     "select_device",
 ]
@@ -86,6 +87,26 @@ def resolve_precision(device, precision: str = "auto") -> str:
     if precision == "bf16" and kind == "mps":
         raise UsageError("bf16 autocast does not run on Apple's MPS.", fix="use --precision fp32")
     return precision
+
+
+def precision_candidates(device, precision: str = "auto") -> list[str]:
+    """The precisions a calibration (:mod:`eosin._calibrate`) tries for ``precision`` on ``device``, float32 first.
+
+    An explicit precision is the only candidate (checked by :func:`resolve_precision`). ``auto``: on CUDA fp32,
+    fp16 and bf16 (where the GPU has it); on a CPU fp32, plus bf16 where the CPU has bfloat16 instructions
+    (elsewhere it is emulated and never faster; where it has them, only a measurement says whether it is);
+    fp32 on MPS.
+    """
+    if precision != "auto":
+        return [resolve_precision(device, precision)]
+    kind = device.type
+    if kind == "cuda":
+        import torch
+
+        return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
+    if kind == "cpu" and cpu_has_native_bf16():
+        return ["fp32", "bf16"]
+    return ["fp32"]
 
 
 def autocast(device, precision: str):

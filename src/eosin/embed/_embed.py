@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from eosin._device import PRECISIONS, resolve_precision, select_device
+from eosin._device import PRECISIONS, select_device
 from eosin._provenance import versions
 from eosin.errors import UsageError
 
@@ -42,12 +42,12 @@ def features_key(encoder_name: str, grid_key: str, stain: str | None = None) -> 
     return f"{encoder_name}--{grid_key}" + (f"--{stain}" if stain else "")
 
 
-def check_precision(device, precision: str, runtime: str = "auto") -> str:
-    """The concrete precision for ``device`` and ``runtime`` (see :mod:`eosin._device`); refuses impossible
-    combinations. ONNX Runtime computes in float32, so ``auto`` with ``runtime="onnx"`` is ``fp32``."""
-    if runtime == "onnx" and precision == "auto":
-        precision = "fp32"
-    return resolve_precision(select_device(device), precision)
+def check_precision(device, precision: str, runtime: str = "auto") -> list[str]:
+    """The (precision, runtime) paths ``auto`` may choose from on ``device`` (``torch-fp32``...); refuses
+    impossible combinations before any work. ONNX Runtime computes in float32."""
+    from eosin.embed._runners import runner_candidates
+
+    return [c.name for c in runner_candidates(select_device(device), precision, runtime)]
 
 
 def embed_store(
@@ -81,9 +81,11 @@ def embed_store(
     batch_size
         Tiles per forward pass (and per decoding job).
     device, precision
-        ``auto``/``cpu``/``cuda``...; ``auto`` (fp16 autocast on CUDA, bf16 on CPUs with native bfloat16,
-        else fp32; :mod:`eosin._device`), ``fp32``, ``fp16`` (CUDA) or ``bf16`` autocast. bf16 features of a
-        random ResNet-18 on real tiles had cosine similarity > 0.99999 to fp32's.
+        ``auto``/``cpu``/``cuda``...; precision ``auto`` (the fastest of float32 and the mixed precisions this
+        device has, measured on the slide's first tiles the first time this model runs on this machine, and
+        only among paths whose features agree with float32's: :mod:`eosin._calibrate`), ``fp32``, ``fp16``
+        (CUDA) or ``bf16`` autocast. bf16 features of a random ResNet-18 on real tiles had cosine similarity
+        > 0.99999 to fp32's.
     dtype
         Storage type of the features, ``float16`` (half the disk) or ``float32``.
     stain
@@ -91,8 +93,8 @@ def embed_store(
     workers
         Decoding processes (default: CPUs; 0 decodes in this process).
     runtime
-        ``auto`` (ONNX Runtime on a CPU in fp32 when installed, else PyTorch), ``torch`` or ``onnx``
-        (see :mod:`eosin.embed._runners`).
+        ``auto`` (PyTorch or, on a CPU in fp32, ONNX Runtime when installed: whichever the calibration measured
+        faster), ``torch`` or ``onnx`` (see :mod:`eosin.embed._runners`).
     block_rows
         Rows per stored chunk, the unit of resuming (default: about 256, a multiple of ``batch_size``).
     commit_seconds
@@ -105,7 +107,8 @@ def embed_store(
     dict
         One summary record: slide, store, key, n_tiles, dim, seconds, tiles_per_s, cached, resumed_from,
         weights_hash (and ``replaced``: the weights hash of a stored group made by other weights, ``"unknown"``
-        for one that recorded none).
+        for one that recorded none), the device, precision and runtime that ran, and ``calibration`` (the choice, its timings in ms per tile
+        and why the other paths were not taken).
     """
 
     from eosin.io import SlideStore
@@ -125,7 +128,7 @@ def embed_store(
     if record.get("path") is not None:
         store.check_source(record["path"])  # the file there is still the slide the grid was made on
     dev = select_device(device)
-    precision = check_precision(dev, precision, runtime)  # refuses impossible combinations before any work
+    check_precision(dev, precision, runtime)  # refuses impossible combinations before any work
     model = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, weights=weights, device=dev)
     model = model.to(dev).eval()
     stain_name = getattr(stain, "name", None)
@@ -160,9 +163,22 @@ def embed_store(
 
     read, resize = reading_grid(grid, slide, input_size=model.input_size, native_mpp=model.spec.native_mpp)
     prep = TilePrep(stain, resize) if (stain is not None or resize) else None
-    from eosin.embed._runners import make_runner
+    from eosin.embed._runners import CALIBRATION_TILES, choose_runner, make_runner
 
-    runner = make_runner(model, dev, precision, runtime)
+    decision = None
+    # precision and runtime: measured on this slide's first tiles (cached per machine and model)
+    if len(grid):
+        rows = batch_size if dev.type == "cuda" else min(batch_size, CALIBRATION_TILES)
+        from eosin.tiles import read_tiles
+
+        sample = read_tiles(
+            slide, read.coords[:rows], tile_size=read.tile_size, downsample=read.downsample, transform=prep
+        )
+        runner, decision = choose_runner(model, dev, precision, runtime, sample, batch_size=batch_size)
+        precision = decision.precision
+    else:
+        precision = "fp32"
+        runner = make_runner(model, dev, precision, "torch")
     attrs = {
         "encoder": model.spec.name,
         "embedding_dim": model.embedding_dim,
@@ -247,4 +263,6 @@ def embed_store(
         "tiles_per_s": round(done_now / max(time.perf_counter() - t_run, 1e-9), 1),
         "runtime": runner.name,
         "precision": precision,
+        "device": str(dev),
+        "calibration": decision.record() if decision is not None else None,
     }

@@ -23,7 +23,10 @@ import numpy as np
 
 from eosin.errors import UsageError
 
-__all__ = ["RUNTIMES", "make_runner"]
+__all__ = ["RUNTIMES", "choose_runner", "make_runner"]
+
+#: tiles of the calibration batch on a CPU (a GPU uses the whole batch: small batches only measure launches)
+CALIBRATION_TILES = 16
 
 RUNTIMES = ("auto", "torch", "onnx")
 
@@ -138,6 +141,85 @@ def make_runner(model: Any, device: Any, precision: str, runtime: str = "auto"):
                 f"ONNX export failed ({type(exc).__name__}); running the encoder in PyTorch", stacklevel=2
             )
     return TorchRunner(model, device, precision)
+
+
+def _onnx_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def runner_candidates(device: Any, precision: str, runtime: str) -> list[Any]:
+    """The (precision, runtime) paths ``auto`` may take for this device: PyTorch in each precision of
+    :func:`eosin._device.precision_candidates`, plus ONNX Runtime in fp32 on a CPU when it is installed."""
+    from eosin._calibrate import Candidate
+    from eosin._device import precision_candidates
+
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx":
+        if precision not in ("auto", "fp32") or device.type != "cpu":
+            raise UsageError(
+                "the ONNX runtime runs fp32 on the CPU only.", fix="use --runtime torch for GPUs or bf16/fp16"
+            )
+        return [Candidate("fp32", "onnx")]
+    out = [Candidate(p, "torch") for p in precision_candidates(device, precision)]
+    if (
+        runtime == "auto"
+        and device.type == "cpu"
+        and "fp32" in [c.precision for c in out]
+        and _onnx_installed()
+    ):
+        out.append(Candidate("fp32", "onnx"))
+    return out
+
+
+def choose_runner(
+    model: Any,
+    device: Any,
+    precision: str,
+    runtime: str,
+    sample: np.ndarray,
+    *,
+    batch_size: int,
+    cache: bool = True,
+):
+    """The runner for ``precision``/``runtime``, ``auto`` ones settled by a calibration on ``sample``.
+
+    ``sample`` is a uint8 batch of real tiles as the model will see them (``(n, rows, cols, 3)``); on a CPU its
+    first :data:`CALIBRATION_TILES` tiles are timed. Returns ``(runner, decision)``
+    (:class:`eosin._calibrate.Decision`: the choice, timings, rejections; cached per machine and model).
+    """
+    from eosin._calibrate import calibrate, machine_key, weights_hash
+
+    candidates = runner_candidates(device, precision, runtime)
+    rows = sample if device.type == "cuda" else sample[:CALIBRATION_TILES]
+    built: dict[str, Any] = {}
+
+    def make(cand):
+        if cand.runtime == "onnx":
+            runner = OnnxRunner(model)
+        else:
+            runner = TorchRunner(model, device, cand.precision)
+        built[cand.name] = runner
+        return lambda: runner(rows)
+
+    key = {
+        "machine": machine_key(device),
+        "device": str(device),
+        "model": model.spec.name,
+        "weights": weights_hash(model),
+        "input": list(rows.shape[1:]),
+        "calibration_rows": len(rows),
+        "batch_size": batch_size,
+    }
+    decision = calibrate(
+        "embed", key, candidates, make, items=len(rows), reference=candidates[0], built=built, cache=cache
+    )
+    runner = built.get(decision.choice.name)
+    if runner is None:  # cached or a single candidate: nothing was built yet
+        runner = make_runner(model, device, decision.precision, decision.runtime)
+    return runner, decision
 
 
 def _cpus() -> int:

@@ -126,7 +126,7 @@ def fit_tiles(
         The model in eval mode on the CPU device it trained on, and one record per epoch (train_loss, tiles_per_s,
         val_loss, val_balanced_accuracy, lr).
     """
-    from eosin._device import autocast, resolve_precision, select_device
+    from eosin._device import autocast, precision_candidates, select_device
 
     if monitor not in ("val_loss", "val_balanced_accuracy"):
         raise UsageError(f"monitor must be val_loss or val_balanced_accuracy, not {monitor!r}.")
@@ -134,9 +134,15 @@ def fit_tiles(
         raise UsageError(f"training needs at least two classes; the tiles have {list(train.classes)}.")
     torch.manual_seed(seed)
     dev = select_device(device)
-    precision = resolve_precision(dev, precision)
+    precision_candidates(dev, precision)  # refuses impossible combinations before any work
     enc = _encoder(encoder, weights, tiny, input_size, seed)
     model = TileClassifier(enc, LinearHead(enc.embedding_dim, len(train.classes)), train.classes)
+    model = model.to(dev).to(memory_format=torch.channels_last)
+    random_init = weights is None and isinstance(
+        encoder, str
+    )  # a fresh draw: its speed does not depend on it
+    decision = _choose_precision(model, train, dev, precision, batch_size=batch_size, random=random_init)
+    precision = decision.precision
     model.meta = _meta(
         enc,
         train,
@@ -161,7 +167,7 @@ def fit_tiles(
         mpp,
         tiny,
     )
-    model = model.to(dev).to(memory_format=torch.channels_last)
+    model.meta["calibration"] = decision.record()
     loader = make_loader(
         train,
         size=enc.input_size,
@@ -225,6 +231,37 @@ def fit_tiles(
         model.load_state_dict(best_state)
     model.meta["history"] = history
     return model.eval(), history
+
+
+def _choose_precision(
+    model: TileClassifier, table: TileTable, dev, precision: str, *, batch_size: int, random: bool
+):
+    """``precision``, or for ``auto`` the fastest training step that agrees with float32, measured on the first
+    few tiles of ``table`` (not augmented; cached per machine and model: :mod:`eosin._calibrate`)."""
+    from eosin._calibrate import choose_training_precision
+    from eosin.data import TileDataset
+
+    rows = min(batch_size, len(table), 8 if dev.type == "cpu" else batch_size)
+    data = TileDataset(table, size=model.input_size)
+    images = torch.stack([data[i][0] for i in range(rows)]) if precision == "auto" else None
+    x = None if images is None else to_input(images, model.mean, model.std, dev)
+    y = torch.as_tensor(table.label_index[:rows], device=dev)
+
+    def forward(net, x):
+        features = net.encoder(x)
+        return features, nn.functional.cross_entropy(net.head(features.float()), y)
+
+    return choose_training_precision(
+        model,
+        forward,
+        x,
+        dev,
+        precision,
+        task="train",
+        name=model.encoder.spec.name,
+        batch_size=batch_size,
+        weights_id="random" if random else None,
+    )
 
 
 def _validate(model: TileClassifier, val: TileTable, dev, *, batch_size: int, workers) -> dict[str, float]:

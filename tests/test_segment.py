@@ -184,8 +184,13 @@ def test_training_steps_on_a_real_monuseg_crop_decrease_the_loss():
 
 
 @pytest.mark.torch
-def test_checkpoint_round_trip_gives_identical_outputs(tiny_checkpoint):
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_checkpoint, tmp_path, monkeypatch):
+    import torch
+
+    from eosin._device import precision_candidates
     from eosin.segment import load_segmenter
+
+    monkeypatch.setenv("EOSIN_HOME", str(tmp_path / "home"))
 
     config = json.loads((tiny_checkpoint / "config.json").read_text())
     assert config["arch"] == "Unet" and config["classes"] == ["background", "interior", "boundary"]
@@ -196,6 +201,10 @@ def test_checkpoint_round_trip_gives_identical_outputs(tiny_checkpoint):
     assert pa.shape == (1, 3, 70, 90)
     np.testing.assert_array_equal(pa, pb)
     np.testing.assert_allclose(pa.sum(1), 1, rtol=1e-5)
+    # precision "auto" was settled by measuring on the first windows, once: the second model reused it
+    assert a.precision in precision_candidates(torch.device("cpu")) and b.precision == a.precision
+    assert a.calibration["choice"] == f"torch-{a.precision}" and not a.calibration["cached"]
+    assert b.calibration["cached"] == a.calibration["measured"]
 
 
 @pytest.mark.torch
@@ -248,6 +257,8 @@ def test_train_seg_command_writes_a_checkpoint(tmp_path):
     assert config["training"]["val"] == record["val"] and (tmp_path / "ck" / "model.safetensors").is_file()
     assert config["training"]["epochs"] == 1 and config["training"]["device"] == "cpu"  # resolved, not "auto"
     assert config["training"]["versions"]["eosin"] and config["training"]["precision"] in ("fp32", "bf16")
+    assert record["calibration"]["choice"] == f"torch-{record['precision']}"
+    assert config["training"]["precision"] == record["precision"]
 
 
 @pytest.mark.torch

@@ -40,6 +40,7 @@ __all__ = [
     "calibrate",
     "calibration_dir",
     "cached_decisions",
+    "choose_inference_precision",
     "choose_training_precision",
     "machine_key",
     "relative_error",
@@ -403,6 +404,51 @@ def choose_training_precision(
         "device": str(device),
         "model": name,
         "weights": weights_id or weights_hash(model),
+        "input": list(x.shape[1:]),
+        "calibration_rows": len(x),
+        "batch_size": batch_size,
+    }
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return calibrate(task, key, candidates, make, items=len(x), cache=cache)
+
+
+def choose_inference_precision(
+    forward: Callable[[Any], Any],
+    x: Any,
+    device: Any,
+    precision: str = "auto",
+    *,
+    task: str,
+    name: str,
+    weights_id: str,
+    batch_size: int,
+    cache: bool = True,
+) -> Decision:
+    """The inference precision: explicit, or for ``auto`` the fastest autocast of ``forward(x)`` that agrees.
+
+    ``forward`` runs the model on the calibration batch ``x`` (already on ``device``) under no autocast of its
+    own; each candidate precision (:func:`eosin._device.precision_candidates`) wraps it in its autocast.
+    """
+    import torch
+
+    from eosin._device import autocast, precision_candidates
+
+    candidates = [Candidate(p) for p in precision_candidates(device, precision)]
+    if len(candidates) == 1:
+        return calibrate(task, {}, candidates, lambda c: lambda: None, items=1)
+
+    def make(cand: Candidate) -> Callable[[], Any]:
+        def step() -> Any:
+            with torch.inference_mode(), autocast(device, cand.precision):
+                return forward(x).float().cpu()
+
+        return step
+
+    key = {
+        "machine": machine_key(device),
+        "device": str(device),
+        "model": name,
+        "weights": weights_id,
         "input": list(x.shape[1:]),
         "calibration_rows": len(x),
         "batch_size": batch_size,

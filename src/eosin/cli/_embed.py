@@ -31,7 +31,7 @@ from eosin.cli._common import echo_json, precision_option, slide_mpp_option
     type=click.Choice(["auto", "torch", "onnx"]),
     default="auto",
     show_default=True,
-    help="auto: ONNX Runtime on a CPU (fp32) when installed, else PyTorch.",
+    help="auto: PyTorch or (fp32 on a CPU) ONNX Runtime, whichever measured faster on this machine.",
 )
 @click.option(
     "--dtype",

@@ -10,7 +10,13 @@ from eosin.cli._common import echo_json, expand_inputs, slide_mpp_option
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--system",
+    is_flag=True,
+    help="Describe this machine instead: CPU, cores, GPU, library versions, and the precision/runtime "
+    "decisions measured here (cached in $EOSIN_HOME/calibration).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of records on stdout.")
 @slide_mpp_option
 @click.option(
@@ -21,13 +27,21 @@ from eosin.cli._common import echo_json, expand_inputs, slide_mpp_option
     is_flag=True,
     help="Decode every tile of every level and report damaged ones (corrupt-tiles); slower.",
 )
-def info(paths, as_json, slide_mpp, backend, deep):
+def info(paths, system, as_json, slide_mpp, backend, deep):
     """Describe slides and list their problems (the slide doctor).
 
-    PATHS are slide files or folders (the slides inside). Each slide is opened and part of its pixels decoded;
+    PATHS are slide files or folders (the slides inside); --system describes this machine instead. Each slide is opened and part of its pixels decoded;
     a file that cannot be read gets an 'unreadable' problem and the exit code is 1 (the others are still shown).
     """
-    from eosin.errors import EosinError
+    from eosin.errors import EosinError, UsageError
+
+    if system:
+        from eosin.cli._system import describe_system
+
+        describe_system(as_json)
+        return 0
+    if not paths:
+        raise UsageError("eosin info needs slide paths (or --system).", fix="e.g. eosin info slide.svs")
     from eosin.slide._doctor import diagnose_path, unreadable_record
     from eosin.slide._open import list_backends
 

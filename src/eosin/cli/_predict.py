@@ -92,7 +92,7 @@ def predict(
 
     if is_aggregator(model_path):
         return _predict_slides(paths, model_path, out, grid_key, labels_csv, device)
-    from eosin._device import resolve_precision, select_device
+    from eosin._device import precision_candidates, select_device
     from eosin.errors import EosinError
     from eosin.io._atomic import atomic_write_text
     from eosin.run._stages import plan_outputs
@@ -100,7 +100,7 @@ def predict(
     from eosin.train._predict import predict_store
 
     dev = select_device(device)
-    precision = resolve_precision(dev, precision)
+    precision_candidates(dev, precision)  # refuses impossible combinations before any work
     model = load_classifier(model_path, device=str(dev))
     model.meta["checkpoint"] = str(model_path.resolve())
     key = checkpoint_key(model_path)
@@ -194,16 +194,16 @@ def _predict_slides(paths, model_path, out, grid_key, labels_csv, device) -> int
     from eosin.pipeline import predict_slides
 
     if out is None:
-        raise UsageError("a slide-level model needs --out (predictions.csv and heatmaps go there).", fix="add --out DIR")
+        raise UsageError(
+            "a slide-level model needs --out (predictions.csv and heatmaps go there).", fix="add --out DIR"
+        )
     stores = [_store_for(p, out, None, None, None)[0] if p.is_dir() else p for p in paths]
     if any(not p.is_dir() for p in stores):
         raise UsageError(
             "a slide-level model reads stores, not slide files.",
             fix="run eosin tile and eosin embed first (or eosin run), then pass the stores",
         )
-    result = predict_slides(
-        stores, model_path, out=out, labels=labels_csv, grid=grid_key, device=device
-    )
+    result = predict_slides(stores, model_path, out=out, labels=labels_csv, grid=grid_key, device=device)
     for record in result["slides"]:
         echo_json(record)
     for store, message in result["failures"]:

@@ -167,4 +167,7 @@ def _one(
         "n_objects": int(seg.instances.max()),
         "foreground_fraction": round(float(np.mean(seg.mask)), 4),
         "files": files,
+        "device": str(model.device),
+        "precision": model.precision,
+        "calibration": model.calibration,
     }

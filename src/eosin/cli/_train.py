@@ -233,5 +233,8 @@ def tiles(
         "n_val": 0 if val_t is None else len(val_t),
         **{k_: round(v, 4) for k_, v in last.items() if k_.startswith("val_")},
     }
+    if probe == "finetune":
+        summary["precision"] = model.meta["training"]["precision"]
+        summary["calibration"] = model.meta.get("calibration")
     click.echo(json.dumps(summary))
     return 0

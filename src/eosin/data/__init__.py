@@ -30,6 +30,7 @@ _LAZY = {
     "cut_tiles": "eosin.data._balance",
     "stride_balanced_tiles": "eosin.data._balance",
     "PositiveFractionBatches": "eosin.data._balance",
+    "to_input": "eosin.data._torch",
 }
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "read_tile",
     "stride_balanced_tiles",
     "tiles_from_masks",
+    "to_input",
 ]
 
 
@@ -66,4 +68,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from eosin.data._masks import mask_fractions, tiles_from_masks
     from eosin.data._splits import check_no_leak, patient_kfold, patient_split
     from eosin.data._table import TileTable, load_tile_table, read_tile
-    from eosin.data._torch import TileDataset, make_loader
+    from eosin.data._torch import TileDataset, make_loader, to_input

@@ -271,7 +271,14 @@ def _geometry_problem(geometry: dict[str, Any]) -> str | None:
         return None
     if kind not in GEOMETRY_TYPES:
         return f"unknown geometry type {kind!r} (valid: {', '.join(GEOMETRY_TYPES)}, GeometryCollection)"
-    depth = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2, "MultiPolygon": 3}
+    depth = {
+        "Point": 0,
+        "MultiPoint": 1,
+        "LineString": 1,
+        "MultiLineString": 2,
+        "Polygon": 2,
+        "MultiPolygon": 3,
+    }
     coords = geometry.get("coordinates")
     if not _nested(coords, depth[kind]):
         return f"{kind} 'coordinates' must be {'a list of ' * depth[kind]}[x, y] positions"

@@ -48,7 +48,9 @@ def load_into(
 def _convert(spec: EncoderSpec, state: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     """``state`` renamed (and reshaped) to the built model's parameter names."""
     loader = spec.loader
-    if loader == "timm" and spec.key_map == "ordered":  # already named by map_keys; drop a head the model lacks
+    if (
+        loader == "timm" and spec.key_map == "ordered"
+    ):  # already named by map_keys; drop a head the model lacks
         head = getattr(model, "pretrained_cfg", {}).get("classifier") or "classifier"
         own = model.state_dict()
         state = {k: v for k, v in state.items() if k in own or not k.startswith(head + ".")}

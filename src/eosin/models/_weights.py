@@ -137,7 +137,9 @@ def _from_package(spec: EncoderSpec) -> Path:
         return local_weights_dir(spec) / name
     pip_name = spec.weights_pip or spec.weights_package
     if path is None:
-        message = f"the weights of {spec.name!r} come with the Python package {spec.weights_package!r}, which is "
+        message = (
+            f"the weights of {spec.name!r} come with the Python package {spec.weights_package!r}, which is "
+        )
         message += "not installed."
     else:
         message = f"the package {spec.weights_package!r} is installed but has no {spec.weights_file}: it is "

@@ -51,8 +51,12 @@ class QCConfig:
     """Quality control (``eosin qc``): artefact masks and per-tile flags, pictures in OUT/qc/<slide>/."""
 
     enabled: bool = _opt(True, "run QC (the report shows its metrics)", type=bool)
-    blur_threshold: float = _opt(8.0, "tiles whose focus score is below this are flagged blurry", type=float, min=0)
-    min_fraction: float = _opt(0.25, "a tile is flagged when this share of it is an artefact", type=float, min=0, max=1)
+    blur_threshold: float = _opt(
+        8.0, "tiles whose focus score is below this are flagged blurry", type=float, min=0
+    )
+    min_fraction: float = _opt(
+        0.25, "a tile is flagged when this share of it is an artefact", type=float, min=0, max=1
+    )
 
 
 @dataclass
@@ -70,19 +74,28 @@ class StainConfig:
     """Stain normalisation of the tiles before the encoder (``eosin embed --stain``)."""
 
     method: str | None = _opt(
-        None, "null (none), reinhard, macenko or vahadane", type=str, choices=["reinhard", "macenko", "vahadane"]
+        None,
+        "null (none), reinhard, macenko or vahadane",
+        type=str,
+        choices=["reinhard", "macenko", "vahadane"],
     )
-    target: str | None = _opt(None, "target image the normaliser is fitted to (with method)", type=str, path=True)
+    target: str | None = _opt(
+        None, "target image the normaliser is fitted to (with method)", type=str, path=True
+    )
 
 
 @dataclass
 class EmbedConfig:
     """Tile embeddings (``eosin embed``); needed by the MIL stage, whose encoder is used when this is null."""
 
-    encoder: str | None = _opt(None, "registry name (eosin models list); null: the MIL model's, or no embedding", type=str)
+    encoder: str | None = _opt(
+        None, "registry name (eosin models list); null: the MIL model's, or no embedding", type=str
+    )
     weights: str = _opt("hub", "hub, a weights file or folder, or none (random)", type=str)
     batch_size: int = _opt(64, "tiles per forward pass", type=int, min=1)
-    dtype: str = _opt("float16", "stored features: float16 or float32", type=str, choices=["float16", "float32"])
+    dtype: str = _opt(
+        "float16", "stored features: float16 or float32", type=str, choices=["float16", "float32"]
+    )
     runtime: str = _opt("auto", "auto, torch or onnx", type=str, choices=["auto", "torch", "onnx"])
 
 
@@ -90,7 +103,9 @@ class EmbedConfig:
 class ClassifyConfig:
     """Tile predictions with a tile classifier (``eosin predict --model``), heatmaps per class."""
 
-    model: str | None = _opt(None, "checkpoint folder of eosin train tiles; null: no tile predictions", type=str, path=True)
+    model: str | None = _opt(
+        None, "checkpoint folder of eosin train tiles; null: no tile predictions", type=str, path=True
+    )
     batch_size: int = _opt(64, "tiles per forward pass", type=int, min=1)
 
 
@@ -98,21 +113,28 @@ class ClassifyConfig:
 class MILConfig:
     """Slide predictions with a MIL aggregator (``eosin predict --model`` on eosin train mil's model/)."""
 
-    model: str | None = _opt(None, "model folder of eosin train mil (OUT/model); null: no slide predictions", type=str, path=True)
+    model: str | None = _opt(
+        None, "model folder of eosin train mil (OUT/model); null: no slide predictions", type=str, path=True
+    )
 
 
 @dataclass
 class SegmentConfig:
     """Slide segmentation (``eosin segment``): masks, instances, GeoJSON in OUT/<slide>/segmentation/."""
 
-    model: str | None = _opt(None, "checkpoint folder of eosin train seg; null: no segmentation", type=str, path=True)
+    model: str | None = _opt(
+        None, "checkpoint folder of eosin train seg; null: no segmentation", type=str, path=True
+    )
     mpp: float | None = _opt(None, "resolution of the map (null: the model's training mpp)", type=float, gt=0)
     tile_size: int = _opt(512, "window side in pixels", type=int, min=32)
     overlap: float = _opt(0.25, "window overlap: a fraction (< 1) or pixels", type=float, min=0)
     min_tissue: float = _opt(0.01, "windows with less tissue are skipped", type=float, min=0, max=1)
     batch_size: int = _opt(8, "windows per forward pass", type=int, min=1)
     instance_method: str = _opt(
-        "auto", "auto, components, distance or boundary", type=str, choices=["auto", "components", "distance", "boundary"]
+        "auto",
+        "auto, components, distance or boundary",
+        type=str,
+        choices=["auto", "components", "distance", "boundary"],
     )
     min_size: int = _opt(10, "smallest object kept, in pixels", type=int, min=0)
 
@@ -122,24 +144,36 @@ class RunConfig:
     """A whole run: slides in; stores, pictures, predictions and an HTML report out (``eosin run``)."""
 
     slides: list[str] = _opt([], "slide files or folders of slides (required)", type=list, path=True)
-    out: str = _opt("eosin-run", "output folder: <slide>/store.zarr, pictures, CSVs, report.html", type=str, path=True)
+    out: str = _opt(
+        "eosin-run", "output folder: <slide>/store.zarr, pictures, CSVs, report.html", type=str, path=True
+    )
     labels: str | None = _opt(
-        None, "CSV slide_id,label[,patient_id]: the truth, so the CSVs go to eosin evaluate classification",
-        type=str, path=True,
+        None,
+        "CSV slide_id,label[,patient_id]: the truth, so the CSVs go to eosin evaluate classification",
+        type=str,
+        path=True,
     )
     slide_mpp: float | None = _opt(None, "µm/px for slides that record no plausible mpp", type=float, gt=0)
     force_slide_mpp: bool = _opt(False, "apply slide_mpp to every slide", type=bool)
     backend: str | None = _opt(None, "reader: openslide, tiffslide, dicom, image (null: automatic)", type=str)
-    workers: int | None = _opt(None, "slides in parallel for tissue/QC/tiles (null: one per CPU; 0: in-process)", type=int, min=0)
-    scheduler: str | None = _opt(None, "null: local; 'local' or tcp://host:8786: every per-slide stage on Dask", type=str)
+    workers: int | None = _opt(
+        None, "slides in parallel for tissue/QC/tiles (null: one per CPU; 0: in-process)", type=int, min=0
+    )
+    scheduler: str | None = _opt(
+        None, "null: local; 'local' or tcp://host:8786: every per-slide stage on Dask", type=str
+    )
     device: str = _opt("auto", "auto, cpu, cuda, cuda:1, mps", type=str)
-    precision: str = _opt("auto", "auto, fp32, fp16 or bf16", type=str, choices=["auto", "fp32", "fp16", "bf16"])
+    precision: str = _opt(
+        "auto", "auto, fp32, fp16 or bf16", type=str, choices=["auto", "fp32", "fp16", "bf16"]
+    )
     tissue: TissueConfig = field(default_factory=TissueConfig, metadata={"help": TissueConfig.__doc__})
     qc: QCConfig = field(default_factory=QCConfig, metadata={"help": QCConfig.__doc__})
     tiles: TilesConfig = field(default_factory=TilesConfig, metadata={"help": TilesConfig.__doc__})
     stain: StainConfig = field(default_factory=StainConfig, metadata={"help": StainConfig.__doc__})
     embed: EmbedConfig = field(default_factory=EmbedConfig, metadata={"help": EmbedConfig.__doc__})
-    classify: ClassifyConfig = field(default_factory=ClassifyConfig, metadata={"help": ClassifyConfig.__doc__})
+    classify: ClassifyConfig = field(
+        default_factory=ClassifyConfig, metadata={"help": ClassifyConfig.__doc__}
+    )
     mil: MILConfig = field(default_factory=MILConfig, metadata={"help": MILConfig.__doc__})
     segment: SegmentConfig = field(default_factory=SegmentConfig, metadata={"help": SegmentConfig.__doc__})
 
@@ -164,19 +198,27 @@ class RunConfig:
 
 
 def _section_types() -> dict[str, type]:
-    return {f.name: f.default_factory for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.default_factory)}
+    return {
+        f.name: f.default_factory
+        for f in dataclasses.fields(RunConfig)
+        if dataclasses.is_dataclass(f.default_factory)
+    }
 
 
 def _check(key: str, value: Any, meta: dict[str, Any], base: Path | None) -> Any:
     kind = meta.get("type")
     if value is None:
         if key in ("slides", "out") or kind is bool or (kind is int and key.endswith(("size", "batch_size"))):
-            raise ConfigError(f"{key} may not be null.", fix=f"give {key} a value, or remove it for the default")
+            raise ConfigError(
+                f"{key} may not be null.", fix=f"give {key} a value, or remove it for the default"
+            )
         return None
     if kind is list:
         value = [value] if isinstance(value, (str, os.PathLike)) else value
         if not isinstance(value, list) or not all(isinstance(v, (str, os.PathLike)) for v in value):
-            raise ConfigError(f"{key} must be a path or a list of paths, not {value!r}.", fix=f"e.g. {key}: slides/")
+            raise ConfigError(
+                f"{key} must be a path or a list of paths, not {value!r}.", fix=f"e.g. {key}: slides/"
+            )
         return [_path(str(v), base) for v in value]
     if kind is bool and not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, not {value!r}.", fix=f"{key}: true")
@@ -188,14 +230,20 @@ def _check(key: str, value: Any, meta: dict[str, Any], base: Path | None) -> Any
         value = float(value)
     if kind is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key} must be text, not {value!r}.", fix=f"quote it: {key}: \"...\"")
+            raise ConfigError(f"{key} must be text, not {value!r}.", fix=f'quote it: {key}: "..."')
         value = str(value)
     if "gt" in meta and not value > meta["gt"]:
-        raise ConfigError(f"{key} must be above {meta['gt']}, not {value!r}.", fix=f"give {key} a larger value")
+        raise ConfigError(
+            f"{key} must be above {meta['gt']}, not {value!r}.", fix=f"give {key} a larger value"
+        )
     if "min" in meta and value < meta["min"]:
-        raise ConfigError(f"{key} must be at least {meta['min']}, not {value!r}.", fix=f"give {key} a larger value")
+        raise ConfigError(
+            f"{key} must be at least {meta['min']}, not {value!r}.", fix=f"give {key} a larger value"
+        )
     if "max" in meta and value > meta["max"]:
-        raise ConfigError(f"{key} must be at most {meta['max']}, not {value!r}.", fix=f"give {key} a smaller value")
+        raise ConfigError(
+            f"{key} must be at most {meta['max']}, not {value!r}.", fix=f"give {key} a smaller value"
+        )
     if "choices" in meta and value not in meta["choices"]:
         close = difflib.get_close_matches(str(value), meta["choices"], n=1, cutoff=0.5)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -226,8 +274,10 @@ def _unknown(key: str, choices: list[str]) -> ConfigError:
 
 def _build(cls: type, data: Any, prefix: str, base: Path | None) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'the configuration'} must be a mapping of keys, not {data!r}.",
-                          fix="write key: value lines (eosin run --print-config)")
+        raise ConfigError(
+            f"{prefix or 'the configuration'} must be a mapping of keys, not {data!r}.",
+            fix="write key: value lines (eosin run --print-config)",
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -246,7 +296,9 @@ def config_from_dict(data: dict[str, Any], *, base: str | os.PathLike[str] | Non
     """A validated :class:`RunConfig` from a mapping (relative paths are taken from ``base``, when given)."""
     config = _build(RunConfig, data or {}, "", None if base is None else Path(base))
     if not config.slides:
-        raise ConfigError("slides is empty: there is nothing to run on.", fix="slides: SLIDES/ (a folder or files)")
+        raise ConfigError(
+            "slides is empty: there is nothing to run on.", fix="slides: SLIDES/ (a folder or files)"
+        )
     return config
 
 
@@ -277,7 +329,9 @@ def load_config(
             from eosin.errors import UnknownNameError
 
             raise UnknownNameError(
-                "configuration file or recipe", str(source), RECIPES,
+                "configuration file or recipe",
+                str(source),
+                RECIPES,
                 fix="name a YAML file, or a recipe (eosin run --print-config RECIPE shows it)",
             )
         else:
@@ -285,8 +339,11 @@ def load_config(
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML ({exc}).".replace("\n", " "), path=source,
-                              fix="check the indentation and quoting near the line named") from None
+            raise ConfigError(
+                f"not valid YAML ({exc}).".replace("\n", " "),
+                path=source,
+                fix="check the indentation and quoting near the line named",
+            ) from None
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:

@@ -54,7 +54,9 @@ def write_run_report(out: Path, config: dict[str, Any], slides: Sequence[dict[st
         else:
             cells.append(f"failed at {_e(s['failed_stage'])}<div class=small>{_e(s['error'])}</div>")
         problems = s.get("problems") or []
-        cells.append(_e("; ".join(p.get("code", str(p)) if isinstance(p, dict) else str(p) for p in problems) or "-"))
+        cells.append(
+            _e("; ".join(p.get("code", str(p)) if isinstance(p, dict) else str(p) for p in problems) or "-")
+        )
         cells.append(_e(s.get("tissue_fraction")))
         qc = s.get("qc") or {}
         if qc:
@@ -78,7 +80,7 @@ def write_run_report(out: Path, config: dict[str, Any], slides: Sequence[dict[st
         pics += [_img(out, folder / f"heatmap_{c}.png", f"heatmap {c}") for c in s.get("heatmap_names", [])]
         pics += [_img(out, folder / "attention.png", "attention")]
         pics += [_img(out, folder / "segmentation" / "overlay.png", "segmentation")]
-        cells.append(f'<div class=pics>{"".join(pics)}</div>')
+        cells.append(f"<div class=pics>{''.join(pics)}</div>")
         cls = "" if s["status"] == "ok" else ' class="failed"'
         rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     n_failed = sum(s["status"] != "ok" for s in slides)

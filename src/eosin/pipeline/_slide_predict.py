@@ -74,7 +74,9 @@ def _bag_key(store: Any, kind: str, source: str, grid: str | None) -> str:
         return found[0]
     what = "features of encoder" if kind == "features" else "tile predictions of model"
     if not found:
-        fix = f"eosin embed {store.path} --encoder {source}" if kind == "features" else "eosin predict it first"
+        fix = (
+            f"eosin embed {store.path} --encoder {source}" if kind == "features" else "eosin predict it first"
+        )
         raise StoreError(f"the store holds no {what} {source!r}.", path=store.path, fix=f"run {fix}")
     raise StoreError(
         f"several {kind} groups match {source!r}: {', '.join(found)}.",
@@ -161,11 +163,18 @@ def predict_slides(
     where_of = {Path(s): Path(d) for s, d in zip(stores, heatmap_dirs, strict=True)} if heatmap_dirs else {}
     for i in range(len(good)):
         proba[i] = agg.predict_proba([bags[i]])[0]
-        record = {"slide_id": str(ids[i]), "store": str(good[i]), "pred": classes[int(np.argmax(proba[i]))],
-                  "proba": [round(float(v), 6) for v in proba[i]], "heatmap": None}
+        record = {
+            "slide_id": str(ids[i]),
+            "store": str(good[i]),
+            "pred": classes[int(np.argmax(proba[i]))],
+            "proba": [round(float(v), 6) for v in proba[i]],
+            "heatmap": None,
+        }
         if hasattr(agg, "attention"):
             where = where_of.get(good[i], out / _safe(ids[i]))
-            written = write_attention(bags, i, agg, key=key, role="predict", heatmap_path=where / "attention.png")
+            written = write_attention(
+                bags, i, agg, key=key, role="predict", heatmap_path=where / "attention.png"
+            )
             record["heatmap"], record["note"] = written["heatmap"], written["note"]
         slides.append(record)
     csv_path = out / csv_name

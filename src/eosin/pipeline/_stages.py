@@ -150,7 +150,9 @@ def tiles_stage(job: PipelineJob, config: Any) -> dict[str, Any]:
         slide_mpp=_slide_mpp(config),
         backend=config.backend,
     )
-    _write_record(job.out_dir / "tiles.json", {k: v for k, v in record.items() if k not in ("seconds", "cached")})
+    _write_record(
+        job.out_dir / "tiles.json", {k: v for k, v in record.items() if k not in ("seconds", "cached")}
+    )
     return record
 
 
@@ -219,7 +221,9 @@ def classify_stage(job: PipelineJob, config: Any) -> dict[str, Any]:
     if done and done.get("key") == key and done.get("grid") == grid:
         if SlideStore.open(job.store_path).has("predictions", key):
             return {**done, "cached": True}
-    model = _cached(("classifier", str(model_path.resolve()), key, config.device), lambda: _classifier(model_path, config))
+    model = _cached(
+        ("classifier", str(model_path.resolve()), key, config.device), lambda: _classifier(model_path, config)
+    )
     result = predict_store(
         job.store_path,
         model,

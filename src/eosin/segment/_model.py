@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from eosin._device import autocast, fold_batch_norm, resolve_precision, select_device
+from eosin._device import autocast, fold_batch_norm, precision_candidates, resolve_precision, select_device
 from eosin.errors import EosinError, UsageError, WeightsMismatchError
 
 __all__ = ["SegConfig", "Segmenter", "build_unet", "load_segmenter", "save_segmenter", "select_device"]
@@ -119,7 +119,11 @@ def build_unet(
     net.eosin_weights = (
         {"pretrained": False, "source": "random", "encoder": encoder}
         if encoder_weights is None
-        else {"pretrained": True, "source": f"segmentation-models-pytorch {encoder_weights}", "encoder": encoder}
+        else {
+            "pretrained": True,
+            "source": f"segmentation-models-pytorch {encoder_weights}",
+            "encoder": encoder,
+        }
     )
     net.eosin_preprocess = (IMAGENET_MEAN, IMAGENET_STD)
     return net
@@ -151,7 +155,9 @@ def _load_encoder(net: Any, spec: Any, encoder_weights: str) -> dict[str, Any]:
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(reshaped)} of another shape (e.g. {reshaped[:3]}).",
             path=record["path"],
         )
-    net.encoder.model.load_state_dict({k: state[k].float() if state[k].is_floating_point() else state[k] for k in own})
+    net.encoder.model.load_state_dict(
+        {k: state[k].float() if state[k].is_floating_point() else state[k] for k in own}
+    )
     return record
 
 
@@ -174,7 +180,10 @@ class Segmenter:
         self.weights_hash = weights_hash(net)
         self.config = config
         self.device = select_device(device)
-        self.precision = resolve_precision(self.device, precision)
+        # ``auto`` is settled on the first tiles predicted (:meth:`predict`), by measurement
+        self.precision = precision if precision == "auto" else resolve_precision(self.device, precision)
+        precision_candidates(self.device, precision)  # refuses impossible combinations now
+        self.calibration: dict[str, Any] | None = None
         self.net = fold_batch_norm(net.to(self.device).eval())  # a copy when it folds: ``net`` is not changed
         if self.device.type in ("cpu", "cuda"):
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -203,10 +212,31 @@ class Segmenter:
         if pr or pc:
             mode = "reflect" if pr < rows and pc < cols else "replicate"
             x = torch.nn.functional.pad(x, (0, pc, 0, pr), mode=mode)
+        if self.precision == "auto":
+            self._calibrate(x)
         with torch.inference_mode(), autocast(self.device, self.precision):
             logits = self.net(x)
         probs = torch.softmax(logits.float(), dim=1)[:, :, :rows, :cols]
         return probs.cpu().numpy()
+
+    def _calibrate(self, x: Any) -> None:
+        """Settle ``precision="auto"``: the fastest autocast of the network on these windows that agrees with
+        float32 (cached per machine and checkpoint; :mod:`eosin._calibrate`)."""
+        from eosin._calibrate import choose_inference_precision, weights_hash
+
+        rows = x[: 2 if self.device.type == "cpu" else len(x)]
+        decision = choose_inference_precision(
+            lambda x: self.net(x).float().softmax(dim=1),  # probabilities: what the map is made of
+            rows,
+            self.device,
+            "auto",
+            task="segment",
+            name=f"{self.config.arch}-{self.config.encoder}",
+            weights_id=weights_hash(self.net),
+            batch_size=len(x),
+        )
+        self.precision = decision.precision
+        self.calibration = decision.record()
 
 
 def save_segmenter(path: str | os.PathLike[str], net: Any, config: SegConfig) -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 from eosin._provenance import versions
 from eosin.errors import UsageError
 from eosin.segment._data import Augment, CropSampler, SegSample, load_pairs, pair_files
-from eosin._device import autocast, resolve_precision, select_device
+from eosin._device import autocast, precision_candidates, select_device
 from eosin.segment._model import SegConfig, build_unet, save_segmenter
 
 __all__ = ["dice_ce_loss", "split_by_image", "train_segmenter"]
@@ -145,7 +145,7 @@ def train_segmenter(
         boundary = False
     torch.manual_seed(seed)
     dev = select_device(device)
-    precision = resolve_precision(dev, precision)
+    precision_candidates(dev, precision)  # refuses impossible combinations before any work
     pairs = pair_files(images, masks)
     train_stems, val_stems = split_by_image([p[0] for p in pairs], val_fraction, seed=seed)
     samples = load_pairs(pairs, boundary=boundary, palette=palette, instances=instances)
@@ -177,6 +177,10 @@ def train_segmenter(
         return (x - mean) / std, torch.from_numpy(tgts.astype(np.int64)).to(dev)
 
     val_x, val_y = _fixed_crops(val, crop, 8) if val else (None, None)
+    decision = _choose_precision(
+        net, train, crop, dev, precision, batch_size, to_tensors, weights, encoder, arch
+    )
+    precision = decision.precision
     config = SegConfig(
         arch=arch,
         encoder=encoder,
@@ -203,6 +207,7 @@ def train_segmenter(
         "precision": precision,
         "device": str(dev),
         "versions": versions(),
+        "calibration": decision.record(),
         "images": os.fspath(images),
         "masks": os.fspath(masks),
         "instances": None if instances is None else os.fspath(instances),
@@ -246,6 +251,9 @@ def train_segmenter(
         "best_epoch": best_epoch,
         "history": history,
         "seconds": round(time.perf_counter() - start, 1),
+        "device": str(dev),
+        "precision": precision,
+        "calibration": decision.record(),
     }
     # record the whole history in the checkpoint's config (weights stay those of the best epoch)
     meta = Path(out) / "config.json"
@@ -255,6 +263,36 @@ def train_segmenter(
 
     atomic_write_text(meta, json.dumps(doc, indent=1))
     return result
+
+
+def _choose_precision(net, train, crop, dev, precision, batch_size, to_tensors, weights, encoder, arch):
+    """``precision``, or for ``auto`` the fastest training step that agrees with float32 on a few fixed crops
+    (cached per machine and network: :mod:`eosin._calibrate`)."""
+    from eosin._calibrate import choose_training_precision
+
+    x = y = None
+    if precision == "auto" and train:
+        rows = min(batch_size, 2 if dev.type == "cpu" else batch_size)
+        imgs, tgts = _fixed_crops(train[:rows], crop, -(-rows // min(rows, len(train))))
+        x, y = to_tensors(imgs[:rows], tgts[:rows])
+    elif precision == "auto":
+        precision = "fp32"
+
+    def forward(model, x):  # compared: the class probabilities (logits near 0 make relative errors noisy)
+        logits = model(x).float()
+        return logits.softmax(dim=1), dice_ce_loss(logits, y, class_weights=weights)
+
+    return choose_training_precision(
+        net,
+        forward,
+        x,
+        dev,
+        precision,
+        task="train-seg",
+        name=f"{arch}-{encoder}",
+        batch_size=batch_size,
+        weights_id=None,
+    )
 
 
 def _validate(

@@ -70,11 +70,12 @@ def predict_store(
     grid = TileGrid.from_group(group, group.attrs)
     if slide_mpp is None and record.get("mpp_source") == "override":
         slide_mpp = record.get("mpp_x")
-    from eosin._device import resolve_precision
+    from eosin._device import precision_candidates
     from eosin._provenance import versions
 
     dev = next(model.parameters()).device
-    precision = resolve_precision(dev, precision)
+    precision_candidates(dev, precision)  # refuses impossible combinations before any work
+    decision = None
     proba = np.zeros((len(grid), len(model.classes)), dtype=np.float32)
     with open_slide(record["path"], slide_mpp=slide_mpp) as slide:
         read, resize = reading_grid(
@@ -83,6 +84,11 @@ def predict_store(
         prep = TilePrep(None, resize) if resize else None
         start = 0
         model.eval().to(memory_format=torch.channels_last)
+        if len(grid):
+            decision = _choose_precision(model, slide, read, prep, dev, precision, batch_size=batch_size)
+            precision = decision.precision
+        else:
+            precision = "fp32"
         cams = None
         if cam:
             from eosin.train._cam import CAM_SIZE, tile_cams
@@ -111,6 +117,7 @@ def predict_store(
         "precision": precision,
         "device": str(dev),
         "versions": versions(),
+        "calibration": None if decision is None else decision.record(),
         "order": "rows follow the grid's tile order",
     }
     store.write_group(
@@ -137,10 +144,43 @@ def predict_store(
         "classes": list(model.classes),
         "heatmaps": paths,
         **({"cam": cam_png} if cam_png else {}),
+        "device": str(dev),
+        "precision": precision,
+        "calibration": attrs["calibration"],
         "proba": proba,
         "coords": grid.coords,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _choose_precision(
+    model: Any, slide: Any, read: Any, prep: Any, dev: Any, precision: str, *, batch_size: int
+):
+    """``precision``, or for ``auto`` the fastest encoder autocast that agrees with float32, measured on the first
+    tiles of the slide (cached per machine and checkpoint: :mod:`eosin._calibrate`)."""
+    import torch
+
+    from eosin._calibrate import choose_inference_precision, weights_hash
+    from eosin.data import to_input
+    from eosin.tiles import read_tiles
+
+    x = None
+    if precision == "auto":
+        rows = min(batch_size, len(read), 8 if dev.type == "cpu" else batch_size)
+        tiles = read_tiles(
+            slide, read.coords[:rows], tile_size=read.tile_size, downsample=read.downsample, transform=prep
+        )
+        x = to_input(torch.from_numpy(tiles), model.mean, model.std, dev)
+    return choose_inference_precision(
+        model.encoder,
+        x,
+        dev,
+        precision,
+        task="predict",
+        name=model.encoder.spec.name,
+        weights_id=weights_hash(model.encoder) if x is not None else "",
+        batch_size=batch_size,
+    )
 
 
 def heatmap(

@@ -175,20 +175,20 @@ def test_a_real_calibration_of_a_tiny_encoder(home):
     model = create_encoder("resnet18", weights=None, tiny=True).eval()
     dev = torch.device("cpu")
     rng = np.random.default_rng(0)
-    sample = rng.integers(0, 256, size=(8, model.input_size, model.input_size, 3), dtype=np.uint8)
+    sample = rng.integers(0, 256, size=(4, 64, 64, 3), dtype=np.uint8)
     names = [c.name for c in runner_candidates(dev, "auto", "auto")]
     assert names[0] == "torch-fp32" and len(names) >= 2  # fp32 in PyTorch and ONNX Runtime at least
-    runner, decision = choose_runner(model, dev, "auto", "auto", sample, batch_size=8)
+    runner, decision = choose_runner(model, dev, "auto", "auto", sample, batch_size=4)
     assert not decision.cached and decision.choice.name in names
     assert set(decision.timings_ms) == set(names)
     assert decision.timings_ms[decision.choice.name] == min(
         t for t in decision.timings_ms.values() if t is not None
     )
     assert runner.name == decision.runtime
-    expect = choose_runner(model, dev, "fp32", "torch", sample, batch_size=8)[0](sample)
+    expect = choose_runner(model, dev, "fp32", "torch", sample, batch_size=4)[0](sample)
     assert relative_error(runner(sample), expect) <= _calibrate.TOLERANCE
-    again, cached = choose_runner(model, dev, "auto", "auto", sample, batch_size=8)
+    again, cached = choose_runner(model, dev, "auto", "auto", sample, batch_size=4)
     assert cached.cached and cached.choice == decision.choice and again.name == runner.name
     # explicit settings are obeyed without measuring
-    forced, d = choose_runner(model, dev, "fp32", "onnx", sample, batch_size=8)
+    forced, d = choose_runner(model, dev, "fp32", "onnx", sample, batch_size=4)
     assert forced.name == "onnx" and not d.measured

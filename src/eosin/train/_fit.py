@@ -138,9 +138,8 @@ def fit_tiles(
     enc = _encoder(encoder, weights, tiny, input_size, seed)
     model = TileClassifier(enc, LinearHead(enc.embedding_dim, len(train.classes)), train.classes)
     model = model.to(dev).to(memory_format=torch.channels_last)
-    random_init = weights is None and isinstance(
-        encoder, str
-    )  # a fresh draw: its speed does not depend on it
+    # a fresh random draw: the speed of a path does not depend on which, so it needs no hash
+    random_init = weights is None and isinstance(encoder, str)
     decision = _choose_precision(model, train, dev, precision, batch_size=batch_size, random=random_init)
     precision = decision.precision
     model.meta = _meta(

@@ -192,3 +192,22 @@ def test_a_real_calibration_of_a_tiny_encoder(home):
     # explicit settings are obeyed without measuring
     forced, d = choose_runner(model, dev, "fp32", "onnx", sample, batch_size=4)
     assert forced.name == "onnx" and not d.measured
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    ("input_ms", "step_ms", "cpus", "device", "expect"),
+    [
+        (3.0, 40.0, 2, "cpu", (0, 2)),  # 2-core CPU, ResNet-18: a worker would halve the model's cores
+        (12.0, 340.0, 2, "cpu", (0, 2)),  # the AVX2 machine of 2026-11
+        (30.0, 10.0, 2, "cpu", (1, 1)),  # input dearer than the step: one worker, the model keeps one core
+        (3.0, 10.0, 16, "cpu", (1, 15)),  # one worker keeps up; more would only take cores
+        (12.0, 0.5, 16, "cuda", (15, 16)),  # a GPU: as many as it takes, all but one core
+        (1.0, 0.5, 16, "cuda", (2, 16)),
+        (0.1, 5.0, 1, "cpu", (0, 1)),
+    ],
+)
+def test_loader_workers_follow_the_measured_costs(input_ms, step_ms, cpus, device, expect):
+    from eosin.data import choose_loader_workers
+
+    assert choose_loader_workers(input_ms, step_ms, cpus=cpus, device_type=device) == expect

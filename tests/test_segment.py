@@ -184,6 +184,49 @@ def test_training_steps_on_a_real_monuseg_crop_decrease_the_loss():
 
 
 @pytest.mark.torch
+def test_crop_batches_keep_the_in_process_stream_and_spread_over_workers():
+    """No workers: exactly the crops the training loop drew itself before; workers: the same kind of batches,
+    each worker its own reproducible stream, every epoch complete."""
+    import torch
+
+    from eosin.segment._data import Augment, CropBatches, CropSampler, SegSample, crop_loader
+
+    rng = np.random.default_rng(0)
+    samples = [
+        SegSample(
+            f"s{i}",
+            rng.integers(0, 256, (80, 90, 3), dtype=np.uint8),
+            (rng.random((80, 90)) > 0.7).astype(np.uint8),
+        )
+        for i in range(3)
+    ]
+    aug = {"elastic": 0.5, "hed_sigma": 0.05, "hed_bias": 0.01}
+    crops = CropBatches(samples, crop=32, batch_size=4, steps=3, positive_fraction=0.5, augment=aug, seed=5)
+    sampler = CropSampler(samples, crop=32, positive_fraction=0.5, seed=5)
+    augment = Augment(**aug, seed=5)
+    for epoch in range(2):
+        for images, targets in crops:
+            expect = [augment(*sampler.sample()) for _ in range(4)]
+            np.testing.assert_array_equal(images.numpy(), np.stack([e[0] for e in expect]))
+            np.testing.assert_array_equal(targets.numpy(), np.stack([e[1] for e in expect]))
+            assert targets.dtype == torch.int64 and images.shape == (4, 32, 32, 3)
+
+    def epochs(n):
+        loader = crop_loader(
+            CropBatches(samples, crop=32, batch_size=4, steps=5, positive_fraction=0.5, augment=aug, seed=5),
+            workers=2,
+        )
+        return [[b[0].numpy() for b in loader] for _ in range(n)]
+
+    first, again = epochs(2), epochs(1)
+    assert [len(e) for e in first] == [5, 5]
+    for a, b in zip(first[0], again[0], strict=True):
+        np.testing.assert_array_equal(a, b)  # reproducible for a given number of workers
+    assert not np.array_equal(first[0][0], first[0][1])  # two workers, two streams
+    assert not np.array_equal(first[0][0], first[1][0])  # the next epoch draws anew
+
+
+@pytest.mark.torch
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_checkpoint, tmp_path, monkeypatch):
     import torch
 
@@ -258,6 +301,14 @@ def test_train_seg_command_writes_a_checkpoint(tmp_path):
     assert config["training"]["epochs"] == 1 and config["training"]["device"] == "cpu"  # resolved, not "auto"
     assert config["training"]["versions"]["eosin"] and config["training"]["precision"] in ("fp32", "bf16")
     assert record["calibration"]["choice"] == f"torch-{record['precision']}"
+    plan = record[
+        "loader"
+    ]  # crop workers chosen by measurement: none where they would take the model's cores
+    from eosin.data import choose_loader_workers
+
+    assert plan["how"] == "measured" and (plan["workers"], plan["torch_threads"]) == choose_loader_workers(
+        plan["input_ms_per_crop"], plan["step_ms_per_crop"]
+    )
     assert config["training"]["precision"] == record["precision"]
 
 

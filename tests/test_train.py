@@ -93,12 +93,21 @@ def test_auto_training_precision_is_measured_once_per_machine(camelyon_tiles, tm
 
     monkeypatch.setenv("EOSIN_HOME", str(tmp_path / "home"))
     kw = dict(encoder="resnet18", input_size=64, epochs=1, batch_size=8, max_steps=1, balance="none")
-    model, _ = fit_tiles(camelyon_tiles, augment=False, workers=0, device="cpu", **kw)
+    threads = torch.get_num_threads()
+    model, _ = fit_tiles(camelyon_tiles, augment=True, workers=None, device="cpu", **kw)
     cal = model.meta["calibration"]
     names = {f"torch-{p}" for p in precision_candidates(torch.device("cpu"))}
     assert cal["choice"] == f"torch-{model.meta['training']['precision']}" and cal["choice"] in names
-    assert not cal["cached"] and cal["measured"] == (len(names) > 1)
-    if cal["measured"]:
+    assert not cal["cached"] and cal["measured"]  # one candidate is timed too: the step sizes the loader
+    plan = model.meta["loader"]
+    from eosin.data import choose_loader_workers
+
+    assert plan["how"] == "measured" and plan["input_ms_per_tile"] > 0 and plan["step_ms_per_tile"] > 0
+    assert (plan["workers"], plan["torch_threads"]) == choose_loader_workers(
+        plan["input_ms_per_tile"], plan["step_ms_per_tile"]
+    )
+    assert torch.get_num_threads() == threads  # restored after training
+    if len(names) > 1:
         timed = {k: v for k, v in cal["ms_per_item"].items() if v is not None}
         assert set(cal["ms_per_item"]) == names and timed[cal["choice"]] <= min(timed.values()) / 0.97
         again, _ = fit_tiles(camelyon_tiles, augment=False, workers=0, device="cpu", seed=1, **kw)

@@ -237,6 +237,7 @@ def calibrate(
     clock: Callable[[], float] = time.perf_counter,
     cache: bool = True,
     built: dict[str, Any] | None = None,
+    measure_single: bool = False,
 ) -> Decision:
     """Run each candidate, reject failing or differing ones, and pick the fastest (cached per ``key``).
 
@@ -260,6 +261,8 @@ def calibrate(
     repeats
         Timed calls per path after the warm-up call; the best counts. A path whose warm-up took more than
         three times the best warm-up so far is not timed further (it is slower).
+    measure_single
+        Time a single candidate too (its timing feeds other decisions, e.g. data-loader workers).
     """
     if not candidates:
         raise ValueError("calibrate needs at least one candidate")
@@ -267,7 +270,7 @@ def calibrate(
     names = {c.name for c in candidates}
     full_key = {**dict(key), "candidates": sorted(names), "reference": reference.name, "tolerance": tolerance}
     digest, path = _file(task, full_key)
-    if len(candidates) == 1:
+    if len(candidates) == 1 and not measure_single:
         only = candidates[0]
         return Decision(only.precision, only.runtime, key=digest, measured=False)
     if cache:
@@ -364,6 +367,7 @@ def choose_training_precision(
     batch_size: int,
     weights_id: str | None = None,
     cache: bool = True,
+    measure: bool = False,
 ) -> Decision:
     """The training precision for ``model``: explicit, or for ``auto`` the fastest training step that agrees.
 
@@ -371,7 +375,8 @@ def choose_training_precision(
     a gradient scaler for fp16) on the calibration batch ``x`` (already on ``device``); ``forward(model, x)``
     returns ``(output compared with float32's, loss)``: the features before the head are a better measure of
     agreement than a few logits. ``model`` itself is not changed. ``weights_id`` stands for the weights in the
-    cache key (e.g. ``"random"`` for a fresh initialisation; default :func:`weights_hash`).
+    cache key (e.g. ``"random"`` for a fresh initialisation; default :func:`weights_hash`). ``measure``: time
+    an explicit precision too (the step time sizes the data loader).
     """
     import copy
 
@@ -380,7 +385,7 @@ def choose_training_precision(
     from eosin._device import autocast, precision_candidates
 
     candidates = [Candidate(p) for p in precision_candidates(device, precision)]
-    if len(candidates) == 1:
+    if len(candidates) == 1 and not measure:
         return calibrate(task, {}, candidates, lambda c: lambda: None, items=1)
 
     def make(cand: Candidate) -> Callable[[], Any]:
@@ -409,7 +414,7 @@ def choose_training_precision(
         "batch_size": batch_size,
     }
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return calibrate(task, key, candidates, make, items=len(x), cache=cache)
+        return calibrate(task, key, candidates, make, items=len(x), cache=cache, measure_single=measure)
 
 
 def choose_inference_precision(

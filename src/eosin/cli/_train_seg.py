@@ -79,6 +79,12 @@ from eosin.cli._common import echo_json, precision_option
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @precision_option("Autocast of training")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Crop sampling/augmentation processes (default: chosen by measurement; 0: in this process).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines on standard error.")
 def seg(
@@ -101,6 +107,7 @@ def seg(
     mpp,
     device,
     precision,
+    workers,
     seed,
     quiet,
 ):
@@ -138,6 +145,7 @@ def seg(
         mpp=mpp,
         device=device,
         precision=precision,
+        workers=workers,
         seed=seed,
         log=None if quiet else lambda r: click.echo(json.dumps(r), err=True),
     )

@@ -13,11 +13,13 @@ from eosin.errors import UsageError
 
 __all__ = [
     "Augment",
+    "CropBatches",
     "CropSampler",
     "SegSample",
     "load_pairs",
     "pair_files",
     "read_class_mask",
+    "crop_loader",
     "read_image",
     "target_from_labels",
 ]
@@ -264,3 +266,95 @@ class Augment:
         image = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         target = cv2.remap(target, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
         return image, target
+
+
+class CropBatches:
+    """Training batches of augmented crops, made in DataLoader worker processes (or in this one).
+
+    An iterable of ``steps`` batches per epoch, each ``(images uint8 (B, c, c, 3), targets int64 (B, c, c))``
+    torch tensors. In this process it draws from one :class:`CropSampler` and one :class:`Augment` seeded with
+    ``seed`` (the same stream, epoch after epoch, as sampling in the training loop). In worker ``k`` of ``w``
+    (persistent across epochs) it draws from its own sampler and augmenter seeded by ``(seed, k)`` and makes
+    batches ``k, k + w, ...`` of each epoch: the same distribution, reproducible for a given number of workers.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[SegSample],
+        *,
+        crop: int,
+        batch_size: int,
+        steps: int,
+        positive_fraction: float,
+        augment: dict,
+        seed: int,
+    ):
+        self.samples, self.crop, self.batch_size, self.steps = list(samples), crop, batch_size, steps
+        self.positive_fraction, self.augment_params, self.seed = positive_fraction, dict(augment), seed
+        self._state: tuple | None = None
+
+    def _draws(self, stream: int | None) -> tuple[CropSampler, Augment]:
+        if self._state is None or self._state[0] != stream:
+            seed = (
+                self.seed
+                if stream is None
+                else int(np.random.SeedSequence([self.seed, stream]).generate_state(1)[0])
+            )
+            sampler = CropSampler(
+                self.samples, crop=self.crop, positive_fraction=self.positive_fraction, seed=seed
+            )
+            self._state = (stream, sampler, Augment(**self.augment_params, seed=seed))
+        return self._state[1], self._state[2]
+
+    def batch(self, stream: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One batch as numpy arrays, from the draws of ``stream`` (None: this process's)."""
+        sampler, augment = self._draws(stream)
+        pairs = [augment(*sampler.sample()) for _ in range(self.batch_size)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]).astype(np.int64)
+
+    def __iter__(self):
+        import torch
+
+        info = torch.utils.data.get_worker_info()
+        k, w = (0, 1) if info is None else (info.id, info.num_workers)
+        for _ in range(k, self.steps, w):
+            images, targets = self.batch(None if info is None else k)
+            yield torch.from_numpy(images), torch.from_numpy(targets)
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+def _iterable(inner: CropBatches):
+    """``inner`` as a torch ``IterableDataset`` (the class made once, at module level, so workers can unpickle)."""
+    cls = globals().get("_IterableCrops")
+    if cls is None:
+        from torch.utils.data import IterableDataset
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __iter__(self):
+            return iter(self.inner)
+
+        cls = type("_IterableCrops", (IterableDataset,), {"__init__": __init__, "__iter__": __iter__})
+        cls.__module__ = __name__
+        globals()["_IterableCrops"] = cls
+    return cls(inner)
+
+
+def crop_loader(batches: CropBatches, *, workers: int, pin_memory: bool = False):
+    """A DataLoader over :class:`CropBatches` (whole batches per item) with ``workers`` persistent processes;
+    ``batches`` itself with no workers."""
+    from torch.utils.data import DataLoader
+
+    if workers == 0:
+        return batches
+    return DataLoader(
+        _iterable(batches),
+        batch_size=None,
+        num_workers=workers,
+        persistent_workers=True,
+        prefetch_factor=2,
+        pin_memory=pin_memory,
+    )

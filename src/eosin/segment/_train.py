@@ -16,7 +16,7 @@ import numpy as np
 
 from eosin._provenance import versions
 from eosin.errors import UsageError
-from eosin.segment._data import Augment, CropSampler, SegSample, load_pairs, pair_files
+from eosin.segment._data import CropBatches, CropSampler, SegSample, crop_loader, load_pairs, pair_files
 from eosin._device import autocast, precision_candidates, select_device
 from eosin.segment._model import SegConfig, build_unet, save_segmenter
 
@@ -90,6 +90,7 @@ def train_segmenter(
     hed: float = 0.05,
     device: str = "auto",
     precision: str = "auto",
+    workers: int | None = None,
     seed: int = 0,
     log: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -124,8 +125,14 @@ def train_segmenter(
     elastic, hed
         Probability of an elastic deformation; HED jitter strength (0: off).
     device, precision
-        ``auto``, ``cpu``, ``cuda``...; autocast ``auto`` (fp16 on CUDA, bf16 on CPUs with native bfloat16,
-        else fp32; :mod:`eosin._device`), ``fp32``, ``bf16`` or ``fp16`` (CUDA).
+        ``auto``, ``cpu``, ``cuda``...; autocast ``auto`` (the fastest training step of fp32 and this device's
+        mixed precisions that agrees with fp32, measured on a few crops once per machine and network;
+        :mod:`eosin._calibrate`), ``fp32``, ``bf16`` or ``fp16`` (CUDA).
+    workers
+        Processes that sample and augment crops while the network trains (0: in this process; default: chosen
+        by measuring one batch of crops against the calibrated training step, so that on a small CPU they do
+        not take the network's cores; :func:`eosin.data.choose_loader_workers`). Crops are the same stream as
+        in this process with 0 workers, and the same distribution (each worker seeded from ``seed``) with more.
     seed
         Seed of the split, crops, augmentation and initialisation.
     log
@@ -162,25 +169,37 @@ def train_segmenter(
     weights = torch.ones(len(classes), device=dev)
     if boundary:
         weights[2] = boundary_weight
-    sampler = CropSampler(train, crop=crop, positive_fraction=positive_fraction, seed=seed)
-    augment = Augment(elastic=elastic, hed_sigma=hed, hed_bias=hed / 5, seed=seed)
     steps = max(1, crops_per_epoch // batch_size)
+    crops = CropBatches(
+        train,
+        crop=crop,
+        batch_size=batch_size,
+        steps=steps,
+        positive_fraction=positive_fraction,
+        augment={"elastic": elastic, "hed_sigma": hed, "hed_bias": hed / 5},
+        seed=seed,
+    )
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     norm_mean, norm_std = getattr(net, "eosin_preprocess", ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     mean = torch.tensor(norm_mean, device=dev).view(1, 3, 1, 1) * 255
     std = torch.tensor(norm_std, device=dev).view(1, 3, 1, 1) * 255
 
-    def to_tensors(imgs: np.ndarray, tgts: np.ndarray) -> tuple[Any, Any]:
-        x = torch.from_numpy(imgs).to(dev).permute(0, 3, 1, 2).float()
-        return (x - mean) / std, torch.from_numpy(tgts.astype(np.int64)).to(dev)
+    pin = dev.type == "cuda"
+
+    def to_tensors(imgs: Any, tgts: Any) -> tuple[Any, Any]:
+        # uint8 crosses to the device (a quarter of float32's bytes), without waiting when pinned
+        x = torch.as_tensor(imgs).to(dev, non_blocking=pin).permute(0, 3, 1, 2).float()
+        return (x - mean) / std, torch.as_tensor(tgts).to(dev, non_blocking=pin).long()
 
     val_x, val_y = _fixed_crops(val, crop, 8) if val else (None, None)
     decision = _choose_precision(
-        net, train, crop, dev, precision, batch_size, to_tensors, weights, encoder, arch
+        net, train, crop, dev, precision, batch_size, to_tensors, weights, encoder, arch, workers is None
     )
     precision = decision.precision
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")  # for the precision chosen
+    threads, plan = _loader_plan(crops, dev, decision, workers)
+    loader = crop_loader(crops, workers=plan["workers"], pin_memory=pin)
     config = SegConfig(
         arch=arch,
         encoder=encoder,
@@ -208,6 +227,7 @@ def train_segmenter(
         "device": str(dev),
         "versions": versions(),
         "calibration": decision.record(),
+        "loader": plan,
         "images": os.fspath(images),
         "masks": os.fspath(masks),
         "instances": None if instances is None else os.fspath(instances),
@@ -220,9 +240,8 @@ def train_segmenter(
     for epoch in range(1, epochs + 1):
         net.train()
         losses = []
-        for _ in range(steps):
-            batch = [augment(*sampler.sample()) for _ in range(batch_size)]
-            x, y = to_tensors(np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch]))
+        for imgs, tgts in loader:
+            x, y = to_tensors(imgs, tgts)
             with autocast(dev, precision):
                 logits = net(x)
             loss = dice_ce_loss(logits.float(), y, class_weights=weights)
@@ -254,7 +273,10 @@ def train_segmenter(
         "device": str(dev),
         "precision": precision,
         "calibration": decision.record(),
+        "loader": plan,
     }
+    if threads is not None:
+        torch.set_num_threads(threads)
     # record the whole history in the checkpoint's config (weights stay those of the best epoch)
     meta = Path(out) / "config.json"
     doc = json.loads(meta.read_text())
@@ -265,13 +287,45 @@ def train_segmenter(
     return result
 
 
-def _choose_precision(net, train, crop, dev, precision, batch_size, to_tensors, weights, encoder, arch):
+def _loader_plan(crops: CropBatches, dev: Any, decision: Any, workers: int | None) -> tuple[Any, dict]:
+    """Crop workers (and PyTorch threads) by measurement: one batch sampled and augmented here against the
+    calibrated training step (:func:`eosin.data.choose_loader_workers`). Returns the thread count to restore
+    (None: unchanged) and the plan recorded with the checkpoint."""
+    import torch
+
+    from eosin.data import choose_loader_workers
+
+    step_ms = decision.timings_ms.get(decision.choice.name) if workers is None else None
+    if step_ms is None:
+        return None, {"workers": workers or 0, "how": "given" if workers is not None else "default"}
+    t0 = time.perf_counter()
+    crops.batch(stream=2**31)  # draws of their own: the training stream is untouched
+    input_ms = 1000 * (time.perf_counter() - t0) / crops.batch_size
+    n, threads = choose_loader_workers(input_ms, step_ms, device_type=dev.type)
+    before = torch.get_num_threads()
+    if dev.type == "cpu" and threads != before:
+        torch.set_num_threads(threads)
+    else:
+        before = None
+    plan = {
+        "workers": n,
+        "torch_threads": torch.get_num_threads(),
+        "input_ms_per_crop": round(input_ms, 2),
+        "step_ms_per_crop": step_ms,
+        "how": "measured",
+    }
+    return before, plan
+
+
+def _choose_precision(
+    net, train, crop, dev, precision, batch_size, to_tensors, weights, encoder, arch, measure=False
+):
     """``precision``, or for ``auto`` the fastest training step that agrees with float32 on a few fixed crops
     (cached per machine and network: :mod:`eosin._calibrate`)."""
     from eosin._calibrate import choose_training_precision
 
     x = y = None
-    if precision == "auto" and train:
+    if (precision == "auto" or measure) and train:
         rows = min(batch_size, 2 if dev.type == "cpu" else batch_size)
         imgs, tgts = _fixed_crops(train[:rows], crop, -(-rows // min(rows, len(train))))
         x, y = to_tensors(imgs[:rows], tgts[:rows])
@@ -292,6 +346,7 @@ def _choose_precision(net, train, crop, dev, precision, batch_size, to_tensors, 
         name=f"{arch}-{encoder}",
         batch_size=batch_size,
         weights_id=None,
+        measure=measure,
     )
 
 

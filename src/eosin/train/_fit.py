@@ -140,8 +140,13 @@ def fit_tiles(
     model = model.to(dev).to(memory_format=torch.channels_last)
     # a fresh random draw: the speed of a path does not depend on which, so it needs no hash
     random_init = weights is None and isinstance(encoder, str)
-    decision = _choose_precision(model, train, dev, precision, batch_size=batch_size, random=random_init)
+    decision = _choose_precision(
+        model, train, dev, precision, batch_size=batch_size, random=random_init, measure=workers is None
+    )
     precision = decision.precision
+    val_workers = workers
+    threads, plan = _loader_plan(train, enc.input_size, augment, seed, dev, decision, workers)
+    workers = plan["workers"]
     model.meta = _meta(
         enc,
         train,
@@ -167,6 +172,7 @@ def fit_tiles(
         tiny,
     )
     model.meta["calibration"] = decision.record()
+    model.meta["loader"] = plan
     loader = make_loader(
         train,
         size=enc.input_size,
@@ -178,6 +184,7 @@ def fit_tiles(
         workers=workers,
         seed=seed,
         drop_last=len(train) > batch_size,
+        pin_memory=dev.type == "cuda",
     )
     steps_per_epoch = len(loader) if max_steps is None else min(len(loader), max_steps)
     total = max(1, steps_per_epoch * epochs if max_steps is None else min(max_steps, len(loader) * epochs))
@@ -213,7 +220,7 @@ def fit_tiles(
             "lr": schedule.get_last_lr()[0],
         }
         if val is not None and len(val):
-            record.update(_validate(model, val, dev, batch_size=batch_size, workers=workers))
+            record.update(_validate(model, val, dev, batch_size=batch_size, workers=val_workers))
             score = record[monitor] if monitor == "val_balanced_accuracy" else -record[monitor]
             if best is None or score > best:
                 best, best_state, waited = score, copy.deepcopy(model.state_dict()), 0
@@ -229,11 +236,55 @@ def fit_tiles(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.meta["history"] = history
+    if threads is not None:
+        torch.set_num_threads(threads)
     return model.eval(), history
 
 
+def _loader_plan(table, size, augment, seed, dev, decision, workers):
+    """DataLoader workers (and PyTorch threads) by measurement: decoding and augmenting a few tiles here against
+    the calibrated training step per tile (:func:`eosin.data.choose_loader_workers`). Returns the thread count to
+    restore afterwards (None: unchanged) and the plan recorded in the checkpoint."""
+    from eosin.data import Augment, TileDataset, choose_loader_workers
+
+    step_ms = decision.timings_ms.get(decision.choice.name) if workers is None else None
+    if step_ms is None:
+        from eosin.data._torch import default_loader_workers
+
+        n = default_loader_workers() if workers is None else workers
+        return None, {"workers": n, "how": "given" if workers is not None else "default"}
+    data = TileDataset(table, size=size, augment=Augment(seed=seed + 1) if augment else None)
+    rows = min(len(table), 8)
+    data[0]  # warm-up: imports, first-use allocations
+    t0 = time.perf_counter()
+    for i in range(rows):
+        data[i]
+    input_ms = 1000 * (time.perf_counter() - t0) / max(rows, 1)
+    n, threads = choose_loader_workers(input_ms, step_ms, device_type=dev.type)
+    before = torch.get_num_threads()
+    if dev.type == "cpu" and threads != before:
+        torch.set_num_threads(threads)
+    else:
+        before = None
+    plan = {
+        "workers": n,
+        "torch_threads": torch.get_num_threads(),
+        "input_ms_per_tile": round(input_ms, 2),
+        "step_ms_per_tile": step_ms,
+        "how": "measured",
+    }
+    return before, plan
+
+
 def _choose_precision(
-    model: TileClassifier, table: TileTable, dev, precision: str, *, batch_size: int, random: bool
+    model: TileClassifier,
+    table: TileTable,
+    dev,
+    precision: str,
+    *,
+    batch_size: int,
+    random: bool,
+    measure: bool = False,
 ):
     """``precision``, or for ``auto`` the fastest training step that agrees with float32, measured on the first
     few tiles of ``table`` (not augmented; cached per machine and model: :mod:`eosin._calibrate`)."""
@@ -242,7 +293,7 @@ def _choose_precision(
 
     rows = min(batch_size, len(table), 8 if dev.type == "cpu" else batch_size)
     data = TileDataset(table, size=model.input_size)
-    images = torch.stack([data[i][0] for i in range(rows)]) if precision == "auto" else None
+    images = torch.stack([data[i][0] for i in range(rows)]) if precision == "auto" or measure else None
     x = None if images is None else to_input(images, model.mean, model.std, dev)
     y = torch.as_tensor(table.label_index[:rows], device=dev)
 
@@ -260,6 +311,7 @@ def _choose_precision(
         name=model.encoder.spec.name,
         batch_size=batch_size,
         weights_id="random" if random else None,
+        measure=measure,
     )
 
 

@@ -353,3 +353,23 @@ def test_a_kill_loses_at_most_one_commit_interval_and_resumes_to_identical_featu
     np.testing.assert_array_equal(
         np.asarray(SlideStore.open(fresh).read_group("features", again["key"])["features"]), resumed
     )
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_runner_overlaps_batches_and_agrees_with_the_cpu(precision):
+    """On a GPU batches are submitted before earlier ones finish (pinned memory, non-blocking copies); the
+    features are those of the CPU in float32, within TF32/fp16 rounding."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    from eosin._calibrate import TOLERANCE, relative_error
+    from eosin.embed._runners import TorchRunner
+
+    model = _model().eval()
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (32, 224, 224, 3), dtype=np.uint8) for _ in range(3)]
+    expected = [TorchRunner(model, torch.device("cpu"), "fp32")(b) for b in batches]
+    gpu = TorchRunner(model, torch.device("cuda"), precision)
+    handles = [gpu.submit(b) for b in batches]  # all three queued before any result is asked for
+    for handle, want in zip(handles, expected, strict=True):
+        assert relative_error(handle.result(), want) <= TOLERANCE

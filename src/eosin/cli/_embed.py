@@ -23,7 +23,12 @@ from eosin.cli._common import echo_json, precision_option, slide_mpp_option
     help="Which stored grid when a store holds several: a key, or its parameter part (e.g. mpp0.5_224px), "
     "matched in each store.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tiles per batch [default: 64; 256 on a GPU].",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @precision_option("Autocast of the encoder")
 @click.option(

@@ -16,6 +16,7 @@ the group; the summary's ``replaced`` names the hash it had.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -56,7 +57,7 @@ def embed_store(
     *,
     weights: str | os.PathLike[str] | None = "hub",
     grid_key: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     device: str = "auto",
     precision: str = "auto",
     dtype: str = "float16",
@@ -79,7 +80,7 @@ def embed_store(
     grid_key
         Which stored grid (needed when the store holds several).
     batch_size
-        Tiles per forward pass (and per decoding job).
+        Tiles per forward pass (and per decoding job); default 64, 256 on a GPU (large batches keep it busy).
     device, precision
         ``auto``/``cpu``/``cuda``...; precision ``auto`` (the fastest of float32 and the mixed precisions this
         device has, measured on the slide's first tiles the first time this model runs on this machine, and
@@ -129,6 +130,7 @@ def embed_store(
         store.check_source(record["path"])  # the file there is still the slide the grid was made on
     dev = select_device(device)
     check_precision(dev, precision, runtime)  # refuses impossible combinations before any work
+    batch_size = batch_size or (256 if dev.type == "cuda" else 64)
     model = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, weights=weights, device=dev)
     model = model.to(dev).eval()
     stain_name = getattr(stain, "name", None)
@@ -234,20 +236,27 @@ def embed_store(
         progress=progress,
     )
     last_commit = _clock()
-    for batch in batches:
-        out = runner(batch.images).astype(dtype, copy=False)
-        pending.append(out)
-        pending_rows += len(out)
-        finished = start + pending_rows == len(grid)
-        due = pending_rows >= block and _clock() - last_commit >= commit_seconds
-        if finished or due:
-            rows = np.concatenate(pending)
-            n = len(rows) if finished else len(rows) // block * block  # whole chunks only, until the last
-            features[start : start + n] = rows[:n]
-            start += n
-            part.mark(start)
-            pending, pending_rows = ([rows[n:]] if n < len(rows) else []), len(rows) - n
-            last_commit = _clock()
+    # an asynchronous runner (PyTorch on CUDA) has one batch on the GPU while the next is handed over
+    depth = 2 if getattr(runner, "asynchronous", False) else 1
+    in_flight: list[Any] = []
+    for batch in itertools.chain(batches, [None]):
+        if batch is not None:
+            in_flight.append(runner.submit(batch.images) if depth > 1 else runner(batch.images))
+        while in_flight and (batch is None or len(in_flight) >= depth):
+            done = in_flight.pop(0)
+            out = (done.result() if depth > 1 else done).astype(dtype, copy=False)
+            pending.append(out)
+            pending_rows += len(out)
+            finished = start + pending_rows == len(grid)
+            due = pending_rows >= block and _clock() - last_commit >= commit_seconds
+            if finished or due:
+                rows = np.concatenate(pending)
+                n = len(rows) if finished else len(rows) // block * block  # whole chunks only, until the last
+                features[start : start + n] = rows[:n]
+                start += n
+                part.mark(start)
+                pending, pending_rows = ([rows[n:]] if n < len(rows) else []), len(rows) - n
+                last_commit = _clock()
     # features of other weights were there: this recomputation replaces them (else the old group would stay)
     part.commit(replace=replaced is not None)
     slide.close()

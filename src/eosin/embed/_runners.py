@@ -71,18 +71,58 @@ class TorchRunner:
         if device.type in ("cpu", "cuda"):
             self.net = self.net.to(memory_format=torch.channels_last)
         self.pin = device.type == "cuda"
+        self.asynchronous = self.pin  # submit() returns before the GPU is done
         self.precision = precision
         self._torch = torch
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.submit(images).result()
+
+    def submit(self, images: np.ndarray) -> Any:
+        """Start the model on ``images``; ``.result()`` of the returned handle waits for the features.
+
+        On CUDA nothing waits here: the uint8 batch is copied into page-locked memory (PyTorch's caching host
+        allocator reuses those blocks once their copies are done), sent with a non-blocking copy, the model is
+        queued, and the features come back by a non-blocking copy into page-locked memory. So while the GPU
+        computes one batch, this process hands it the next (and the tile stream's workers decode the one after).
+        """
         from eosin._device import autocast
 
         torch = self._torch
         x = torch.from_numpy(images)
-        if self.pin:
-            x = x.pin_memory()
+        if not self.pin:
+            with torch.inference_mode(), autocast(self.device, self.precision):
+                return _Done(self.net(x.to(self.device)).cpu().numpy())
+        staged = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+        staged.copy_(x)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            return self.net(x.to(self.device, non_blocking=self.pin)).cpu().numpy()
+            out = self.net(staged.to(self.device, non_blocking=True))
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return _Pending(done, host)
+
+
+class _Done:
+    """A finished result (CPU runners compute synchronously)."""
+
+    def __init__(self, value: np.ndarray):
+        self.value = value
+
+    def result(self) -> np.ndarray:
+        return self.value
+
+
+class _Pending:
+    """Features on their way back from the GPU: ``result`` waits for the copy, then hands a NumPy copy."""
+
+    def __init__(self, event: Any, host: Any):
+        self.event, self.host = event, host
+
+    def result(self) -> np.ndarray:
+        self.event.synchronize()
+        return self.host.numpy().copy()  # the pinned block goes back to PyTorch's cache
 
 
 class OnnxRunner:
@@ -113,6 +153,9 @@ class OnnxRunner:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"tiles": np.ascontiguousarray(images)})[0]
+
+    def submit(self, images: np.ndarray) -> _Done:
+        return _Done(self(images))
 
 
 def make_runner(model: Any, device: Any, precision: str, runtime: str = "auto"):

@@ -33,6 +33,16 @@ def peer_venv(name: str, packages: list[str]) -> Path:
     return python
 
 
+def fresh_home(name: str) -> str:
+    """An empty ``$EOSIN_HOME`` for one benchmark run (calibration decisions start from nothing)."""
+    import shutil
+
+    home = WORK / f"home-{name}"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    return str(home)
+
+
 def big_slide() -> Path:
     """The 40,000 x 30,000 px 40x pyramidal TIFF from ../shared/tools/make_big_slide.py (built once)."""
     env = os.environ.get("EOSIN_BIG_SLIDE")

@@ -125,6 +125,13 @@ def test_the_decision_is_cached_per_machine(home):
     again = calibrate("t", KEY, [FP32, BF16], paths(clock, costs, calls=calls), items=4, clock=clock)
     assert again.cached and again.choice == BF16 and again.timings_ms == first.timings_ms
     assert calls == []  # nothing was measured again
+    only32 = calibrate(
+        "t", KEY, [FP32], paths(clock, costs, calls=calls), items=4, clock=clock, measure_single=True
+    )
+    assert only32.cached and only32.choice == FP32 and only32.timings_ms == {"torch-fp32": 250.0}
+    assert (
+        calls == []
+    )  # a subset of what was measured (an explicit --precision fp32) is decided from the cache
     other = {**KEY, "machine": {"cpu": "another CPU"}}
     moved = calibrate(
         "t",

@@ -298,8 +298,7 @@ def _choose_precision(
     y = torch.as_tensor(table.label_index[:rows], device=dev)
 
     def forward(net, x):
-        features = net.encoder(x)
-        return features, nn.functional.cross_entropy(net.head(features.float()), y)
+        return nn.functional.cross_entropy(net(x).float(), y)
 
     return choose_training_precision(
         model,

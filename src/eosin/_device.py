@@ -1,18 +1,20 @@
 """Where PyTorch work runs, at what precision, and how a model is prepared for inference: one place for
 embedding, training, prediction and segmentation.
 
-``precision="auto"`` picks mixed precision where the hardware computes it natively and full precision
-elsewhere:
+``precision="auto"`` is settled by measurement (:mod:`eosin._calibrate`) among the candidates
+:func:`precision_candidates` gives:
 
-- CUDA: ``fp16`` autocast (training adds a gradient scaler);
-- a CPU with native bfloat16 instructions (``avx512_bf16`` or ``amx_bf16``, e.g. AMD Zen 4, Intel Sapphire
-  Rapids and later): ``bf16`` autocast, where oneDNN runs convolutions and matrix products in bfloat16 with
-  float32 accumulation (on a 2-core Zen 4, ResNet-18 training at 224 px ran 1.75 times and embedding 1.25 times
-  as fast as eosin's float32 paths; docs/benchmarks.md);
-- any other CPU, and Apple's MPS: ``fp32`` (bfloat16 there is emulated and slower than float32).
+- CUDA: ``fp32``, ``fp16`` autocast (training adds a gradient scaler) and ``bf16`` where the GPU has it;
+- a CPU with bfloat16 instructions (``avx512_bf16`` or ``amx_bf16``): ``fp32`` and ``bf16`` autocast, where
+  oneDNN runs convolutions and matrix products in bfloat16 with float32 accumulation. Whether that is faster
+  depends on the CPU, not the flag: on a 2-core AMD Zen 4 ResNet-18 trained 1.75 times and embedded 1.25 times
+  as fast as in float32, on a 2-core Intel Xeon with the same flag 1.45 and 2.2 times slower
+  (docs/benchmarks.md);
+- any other CPU, and Apple's MPS: ``fp32`` only (bfloat16 there is emulated and slower than float32).
 
-Autocast keeps the weights, the optimizer state and the loss in float32; only the activations of the heavy
-layers are rounded to 8 bits of mantissa.
+:func:`resolve_precision` checks an explicit choice against the device (and gives the flag-based guess for
+``auto`` where nothing can be measured). Autocast keeps the weights, the optimizer state and the loss in
+float32; only the activations of the heavy layers are rounded to 8 bits of mantissa.
 """
 
 from __future__ import annotations

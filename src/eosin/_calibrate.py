@@ -276,8 +276,8 @@ def calibrate(
     reference
         The path every other is compared with (default: the first candidate); its failure is raised.
     repeats
-        Timed calls per path after the warm-up call; the best counts. A path whose warm-up took more than
-        three times the best warm-up so far is not timed further (it is slower).
+        Timed calls per path after the warm-up call, the paths taking turns; the best counts. A path whose
+        warm-up took more than three times the best warm-up so far is not timed further (it is slower).
     measure_single
         Time a single candidate too (its timing feeds other decisions, e.g. data-loader workers).
     """
@@ -303,7 +303,8 @@ def calibrate(
     def reject(cand: Candidate, why: str, ms: float | None = None) -> None:
         measured[cand.name] = {"ms": ms, "why": why}
 
-    for cand in order:
+    steps: dict[str, Callable[[], Any]] = {}
+    for cand in order:  # build, warm up and check every path first
         try:
             step = make(cand)
             t0 = clock()
@@ -322,22 +323,31 @@ def calibrate(
             continue
         if warm > 3 * best_warm:
             reject(
-                cand, "slower (its warm-up call alone took over 3x the best)", round(1000 * warm / items, 3)
+                cand,
+                "slower (its warm-up call alone took over 3x the best)",
+                round(1000 * warm / max(items, 1), 3),
             )
             continue
         best_warm = min(best_warm, warm)
-        try:
-            times = []
-            for _ in range(max(1, repeats)):
+        steps[cand.name] = step
+    # then time them in turns (A B C A B C): a burst of other work on the machine hits every path alike
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(max(1, repeats)):
+        for cand in order:
+            if cand.name not in steps:
+                continue
+            try:
                 t0 = clock()
-                step()
-                times.append(clock() - t0)
-        except Exception as exc:  # noqa: BLE001
-            if cand == reference:
-                raise
-            reject(cand, f"failed: {type(exc).__name__}: {str(exc)[:200]}")
-            continue
-        measured[cand.name] = {"ms": round(1000 * min(times) / max(items, 1), 3), "why": None}
+                steps[cand.name]()
+                times[cand.name].append(clock() - t0)
+            except Exception as exc:  # noqa: BLE001
+                if cand == reference:
+                    raise
+                del steps[cand.name]
+                reject(cand, f"failed: {type(exc).__name__}: {str(exc)[:200]}")
+    for name in steps:
+        measured[name] = {"ms": round(1000 * min(times[name]) / max(items, 1), 3), "why": None}
+    steps.clear()
     decision = _decide(order, measured, margin, digest, cached=False)
     if built is not None:
         for name in list(built):

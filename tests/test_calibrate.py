@@ -197,8 +197,8 @@ def test_a_real_calibration_of_a_tiny_encoder(home):
     again, cached = choose_runner(model, dev, "auto", "auto", sample, batch_size=4)
     assert cached.cached and cached.choice == decision.choice and again.name == runner.name
     # explicit settings are obeyed without measuring
-    forced, d = choose_runner(model, dev, "fp32", "onnx", sample, batch_size=4)
-    assert forced.name == "onnx" and not d.measured
+    forced, d = choose_runner(model, dev, "bf16", "torch", sample, batch_size=4)
+    assert forced.name == "torch" and forced.precision == "bf16" and not d.measured
 
 
 @pytest.mark.torch

@@ -92,7 +92,8 @@ def embed_store(
     stain
         A fitted stain normalizer applied to tiles before the model (in the decoding workers), or None.
     workers
-        Decoding processes (default: CPUs; 0 decodes in this process).
+        Decoding processes (default: on a GPU one per CPU; on a CPU the tile stream decides by measuring;
+        0 decodes in this process).
     runtime
         ``auto`` (PyTorch or, on a CPU in fp32, ONNX Runtime when installed: whichever the calibration measured
         faster), ``torch`` or ``onnx`` (see :mod:`eosin.embed._runners`).
@@ -226,6 +227,12 @@ def embed_store(
     pending: list[np.ndarray] = []
     pending_rows = 0
     t_run = time.perf_counter()
+    if workers is None and dev.type == "cuda":
+        # the GPU leaves the CPUs to decoding: all of them decode in parallel (in one process the stream's
+        # ~2,400 tiles/s of the tiled-TIFF fast path would cap a GPU that embeds thousands a second)
+        from eosin.tiles import default_workers
+
+        workers = default_workers() if default_workers() > 2 else None
     batches = iter_tiles(
         slide,
         read,

@@ -92,7 +92,7 @@ def embed_store(
     stain
         A fitted stain normalizer applied to tiles before the model (in the decoding workers), or None.
     workers
-        Decoding processes (default: on a GPU one per CPU; on a CPU the tile stream decides by measuring;
+        Decoding processes (default: on a GPU one per CPU, at most 8; on a CPU the tile stream decides by measuring;
         0 decodes in this process).
     runtime
         ``auto`` (PyTorch or, on a CPU in fp32, ONNX Runtime when installed: whichever the calibration measured
@@ -232,7 +232,8 @@ def embed_store(
         # ~2,400 tiles/s of the tiled-TIFF fast path would cap a GPU that embeds thousands a second)
         from eosin.tiles import default_workers
 
-        workers = default_workers() if default_workers() > 2 else None
+        # at most 8: each holds prefetched batches in shared memory (256 tiles of 224 px: 38.5 MB a batch)
+        workers = min(8, default_workers()) if default_workers() > 2 else None
     batches = iter_tiles(
         slide,
         read,

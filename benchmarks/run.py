@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for record in records:
             print(json.dumps(record), flush=True)
-        if not args.no_save:
+        if records and not args.no_save:
             path = _machine.append(records, machine)
             print(f"appended to {path.relative_to(HERE.parent)}", file=sys.stderr)
     return 1 if failed else 0

@@ -17,6 +17,7 @@ KEY = {"machine": {"cpu": "test"}, "model": "m", "weights": "abc", "input": [8, 
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("EOSIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(_calibrate, "load_per_core", lambda: None)  # the machine's load plays no part here
     return tmp_path / "home"
 
 
@@ -144,6 +145,21 @@ def test_the_decision_is_cached_per_machine(home):
     assert not moved.cached and moved.choice == FP32 and calls  # another machine measures afresh
     assert len(list((home / "calibration").glob("t-*.json"))) == 2
     assert {d["decision"]["precision"] for d in _calibrate.cached_decisions()} == {"bf16", "fp32"}
+
+
+def test_a_decision_taken_on_a_busy_machine_is_measured_again_when_it_is_quiet(monkeypatch):
+    clock, calls = Clock(), []
+    costs = {"torch-fp32": 1.0, "torch-bf16": 0.5}
+    monkeypatch.setattr(_calibrate, "load_per_core", lambda: 4.0)  # other work on the machine
+    calibrate("t", KEY, [FP32, BF16], paths(clock, costs), items=4, clock=clock)
+    again = calibrate("t", KEY, [FP32, BF16], paths(clock, costs, calls=calls), items=4, clock=clock)
+    assert again.cached and calls == []  # still busy: the measurements stand
+    monkeypatch.setattr(_calibrate, "load_per_core", lambda: 0.3)
+    quiet = calibrate("t", KEY, [FP32, BF16], paths(clock, costs, calls=calls), items=4, clock=clock)
+    assert not quiet.cached and calls  # quiet now: measured again, and that is kept
+    calls.clear()
+    assert calibrate("t", KEY, [FP32, BF16], paths(clock, costs, calls=calls), items=4, clock=clock).cached
+    assert calls == []
 
 
 def test_one_candidate_measures_nothing():

@@ -16,7 +16,8 @@ times as fast as float32, on a 2-core Intel Xeon with the same ``avx512_bf16`` f
 The decision and its timings are cached in ``$EOSIN_HOME/calibration/`` under a key of everything that
 determines them (:func:`machine_key`: CPU model, a hash of the CPU flags, usable cores, torch/onnxruntime
 versions, the GPU; plus the model name, a hash of its weights, the input shape and batch size), so a second
-run on the same machine does not measure again and a different machine does. Output records carry
+run on the same machine does not measure again and a different machine does (nor does one measured while the
+machine was busy with other work, :data:`BUSY`, once it is quiet). Output records carry
 :meth:`Decision.record` (the choice, the timings in ms per item, what was rejected and why, cached or not);
 ``eosin info --system`` lists the cached decisions. An explicit ``--precision``/``--runtime`` skips it.
 """
@@ -198,7 +199,27 @@ def _load(path: Path, key: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         dict(key), sort_keys=True, default=str
     )
     found = saved.get("measurements") if same else None
-    return dict(found) if isinstance(found, dict) else {}
+    if not isinstance(found, dict):
+        return {}
+    busy, now = saved.get("load_per_core"), load_per_core()
+    if busy is not None and now is not None and busy > BUSY and now < BUSY / 2:
+        return {}  # measured while the machine was busy with other work, and it is quiet now: measure again
+    return dict(found)
+
+
+#: load average per core above which a calibration counts as taken on a busy machine: its cached measurements
+#: are taken again once the machine is quiet (below half of this)
+BUSY = 1.5
+
+
+def load_per_core() -> float | None:
+    """The 1-minute load average per usable core (None where the OS does not tell)."""
+    try:
+        load = os.getloadavg()[0]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    except OSError:
+        return None
+    return round(load / max(cores, 1), 2)
 
 
 def _save(
@@ -211,6 +232,7 @@ def _save(
         "key": dict(key),
         "measurements": measurements,
         "decision": {**asdict(decision), "cached": False},
+        "load_per_core": load_per_core(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     try:

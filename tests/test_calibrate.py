@@ -234,3 +234,24 @@ def test_loader_workers_follow_the_measured_costs(input_ms, step_ms, cpus, devic
     from eosin.data import choose_loader_workers
 
     assert choose_loader_workers(input_ms, step_ms, cpus=cpus, device_type=device) == expect
+
+
+@pytest.mark.torch
+def test_info_system_lists_the_machine_and_its_decisions(capsys):
+    from eosin.cli._main import main
+
+    clock = Clock()
+    calibrate(
+        "embed", KEY, [FP32, BF16], paths(clock, {"torch-fp32": 1.0, "torch-bf16": 0.5}), items=4, clock=clock
+    )
+    assert main(["info", "--system", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["machine"]["cores"] >= 1 and "fp32" in record["auto_candidates"]
+    (decision,) = record["decisions"]
+    assert decision["task"] == "embed" and decision["model"] == "m" and decision["precision"] == "bf16"
+    assert decision["timings_ms"] == {"torch-fp32": 250.0, "torch-bf16": 125.0}
+    assert main(["info", "--system"]) == 0
+    text = capsys.readouterr().out
+    assert "this machine" in text and "torch-bf16" in text and "1 cached" in text
+    assert main(["info"]) == 2  # neither slides nor --system
+    assert "--system" in capsys.readouterr().err

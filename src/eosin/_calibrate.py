@@ -166,7 +166,10 @@ def relative_error(output: Any, reference: Any) -> float:
     """Largest relative L2 error of a row of ``output`` against the same row of ``reference`` (inf if not finite)."""
     import numpy as np
 
-    a, b = (np.asarray(_numpy(v), dtype=np.float64) for v in (output, reference))
+    a, b = (
+        np.asarray(v.detach().float().cpu() if hasattr(v, "detach") else v, dtype=np.float64)
+        for v in (output, reference)
+    )
     if a.shape != b.shape:
         return float("inf")
     a, b = np.atleast_1d(a), np.atleast_1d(b)
@@ -175,12 +178,6 @@ def relative_error(output: Any, reference: Any) -> float:
         return float("inf")
     scale = np.maximum(np.linalg.norm(b, axis=1), 1e-12)
     return float((np.linalg.norm(a - b, axis=1) / scale).max()) if len(a) else 0.0
-
-
-def _numpy(value: Any) -> Any:
-    if hasattr(value, "detach"):
-        return value.detach().float().cpu().numpy()
-    return value
 
 
 def _file(task: str, key: Mapping[str, Any]) -> tuple[str, Path]:

@@ -48,6 +48,7 @@ def setup(tmp_path_factory):
         "slide_mpp": 0.5,
         "labels": str(labels),
         "workers": 0,
+        "precision": "fp32",  # no calibration: a killed and a whole run must not pick different paths
         "tiles": {"mpp": 2.0, "size": 64, "min_tissue": 0.5},
         "embed": {"encoder": "resnet18", "weights": "none", "batch_size": 32, "runtime": "torch"},
         "classify": {"model": str(ckpt), "batch_size": 32},
@@ -63,7 +64,7 @@ def _write(root: Path, name: str, config: dict) -> Path:
 
 def _outputs(out: Path) -> dict:
     """What a run made that must not depend on how it got there: every store group's arrays and attributes
-    (timings left out), the tile predictions CSV, the heatmaps' pixels."""
+    (timings and calibration measurements left out), the tile predictions CSV, the heatmaps' pixels."""
     from eosin.io import SlideStore
 
     found = {"csv": (out / "tile_predictions.csv").read_text()}
@@ -72,7 +73,7 @@ def _outputs(out: Path) -> dict:
         for kind in store.kinds():
             for key in store.keys(kind):
                 group = store.read_group(kind, key)
-                attrs = {k: v for k, v in group.attrs.items() if k not in ("seconds", "tiles_per_s")}
+                attrs = {k: v for k, v in group.attrs.items() if k not in ("seconds", "tiles_per_s", "calibration")}
                 arrays = {name: np.asarray(group[name]) for name in group}
                 found[f"{store_path.parent.name}/{kind}/{key}"] = (attrs, arrays)
     for png in sorted(out.glob("*/heatmap_*.png")):

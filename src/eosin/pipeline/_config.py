@@ -92,7 +92,9 @@ class EmbedConfig:
         None, "registry name (eosin models list); null: the MIL model's, or no embedding", type=str
     )
     weights: str = _opt("hub", "hub, a weights file or folder, or none (random)", type=str)
-    batch_size: int = _opt(64, "tiles per forward pass", type=int, min=1)
+    batch_size: int | None = _opt(
+        None, "tiles per forward pass (null: 64 on a CPU, 256 on CUDA)", type=int, min=1, nullable=True
+    )
     dtype: str = _opt(
         "float16", "stored features: float16 or float32", type=str, choices=["float16", "float32"]
     )
@@ -208,7 +210,11 @@ def _section_types() -> dict[str, type]:
 def _check(key: str, value: Any, meta: dict[str, Any], base: Path | None) -> Any:
     kind = meta.get("type")
     if value is None:
-        if key in ("slides", "out") or kind is bool or (kind is int and key.endswith(("size", "batch_size"))):
+        if (
+            key in ("slides", "out")
+            or kind is bool
+            or (kind is int and key.endswith("size") and not meta.get("nullable"))
+        ):
             raise ConfigError(
                 f"{key} may not be null.", fix=f"give {key} a value, or remove it for the default"
             )

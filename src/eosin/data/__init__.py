@@ -30,6 +30,7 @@ _LAZY = {
     "cut_tiles": "eosin.data._balance",
     "stride_balanced_tiles": "eosin.data._balance",
     "PositiveFractionBatches": "eosin.data._balance",
+    "apply_loader_plan": "eosin.data._torch",
     "choose_loader_workers": "eosin.data._torch",
     "to_input": "eosin.data._torch",
 }
@@ -41,6 +42,7 @@ __all__ = [
     "TileDataset",
     "TileTable",
     "check_no_leak",
+    "apply_loader_plan",
     "choose_loader_workers",
     "cut_tiles",
     "load_tile_table",
@@ -70,4 +72,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from eosin.data._masks import mask_fractions, tiles_from_masks
     from eosin.data._splits import check_no_leak, patient_kfold, patient_split
     from eosin.data._table import TileTable, load_tile_table, read_tile
-    from eosin.data._torch import TileDataset, choose_loader_workers, make_loader, to_input
+    from eosin.data._torch import TileDataset, apply_loader_plan, choose_loader_workers, make_loader, to_input

@@ -109,6 +109,33 @@ def choose_loader_workers(
     return best, cpus if gpu or best == 0 else cpus - best
 
 
+def apply_loader_plan(
+    input_ms: float, step_ms: float, *, device_type: str, unit: str
+) -> tuple[int | None, dict]:
+    """Choose loader workers with :func:`choose_loader_workers` and set PyTorch's threads to match.
+
+    Returns ``(threads before, or None when unchanged, plan)``; the plan is the record a training run states
+    (``workers``, ``torch_threads``, ``input_ms_per_<unit>``, ``step_ms_per_<unit>``, ``how``). The caller puts
+    the threads back when training ends.
+    """
+    import torch
+
+    n, threads = choose_loader_workers(input_ms, step_ms, device_type=device_type)
+    before: int | None = torch.get_num_threads()
+    if device_type == "cpu" and threads != before:
+        torch.set_num_threads(threads)
+    else:
+        before = None
+    plan = {
+        "workers": n,
+        "torch_threads": torch.get_num_threads(),
+        f"input_ms_per_{unit}": round(input_ms, 2),
+        f"step_ms_per_{unit}": step_ms,
+        "how": "measured",
+    }
+    return before, plan
+
+
 def make_loader(
     table: TileTable,
     *,

@@ -291,9 +291,8 @@ def _loader_plan(crops: CropBatches, dev: Any, decision: Any, workers: int | Non
     """Crop workers (and PyTorch threads) by measurement: one batch sampled and augmented here against the
     calibrated training step (:func:`eosin.data.choose_loader_workers`). Returns the thread count to restore
     (None: unchanged) and the plan recorded with the checkpoint."""
-    import torch
 
-    from eosin.data import choose_loader_workers
+    from eosin.data import apply_loader_plan
 
     step_ms = decision.timings_ms.get(decision.choice.name) if workers is None else None
     if step_ms is None:
@@ -301,20 +300,7 @@ def _loader_plan(crops: CropBatches, dev: Any, decision: Any, workers: int | Non
     t0 = time.perf_counter()
     crops.batch(stream=2**31)  # draws of their own: the training stream is untouched
     input_ms = 1000 * (time.perf_counter() - t0) / crops.batch_size
-    n, threads = choose_loader_workers(input_ms, step_ms, device_type=dev.type)
-    before = torch.get_num_threads()
-    if dev.type == "cpu" and threads != before:
-        torch.set_num_threads(threads)
-    else:
-        before = None
-    plan = {
-        "workers": n,
-        "torch_threads": torch.get_num_threads(),
-        "input_ms_per_crop": round(input_ms, 2),
-        "step_ms_per_crop": step_ms,
-        "how": "measured",
-    }
-    return before, plan
+    return apply_loader_plan(input_ms, step_ms, device_type=dev.type, unit="crop")
 
 
 def _choose_precision(

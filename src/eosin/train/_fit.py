@@ -245,7 +245,7 @@ def _loader_plan(table, size, augment, seed, dev, decision, workers):
     """DataLoader workers (and PyTorch threads) by measurement: decoding and augmenting a few tiles here against
     the calibrated training step per tile (:func:`eosin.data.choose_loader_workers`). Returns the thread count to
     restore afterwards (None: unchanged) and the plan recorded in the checkpoint."""
-    from eosin.data import Augment, TileDataset, choose_loader_workers
+    from eosin.data import Augment, TileDataset, apply_loader_plan
 
     step_ms = decision.timings_ms.get(decision.choice.name) if workers is None else None
     if step_ms is None:
@@ -260,20 +260,7 @@ def _loader_plan(table, size, augment, seed, dev, decision, workers):
     for i in range(rows):
         data[i]
     input_ms = 1000 * (time.perf_counter() - t0) / max(rows, 1)
-    n, threads = choose_loader_workers(input_ms, step_ms, device_type=dev.type)
-    before = torch.get_num_threads()
-    if dev.type == "cpu" and threads != before:
-        torch.set_num_threads(threads)
-    else:
-        before = None
-    plan = {
-        "workers": n,
-        "torch_threads": torch.get_num_threads(),
-        "input_ms_per_tile": round(input_ms, 2),
-        "step_ms_per_tile": step_ms,
-        "how": "measured",
-    }
-    return before, plan
+    return apply_loader_plan(input_ms, step_ms, device_type=dev.type, unit="tile")
 
 
 def _choose_precision(

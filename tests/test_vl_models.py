@@ -120,3 +120,48 @@ def test_registry_and_bad_folders(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="eosin-vl.json"):
         load_vl_model(tmp_path)
     assert minilm_folder().is_dir()
+
+
+def test_auto_precision_is_measured_on_the_first_images_not_read_from_cpu_flags(tmp_path, monkeypatch):
+    """``precision="auto"`` is settled by a calibration of the image tower (as embed, predict and segment do): a
+    CPU whose flags promise bf16 still runs float32 when bf16 measures slower, and the output records say so."""
+    from eosin import _calibrate, _device
+
+    monkeypatch.setenv("EOSIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(_calibrate, "load_per_core", lambda: None)
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: True)  # the flags say bf16 ...
+    real = _calibrate.calibrate
+    seen = {}
+
+    def slow_bf16(task, key, candidates, make, **kw):  # ... the measurement says bf16 is 3x slower
+        clock = [0.0]
+        costs = {"torch-fp32": 1.0, "torch-bf16": 3.0}
+
+        def timed(cand):
+            step = make(cand)
+
+            def run():
+                clock[0] += costs[cand.name]
+                return step()
+
+            return run
+
+        seen["task"], seen["candidates"] = task, [c.name for c in candidates]
+        return real(task, key, candidates, timed, clock=lambda: clock[0], **kw)
+
+    monkeypatch.setattr(_calibrate, "calibrate", slow_bf16)
+    folder = tiny_clip(tmp_path / "plip")
+    model = load_vl_model("plip", weights=folder, device="cpu")
+    assert model.precision == "auto" and model.calibration is None  # nothing measured before images come
+    emb = model.encode_images(_tiles(5))
+    assert seen == {"task": "vl-images", "candidates": ["torch-fp32", "torch-bf16"]}
+    assert model.precision == "fp32"
+    record = model.describe()
+    assert record["precision"] == "fp32" and record["calibration"]["choice"] == "torch-fp32"
+    assert set(record["calibration"]["ms_per_item"]) == {"torch-fp32", "torch-bf16"}
+    fp32 = load_vl_model("plip", weights=folder, device="cpu", precision="fp32")
+    np.testing.assert_allclose(emb, fp32.encode_images(_tiles(5)), atol=1e-6)
+    # explicit settings are obeyed without measuring; impossible ones are refused at once
+    assert load_vl_model("plip", weights=folder, device="cpu", precision="bf16").precision == "bf16"
+    with pytest.raises(UsageError):
+        load_vl_model("plip", weights=folder, device="cpu", precision="fp16")

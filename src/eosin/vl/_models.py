@@ -47,7 +47,10 @@ class VLModel:
     weights_id
         SHA-256 (16 hex digits) of the weights file: what keys caches and indexes.
     device, precision
-        Where and how the towers run (``eosin._device``: ``auto`` is bf16 autocast on CPUs with native bf16).
+        Where and how the towers run (``eosin._device``). Precision ``auto`` is settled by measurement on the
+        first image batch encoded (:mod:`eosin._calibrate`: the fastest autocast of the image tower that agrees with
+        float32, cached per machine and weights); until then ``precision`` reads ``auto``. ``calibration`` records
+        the decision. The text tower runs in float32.
     """
 
     name: str
@@ -61,10 +64,13 @@ class VLModel:
     batch_size: int = 64
 
     def __init__(self, *, device: Any = "auto", precision: str = "auto"):
-        from eosin._device import resolve_precision, select_device
+        from eosin._device import precision_candidates, resolve_precision, select_device
 
         self.device = select_device(device)
-        self.precision = resolve_precision(self.device, precision)
+        # ``auto`` is settled on the first images encoded (:meth:`encode_images`), by measurement, never by CPU flags
+        self.precision = precision if precision == "auto" else resolve_precision(self.device, precision)
+        precision_candidates(self.device, precision)  # refuses impossible combinations now
+        self.calibration: dict[str, Any] | None = None
 
     # --- what backends implement ---------------------------------------------------------------------------------
     def _image_features(self, x):  # (n, 3, S, S) float tensor -> (n, d) tensor, not normalised
@@ -89,15 +95,36 @@ class VLModel:
             images = images[None]
         step = batch_size or self.batch_size
         out = np.empty((len(images), self.embedding_dim), dtype=np.float32)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            for i in range(0, len(images), step):
-                chunk = images[i : i + step]
-                if isinstance(chunk, np.ndarray):
-                    x = self.prep.tensor(chunk, self.device)
-                else:  # a list of tiles of different sizes
-                    x = torch.cat([self.prep.tensor(np.asarray(t)[None], self.device) for t in chunk])
+        for i in range(0, len(images), step):
+            chunk = images[i : i + step]
+            if isinstance(chunk, np.ndarray):
+                x = self.prep.tensor(chunk, self.device)
+            else:  # a list of tiles of different sizes
+                x = torch.cat([self.prep.tensor(np.asarray(t)[None], self.device) for t in chunk])
+            if self.precision == "auto":
+                self._calibrate(x, step)
+            with torch.inference_mode(), autocast(self.device, self.precision):
                 out[i : i + len(x)] = _normalize(self._image_features(x))
         return out
+
+    def _calibrate(self, x, batch_size: int) -> None:
+        """Settle ``precision="auto"``: the fastest autocast of the image tower on these tiles whose embeddings
+        agree with float32's (cached per machine, model, weights and input; :mod:`eosin._calibrate`)."""
+        from eosin._calibrate import choose_inference_precision
+
+        rows = x[: 4 if self.device.type == "cpu" else len(x)]
+        decision = choose_inference_precision(
+            lambda t: _unit(self._image_features(t)),  # unit rows: what every output is made of
+            rows,
+            self.device,
+            "auto",
+            task="vl-images",
+            name=self.name,
+            weights_id=self.weights_id,
+            batch_size=batch_size,
+        )
+        self.precision = decision.precision
+        self.calibration = decision.record()
 
     def encode_text(self, texts: list[str] | str) -> np.ndarray:
         """Embed strings into ``(n, embedding_dim)`` float32 unit rows (the text tower runs in float32)."""
@@ -126,16 +153,20 @@ class VLModel:
             "native_mpp": self.native_mpp,
             "device": str(self.device),
             "precision": self.precision,
+            "calibration": self.calibration,
             "eosin": eosin.__version__,
             "torch": torch.__version__,
         }
 
 
-def _normalize(t) -> np.ndarray:
+def _unit(t):
     import torch
 
-    t = t.float()
-    return torch.nn.functional.normalize(t, dim=-1).cpu().numpy().astype(np.float32, copy=False)
+    return torch.nn.functional.normalize(t.float(), dim=-1)
+
+
+def _normalize(t) -> np.ndarray:
+    return _unit(t).cpu().numpy().astype(np.float32, copy=False)
 
 
 def _pooled(out):

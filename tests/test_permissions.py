@@ -56,3 +56,23 @@ def test_atomic_writers_honour_the_umask(tmp_path, umask):
         tmp.write_bytes(b"x")
     for name in ("a.txt", "b.bin", "c.dat"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o640
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_a_writer_that_replaces_the_temporary_file_still_honours_the_umask(tmp_path, umask, mask):
+    """safetensors' ``save_file`` writes a file of its own (owner-only) over the path it is given: a model
+    checkpoint came out 0600 while its config.json beside it was 0644."""
+    import torch
+    from safetensors.torch import save_file
+
+    from eosin.io import atomic_path
+
+    umask(mask)
+    with atomic_path(tmp_path / "w.safetensors") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))
+    with atomic_path(tmp_path / "r.bin") as tmp:  # any writer that unlinks and recreates
+        tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+    for name in ("w.safetensors", "r.bin"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~mask, name

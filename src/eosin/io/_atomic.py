@@ -84,10 +84,13 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
         dir=target.parent,
     )
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600: honour the umask like any new file
+    mode = 0o666 & ~current_umask()
+    os.chmod(tmp, mode)  # mkstemp makes 0600: honour the umask like any new file
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # again: a writer may have put a file of its own in the path's place (safetensors does, owner-only)
+        os.chmod(tmp_path, mode)
         _fsync_file(tmp_path)
         os.replace(tmp_path, target)
     except BaseException:

@@ -393,11 +393,27 @@ segment_slide(open_slide({str(path)!r}), load_segmenter({str(tiny_checkpoint)!r}
 
     (progress,) = (tmp_path / "a.zarr" / ".staging").glob("segmentation.*.partial/eosin-progress.json")
     assert json.loads(progress.read_text())["done"] >= 200  # the second run starts from there
-    model = load_segmenter(tiny_checkpoint)
-    key = segment_slide(open_slide(path), model, store, mpp=2.0, tile_size=128, workers=0)
-    resumed = np.asarray(store.read_group("segmentation", key)["foreground"])
+    from eosin import _calibrate
+
+    def no_second_calibration(*args, **kwargs):
+        raise AssertionError("a resumed run must go on with the precision its bands were made with")
+
+    model = load_segmenter(tiny_checkpoint)  # precision auto, as the killed run had
+    original = _calibrate.calibrate
+    _calibrate.calibrate = no_second_calibration
+    try:
+        key = segment_slide(open_slide(path), model, store, mpp=2.0, tile_size=128, workers=0)
+    finally:
+        _calibrate.calibrate = original
+    group = store.read_group("segmentation", key)
+    resumed = np.asarray(group["foreground"])
+    # the record names the path that made the map (settled by the killed run's calibration), never "auto"
+    assert group.attrs["precision"] in ("fp32", "bf16") and group.attrs["calibration"]["choice"].endswith(
+        group.attrs["precision"]
+    )
     fresh_store = SlideStore.create(tmp_path / "b.zarr")
-    fresh_key = segment_slide(open_slide(path), model, fresh_store, mpp=2.0, tile_size=128, workers=0)
+    same_path = load_segmenter(tiny_checkpoint, precision=group.attrs["precision"])
+    fresh_key = segment_slide(open_slide(path), same_path, fresh_store, mpp=2.0, tile_size=128, workers=0)
     fresh = np.asarray(fresh_store.read_group("segmentation", fresh_key)["foreground"])
     assert key == fresh_key and resumed.shape == fresh.shape and resumed.shape[0] > 200
     np.testing.assert_array_equal(resumed, fresh)

@@ -181,15 +181,22 @@ def segment_slide(
         "model": {k: v for k, v in vars(model.config).items() if k != "training"},
         "weights_hash": weights_id,
         "device": str(model.device),
-        "precision": model.precision,
+        "precision": model.precision,  # settled below when ``auto``: the record names the path that ran
+        "calibration": model.calibration,
         "versions": versions(),
         "params": params,
     }
     stride = tile_size - over
     chunks = (stride, min(shape[1], 4096))
-    # a partial group: a run killed half way resumes from the last finished band of rows
-    fingerprint = hashlib.sha1(json.dumps(attrs, sort_keys=True, default=str).encode()).hexdigest()
+    # a partial group: a run killed half way resumes from the last finished band of rows. Its fingerprint holds
+    # the precision asked for, not the one ``auto`` settles on, so a resumed ``auto`` run finds the bands of the
+    # killed one and goes on with the precision they were made with (never a map of two precisions).
+    asked = {**attrs, "precision": model.requested_precision, "calibration": None}
+    fingerprint = hashlib.sha1(json.dumps(asked, sort_keys=True, default=str).encode()).hexdigest()
     part = store.partial_group(KIND, key, attrs, fingerprint=fingerprint)
+    made_with = part.group.attrs.get("precision")
+    if part.done and model.requested_precision == "auto" and made_with not in (None, "auto"):
+        model.precision, model.calibration = made_with, part.group.attrs.get("calibration")
     if names[0] not in part.group:
         for n in names:
             part.group.create_array(n, shape=shape, dtype=np.uint8, chunks=chunks)
@@ -216,6 +223,8 @@ def segment_slide(
             slide, grid, indices=todo, batch_size=batch_size, workers=workers, progress=progress
         ):
             probs = model.predict(batch.images)
+            if part.group.attrs.get("precision") != model.precision:  # ``auto`` settled on the first windows
+                part.group.attrs.update({"precision": model.precision, "calibration": model.calibration})
             for (x, y), p in zip(batch.coords, probs):
                 band.add(round((y - by) / ds), round((x - bx) / ds), p)
     band.close()

@@ -182,6 +182,8 @@ class Segmenter:
         self.device = select_device(device)
         # ``auto`` is settled on the first tiles predicted (:meth:`predict`), by measurement
         self.precision = precision if precision == "auto" else resolve_precision(self.device, precision)
+        #: what was asked for (``precision`` becomes the measured choice once ``auto`` is settled)
+        self.requested_precision = precision
         precision_candidates(self.device, precision)  # refuses impossible combinations now
         self.calibration: dict[str, Any] | None = None
         self.net = fold_batch_norm(net.to(self.device).eval())  # a copy when it folds: ``net`` is not changed
@@ -308,8 +310,9 @@ def load_segmenter(
 ) -> Segmenter:
     """Load a checkpoint folder written by :func:`save_segmenter` (or ``eosin train seg``).
 
-    ``precision`` is the autocast of inference (``auto``: fp16 on CUDA, bf16 on CPUs with native bfloat16, else
-    fp32; :mod:`eosin._device`); probabilities are computed in float32 from the logits.
+    ``precision`` is the autocast of inference (``auto``: the fastest of float32 and the device's mixed
+    precisions whose probabilities agree with float32's, measured on the first windows predicted and cached per
+    machine and checkpoint: :mod:`eosin._calibrate`); probabilities are computed in float32 from the logits.
     """
     from safetensors.torch import load_file
 

@@ -9,14 +9,8 @@ from eosin.io._atomic import (
     current_umask,
     sweep_temporaries,
 )
-from eosin.io._features_h5 import (
-    FeatureBag,
-    export_features,
-    import_features,
-    read_features_h5,
-    store_mpp,
-    write_features_h5,
-)
+from eosin.io._features_h5 import FeatureBag, read_features_h5, write_features_h5
+from eosin.io._features_store import export_features, import_features, store_mpp
 from eosin.io._export import pick_key
 from eosin.io._geojson import (
     features_from_masks,

@@ -10,6 +10,7 @@ __all__ = [
     "SlideResult",
     "dask_executor",
     "find_slides",
+    "load_or_detect_tissue",
     "map_slides",
     "plan_outputs",
     "tile_stage",
@@ -21,6 +22,13 @@ __getattr__ = lazy_getattr(
     __name__,
     {
         k: "eosin.run._stages"
-        for k in ("STORE_NAME", "SlideJob", "plan_outputs", "tile_stage", "tissue_stage")
+        for k in (
+            "STORE_NAME",
+            "SlideJob",
+            "load_or_detect_tissue",
+            "plan_outputs",
+            "tile_stage",
+            "tissue_stage",
+        )
     },
 )

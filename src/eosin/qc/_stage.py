@@ -64,7 +64,7 @@ def qc_stage(
     from eosin.qc._focus import focus_score
     from eosin.qc._pictures import draw_tile_flags, qc_overlay
     from eosin.errors import NoTissueError
-    from eosin.run import load_or_detect_tissue
+    from eosin.run import job_store, load_or_detect_tissue
     from eosin.slide import open_slide
     from eosin.tiles import TileGrid, iter_tiles, make_grid
 
@@ -72,7 +72,7 @@ def qc_stage(
     warnings: list[str] = []
     with open_slide(job.path, slide_mpp=slide_mpp, backend=backend) as slide:
         job.out_dir.mkdir(parents=True, exist_ok=True)
-        store = job.open_store(slide)
+        store = job_store(job, slide)
         masks, _ = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)
         rgb, tissue, pen, ds = qc_image(slide, masks)
         origin = _pair(masks.origin)

@@ -10,6 +10,7 @@ __all__ = [
     "SlideResult",
     "dask_executor",
     "find_slides",
+    "job_store",
     "load_or_detect_tissue",
     "map_slides",
     "plan_outputs",
@@ -25,6 +26,7 @@ __getattr__ = lazy_getattr(
         for k in (
             "STORE_NAME",
             "SlideJob",
+            "job_store",
             "load_or_detect_tissue",
             "plan_outputs",
             "tile_stage",

@@ -28,6 +28,7 @@ __all__ = [
     "tissue_stage",
     "tile_stage",
     "tissue_key",
+    "job_store",
     "load_or_detect_tissue",
     "STORE_NAME",
 ]
@@ -45,15 +46,6 @@ class SlideJob:
     @property
     def store_path(self) -> Path:
         return self.out_dir / STORE_NAME
-
-    def open_store(self, slide: Any):
-        """The job's store (:attr:`store_path`) for the open ``slide``: created when absent, with the slide's
-        metadata record and its file's identity; a store made for another slide is refused
-        (:meth:`eosin.io.SlideStore.create`). Per-slide stages outside this package (``eosin.qc``) use it too."""
-        from eosin.io import SlideStore
-        from eosin.slide import diagnose
-
-        return SlideStore.create(self.store_path, slide=diagnose(slide), source=self.path)
 
 
 def plan_outputs(paths: Sequence[Path], out: Path) -> list[SlideJob]:
@@ -123,6 +115,19 @@ def tissue_key(params: dict[str, Any]) -> str:
     return f"{res}_{digest}"
 
 
+def job_store(job: Any, slide: Any):
+    """The store of ``job`` (anything with ``path`` and ``store_path``: a :class:`SlideJob`, a job of
+    :mod:`eosin.pipeline`) for its open ``slide``: created when absent, recording the slide's metadata and its
+    file's identity; a store made for another slide is refused (:meth:`eosin.io.SlideStore.create`).
+
+    Every per-slide stage opens its store this way (``tissue_stage``, ``tile_stage``, ``eosin.qc.qc_stage``).
+    """
+    from eosin.io import SlideStore
+    from eosin.slide import diagnose
+
+    return SlideStore.create(job.store_path, slide=diagnose(slide), source=job.path)
+
+
 def load_or_detect_tissue(slide: Any, store: Any, *, tissue_mpp: float = 8.0) -> tuple[Any, bool]:
     """The slide's tissue masks from its store when present with the same parameters, else detected and stored.
 
@@ -186,7 +191,7 @@ def tissue_stage(
     t0 = time.perf_counter()
     with _no_leftovers(job), _open(job.path, slide_mpp, backend) as slide:
         job.out_dir.mkdir(parents=True, exist_ok=True)
-        store = job.open_store(slide)
+        store = job_store(job, slide)
         masks, cached = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)
         save_png(job.out_dir / "tissue.png", masks.tissue.astype(np.uint8) * 255)
         save_png(job.out_dir / "pen.png", masks.pen.astype(np.uint8) * 255)
@@ -286,7 +291,7 @@ def tile_stage(
     t0 = time.perf_counter()
     with _no_leftovers(job), _open(job.path, slide_mpp, backend) as slide:
         job.out_dir.mkdir(parents=True, exist_ok=True)
-        store = job.open_store(slide)
+        store = job_store(job, slide)
         masks, _ = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)
         grid = make_grid(
             slide,

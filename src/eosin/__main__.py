@@ -1,3 +1,3 @@
-from eosin.cli._main import entry
+from eosin.cli import entry
 
 entry()

@@ -35,6 +35,7 @@ __all__ = [
     "load_aggregator",
     "CohortBags",
     "predictions_csv",
+    "train_cohort",
     "write_attention",
 ]
 
@@ -53,6 +54,7 @@ _LAZY = {
     "load_aggregator": "eosin.aggregate._persist",
     "CohortBags": "eosin.aggregate._cohort_train",
     "predictions_csv": "eosin.aggregate._cohort_train",
+    "train_cohort": "eosin.aggregate._cohort_train",
     "write_attention": "eosin.aggregate._attention",
 }
 

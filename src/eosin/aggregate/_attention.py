@@ -76,7 +76,7 @@ def _attention_heatmap(
 ) -> tuple[str | None, str | None]:
     from eosin.errors import EosinError
     from eosin.tiles import TileGrid
-    from eosin.train._predict import heatmap
+    from eosin.train import heatmap
     from eosin.viz import save_png
 
     record = store.slide or {}

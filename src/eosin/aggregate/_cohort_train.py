@@ -96,7 +96,7 @@ class CohortBags(Sequence):
 def store_of(slide_path: str | os.PathLike[str], stores: str | os.PathLike[str] | None) -> Path:
     """The store of a cohort row: the path itself when it is a store (or a folder holding ``store.zarr``), else
     ``<stores>/<slide stem>/store.zarr`` as ``eosin tile --out <stores>`` lays stores out."""
-    from eosin.run._stages import STORE_NAME
+    from eosin.run import STORE_NAME
 
     path = Path(slide_path)
     if path.is_dir() and ((path / "zarr.json").exists() or path.suffix == ".zarr"):
@@ -339,7 +339,7 @@ def train_cohort(
     from eosin.aggregate import get_aggregator
     from eosin.data import read_cohort
     from eosin.evaluate import classification_metrics
-    from eosin.io._atomic import atomic_write_text
+    from eosin.io import atomic_write_text
 
     log = log or (lambda line: None)
     out = Path(out)

@@ -6,6 +6,6 @@ Exit codes: 0 all inputs succeeded, 1 some inputs failed (the rest were still pr
 
 from __future__ import annotations
 
-from eosin.cli._main import main
+from eosin.cli._main import entry, main
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]

@@ -97,7 +97,7 @@ def embed(
     Prints one JSON line per store. A store that already holds these features is skipped; a run killed half
     way resumes where it stopped.
     """
-    from eosin.embed._embed import check_precision, embed_store, select_device
+    from eosin.embed import check_precision, embed_store, select_device
     from eosin.errors import UsageError
     from eosin.models import create_encoder
 
@@ -160,7 +160,7 @@ def _stores(inputs, out, mpp, size, slide_mpp, quiet) -> tuple[list[Path], int]:
             "slides were given, so they must be tiled first.", fix="add --out DIR for their stores"
         )
     from eosin.cli._common import expand_inputs
-    from eosin.run._stages import plan_outputs, tile_stage
+    from eosin.run import plan_outputs, tile_stage
 
     failed = 0
     for job in plan_outputs(expand_inputs(slides), out):

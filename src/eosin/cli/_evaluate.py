@@ -112,7 +112,7 @@ def classification(
 
 
 def _print_table(report) -> None:
-    from eosin.evaluate._report import caveats, metrics_table
+    from eosin.evaluate import caveats, metrics_table
 
     def fmt(m) -> str:
         if math.isnan(m.value):

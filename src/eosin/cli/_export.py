@@ -23,7 +23,7 @@ def export():
 def tiles(store, csv_path, key):
     """Tiles of a grid as CSV: x, y, width, height (level-0 pixels), tissue_fraction, pen_fraction, section."""
     from eosin.io import SlideStore
-    from eosin.io._export import grid_to_csv
+    from eosin.io import grid_to_csv
 
     n = grid_to_csv(SlideStore.open(store), csv_path, key=key)
     click.echo(f"{n} tiles -> {csv_path}", err=True)
@@ -50,7 +50,7 @@ def tiles(store, csv_path, key):
 def geojson(store, out, key, annotations):
     """Tissue and pen contours (or stored annotations) as a GeoJSON FeatureCollection QuPath imports (level-0 pixels)."""
     from eosin.io import SlideStore, export_annotations
-    from eosin.io._export import tissue_to_geojson
+    from eosin.io import tissue_to_geojson
 
     if annotations:
         n = export_annotations(SlideStore.open(store), out, key=key)

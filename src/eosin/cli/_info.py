@@ -42,8 +42,7 @@ def info(paths, system, as_json, slide_mpp, backend, deep):
         return 0
     if not paths:
         raise UsageError("eosin info needs slide paths (or --system).", fix="e.g. eosin info slide.svs")
-    from eosin.slide._doctor import diagnose_path, unreadable_record
-    from eosin.slide._open import list_backends
+    from eosin.slide import diagnose_path, list_backends, unreadable_record
 
     if backend is not None and backend not in list_backends():
         from eosin.errors import UnknownNameError

@@ -94,10 +94,9 @@ def predict(
         return _predict_slides(paths, model_path, out, grid_key, labels_csv, device)
     from eosin._device import precision_candidates, select_device
     from eosin.errors import EosinError
-    from eosin.io._atomic import atomic_write_text
-    from eosin.run._stages import plan_outputs
-    from eosin.train import checkpoint_key, load_classifier
-    from eosin.train._predict import predict_store
+    from eosin.io import atomic_write_text
+    from eosin.run import plan_outputs
+    from eosin.train import checkpoint_key, load_classifier, predict_store
 
     dev = select_device(device)
     precision_candidates(dev, precision)  # refuses impossible combinations before any work
@@ -229,7 +228,7 @@ def _store_for(
 ) -> tuple[Path, Path]:
     """The store to read for an input and the folder its heatmaps go to; tiles slide files first."""
     from eosin.errors import UsageError
-    from eosin.run._stages import STORE_NAME, plan_outputs, tile_stage
+    from eosin.run import STORE_NAME, plan_outputs, tile_stage
 
     if path.is_dir():
         store = path if (path / "zarr.json").exists() or path.suffix == ".zarr" else path / STORE_NAME

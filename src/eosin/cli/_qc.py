@@ -44,10 +44,8 @@ def qc(paths, out, mpp, tile_size, min_tissue, slide_mpp, backend, workers, sche
     (group qc/<grid key>, aligned with the tile grid). Then OUT/index.html and OUT/results.tsv list every
     slide, failed ones with their error. Prints one JSON line per slide.
     """
-    from eosin.qc._report import write_report
-    from eosin.qc._stage import qc_stage
-    from eosin.run import map_slides
-    from eosin.run._stages import plan_outputs
+    from eosin.qc import qc_stage, write_report
+    from eosin.run import map_slides, plan_outputs
     from eosin.tiles import default_workers
 
     jobs = plan_outputs(expand_inputs(paths), out)

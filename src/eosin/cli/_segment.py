@@ -83,7 +83,7 @@ def segment(
     """
     from eosin.cli._common import expand_inputs
     from eosin.errors import EosinError
-    from eosin.run._stages import plan_outputs
+    from eosin.run import plan_outputs
     from eosin.segment import load_segmenter
 
     model = load_segmenter(model_dir, device=device, precision=precision)

@@ -64,7 +64,7 @@ def _read(path: Path):
     filled with grey)."""
     from eosin._limits import decode_image
     from eosin.errors import SlideNotFoundError, UnsupportedFormatError
-    from eosin.slide._open import special_file
+    from eosin.slide import special_file
 
     if not path.exists():
         raise SlideNotFoundError("no such file.", path=path, fix="check the path")

@@ -73,7 +73,7 @@ def tile(
     Prints one JSON line per slide: slide, n_tiles, mpp, tile_size, seconds, store, grid. A grid already in the
     store with the same parameters is reused. OUT/<stem>/tiles.png shows the tiles over the slide.
     """
-    from eosin.run._stages import plan_outputs, tile_stage
+    from eosin.run import plan_outputs, tile_stage
 
     if (mpp is None) == (magnification is None):
         raise UsageError("give exactly one of --mpp and --magnification.", fix="e.g. --mpp 0.5 (about 20x)")

@@ -28,7 +28,7 @@ def tissue(paths, out, tissue_mpp, slide_mpp, backend, workers, scheduler, slide
     overlay.png (tissue outlined, pen shaded, sections numbered) and the masks with their resolution into
     OUT/<stem>/store.zarr. Prints one JSON line per slide.
     """
-    from eosin.run._stages import plan_outputs, tissue_stage
+    from eosin.run import plan_outputs, tissue_stage
 
     jobs = plan_outputs(expand_inputs(paths), out)
     stage = partial(tissue_stage, tissue_mpp=tissue_mpp, slide_mpp=slide_mpp, backend=backend)

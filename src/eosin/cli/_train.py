@@ -209,9 +209,9 @@ def tiles(
         )
         last = {}
         if val_t is not None:
-            from eosin.train._fit import _validate
+            from eosin.train import validation_metrics
 
-            last = _validate(
+            last = validation_metrics(
                 model, val_t, next(model.parameters()).device, batch_size=batch_size, workers=workers
             )
             model.meta["validation"] = last

@@ -63,7 +63,7 @@ def clip(
     """Train a CLIP-style model on PAIRS.csv (columns image, caption, optional label): symmetric InfoNCE,
     learnable temperature, projection heads; towers frozen by default. The folder it writes is a model for
     zeroshot, index, search and heatmap (--model OUT)."""
-    from eosin.vl._train import train_clip
+    from eosin.vl import train_clip
 
     _, record = train_clip(
         pairs,

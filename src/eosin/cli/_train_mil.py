@@ -69,7 +69,7 @@ def mil(cohort, source, out, stores, model, epochs, lr, folds, test_size, seed, 
     hashes) and, for attention models, <slide_id>/attention.png; every store gets attention/<key>. One JSON
     summary on stdout; exit 1 when some slides had no bag.
     """
-    from eosin.aggregate._cohort_train import train_cohort
+    from eosin.aggregate import train_cohort
 
     params = {"hidden": hidden} if hidden is not None and model.lower() in _MODELS[:4] else {}
     summary = train_cohort(

@@ -56,8 +56,7 @@ def zeroshot(inputs, model, prompts, out, weights, device, precision, grid_key, 
     Writes a predictions CSV that `eosin evaluate classification` reads (id, label when the tiles come from
     labelled folders, pred, p_<class>, provenance) and prints one JSON summary line.
     """
-    from eosin.vl._prompts import load_prompts
-    from eosin.vl._zeroshot import zero_shot_sources
+    from eosin.vl import load_prompts, zero_shot_sources
 
     classes = load_prompts(prompts)  # a bad prompt file fails before the model loads
     vl = _load(model, weights, device, precision)
@@ -96,7 +95,7 @@ def zeroshot(inputs, model, prompts, out, weights, device, precision, grid_key, 
 def index_(inputs, model, out, weights, device, precision, grid_key, batch_size, workers, quiet):
     """Build a searchable index of tile embeddings (stores, tile folders, images) with their provenance."""
     from eosin.errors import UsageError
-    from eosin.vl._index import index_sources
+    from eosin.vl import index_sources
 
     if out.suffix != ".npz":
         raise UsageError(
@@ -128,21 +127,21 @@ def index_(inputs, model, out, weights, device, precision, grid_key, batch_size,
 def search(index, text, image, k, model, sheet, weights, device, precision):
     """Print the K tiles of INDEX nearest to a text or an image, one JSON line each (best first)."""
     from eosin.errors import UsageError
-    from eosin.vl._index import default_model, load_index, search as run_search
+    from eosin.vl import index_model, load_index, search as run_search
 
     if (text is None) == (image is None):
         raise UsageError("give one query: --text or --image.", fix='e.g. --text "tumour budding"')
     tiles = load_index(index)
     if image is not None:
-        from eosin.vl._sources import read_image
+        from eosin.vl import read_image
 
         image = read_image(image)  # a non-image fails here, before the model loads
-    vl = _load(model or default_model(tiles), weights, device, precision)
+    vl = _load(model or index_model(tiles), weights, device, precision)
     hits = run_search(tiles, text=text, image=image, model=vl, k=k)
     for hit in hits:
         echo_json(hit)
     if sheet is not None:
-        from eosin.vl._sheet import contact_sheet
+        from eosin.vl import contact_sheet
 
         contact_sheet(hits, sheet, title=f"query: {text}" if text else "query: image")
 
@@ -171,7 +170,7 @@ def search(index, text, image, k, model, sheet, weights, device, precision):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def heatmap(store, texts, model, png, weights, device, precision, grid_key, batch_size, workers, quiet):
     """Score a slide's tiles against typed concepts; write text_heatmap/<key> into the store and a PNG."""
-    from eosin.vl._heatmap import text_heatmap
+    from eosin.vl import text_heatmap
 
     vl = _load(model, weights, device, precision)
     png = png or store.parent / "text_heatmap.png"
@@ -204,11 +203,9 @@ def heatmap(store, texts, model, png, weights, device, precision, grid_key, batc
 @click.option("--seed", type=int, default=0, show_default=True)
 def retrieval(index, prompts, model, weights, bootstrap, seed):
     """Recall@1/5/10/50 of a labelled index: image-to-image (query left out) and text-to-image, with 95% CIs."""
-    from eosin.vl._index import default_model, load_index
-    from eosin.vl._prompts import load_prompts
-    from eosin.vl._retrieval import evaluate_retrieval
+    from eosin.vl import evaluate_retrieval, index_model, load_index, load_prompts
 
     tiles = load_index(index)
     classes = load_prompts(prompts) if prompts is not None else None
-    vl = _load(model or default_model(tiles), weights, "auto", "auto") if classes is not None else None
+    vl = _load(model or index_model(tiles), weights, "auto", "auto") if classes is not None else None
     echo_json(evaluate_retrieval(tiles, classes, model=vl, n_bootstrap=bootstrap, seed=seed))

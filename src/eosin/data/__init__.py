@@ -32,6 +32,7 @@ _LAZY = {
     "PositiveFractionBatches": "eosin.data._balance",
     "apply_loader_plan": "eosin.data._torch",
     "choose_loader_workers": "eosin.data._torch",
+    "default_loader_workers": "eosin.data._torch",
     "to_input": "eosin.data._torch",
 }
 
@@ -45,6 +46,7 @@ __all__ = [
     "apply_loader_plan",
     "choose_loader_workers",
     "cut_tiles",
+    "default_loader_workers",
     "load_tile_table",
     "make_loader",
     "mask_fractions",
@@ -72,4 +74,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from eosin.data._masks import mask_fractions, tiles_from_masks
     from eosin.data._splits import check_no_leak, patient_kfold, patient_split
     from eosin.data._table import TileTable, load_tile_table, read_tile
-    from eosin.data._torch import TileDataset, apply_loader_plan, choose_loader_workers, make_loader, to_input
+    from eosin.data._torch import TileDataset, apply_loader_plan, choose_loader_workers, default_loader_workers, make_loader, to_input

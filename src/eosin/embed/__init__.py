@@ -4,7 +4,7 @@
 >>> embed_store("out/slide/store.zarr", "resnet18", weights=None)  # doctest: +SKIP
 """
 
-from eosin.embed._embed import embed_store, features_key, select_device
+from eosin.embed._embed import check_precision, embed_store, features_key, select_device
 from eosin.embed._prepare import TilePrep, reading_grid
 
-__all__ = ["TilePrep", "embed_store", "features_key", "reading_grid", "select_device"]
+__all__ = ["TilePrep", "check_precision", "embed_store", "features_key", "reading_grid", "select_device"]

@@ -113,8 +113,7 @@ def embed_store(
         and why the other paths were not taken).
     """
 
-    from eosin.io import SlideStore
-    from eosin.io._export import pick_key
+    from eosin.io import SlideStore, pick_key
     from eosin.models import Encoder, create_encoder
     from eosin.slide import open_slide
     from eosin.tiles import TileGrid, iter_tiles

@@ -28,6 +28,10 @@ _LAZY = {
     "read_predictions_csv": "eosin.evaluate._classif_io",
     "aggregate_predictions": "eosin.evaluate._classif_io",
     "write_report": "eosin.evaluate._report",
+    "metrics_table": "eosin.evaluate._report",
+    "caveats": "eosin.evaluate._report",
+    "read_mask": "eosin.evaluate._seg_io",
+    "read_aperio_xml": "eosin.evaluate._seg_io",
     "evaluate_robustness": "eosin.evaluate._robustness",
     "plot_robustness": "eosin.evaluate._robustness",
     "perturb": "eosin.evaluate._robustness",
@@ -82,5 +86,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from eosin.evaluate._classif_api import evaluate_predictions
     from eosin.evaluate._classif_io import Predictions, aggregate_predictions, read_predictions_csv
     from eosin.evaluate._classification import ClassificationReport, Metric, classification_metrics
-    from eosin.evaluate._report import write_report
+    from eosin.evaluate._report import caveats, metrics_table, write_report
     from eosin.evaluate._robustness import evaluate_robustness, perturb, plot_robustness
+    from eosin.evaluate._seg_io import read_aperio_xml, read_mask

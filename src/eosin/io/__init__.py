@@ -9,15 +9,9 @@ from eosin.io._atomic import (
     current_umask,
     sweep_temporaries,
 )
-from eosin.io._features_h5 import (
-    FeatureBag,
-    export_features,
-    import_features,
-    read_features_h5,
-    store_mpp,
-    write_features_h5,
-)
-from eosin.io._export import pick_key
+from eosin.io._features_h5 import FeatureBag, read_features_h5, write_features_h5
+from eosin.io._features_store import export_features, import_features, store_mpp
+from eosin.io._export import grid_to_csv, pick_key, tissue_to_geojson
 from eosin.io._geojson import (
     features_from_masks,
     load_geojson,
@@ -46,6 +40,7 @@ __all__ = [
     "read_annotations",
     "write_annotations",
     "features_from_masks",
+    "grid_to_csv",
     "import_features",
     "mask_to_polygons",
     "read_features_h5",
@@ -55,5 +50,6 @@ __all__ = [
     "slide_identity",
     "store_mpp",
     "sweep_temporaries",
+    "tissue_to_geojson",
     "write_geojson",
 ]

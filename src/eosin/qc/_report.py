@@ -89,7 +89,7 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]
     A row is a slide's metrics (:func:`~eosin.qc.qc_stage`) with ``status`` ``"ok"``, or ``{"name", "slide",
     "status": "failed", "error"}``; pictures are linked from ``out/<row["out"]>/``.
     """
-    from eosin.io._atomic import atomic_write_text
+    from eosin.io import atomic_write_text
     from eosin.qc._pictures import COLOURS
 
     out = Path(out)

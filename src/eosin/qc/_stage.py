@@ -64,14 +64,15 @@ def qc_stage(
     from eosin.qc._focus import focus_score
     from eosin.qc._pictures import draw_tile_flags, qc_overlay
     from eosin.errors import NoTissueError
-    from eosin.run._stages import _open, _store_for, load_or_detect_tissue
+    from eosin.run import job_store, load_or_detect_tissue
+    from eosin.slide import open_slide
     from eosin.tiles import TileGrid, iter_tiles, make_grid
 
     t0 = time.perf_counter()
     warnings: list[str] = []
-    with _open(job.path, slide_mpp, backend) as slide:
+    with open_slide(job.path, slide_mpp=slide_mpp, backend=backend) as slide:
         job.out_dir.mkdir(parents=True, exist_ok=True)
-        store = _store_for(job, slide)
+        store = job_store(job, slide)
         masks, _ = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)
         rgb, tissue, pen, ds = qc_image(slide, masks)
         origin = _pair(masks.origin)
@@ -175,7 +176,7 @@ def qc_stage(
         "warnings": warnings,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    from eosin.io._atomic import atomic_write_text
+    from eosin.io import atomic_write_text
 
     atomic_write_text(job.out_dir / "metrics.json", json.dumps(metrics, indent=1))
     if not n:
@@ -209,7 +210,7 @@ def save_png(path: Any, array: np.ndarray) -> None:
     """A PNG written atomically with fast compression (QC pictures are many and large)."""
     import cv2
 
-    from eosin.io._atomic import atomic_write_bytes
+    from eosin.io import atomic_write_bytes
 
     a = np.asarray(array)
     a = a.astype(np.uint8) * 255 if a.dtype == bool else a

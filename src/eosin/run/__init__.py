@@ -10,6 +10,8 @@ __all__ = [
     "SlideResult",
     "dask_executor",
     "find_slides",
+    "job_store",
+    "load_or_detect_tissue",
     "map_slides",
     "plan_outputs",
     "tile_stage",
@@ -21,6 +23,14 @@ __getattr__ = lazy_getattr(
     __name__,
     {
         k: "eosin.run._stages"
-        for k in ("STORE_NAME", "SlideJob", "plan_outputs", "tile_stage", "tissue_stage")
+        for k in (
+            "STORE_NAME",
+            "SlideJob",
+            "job_store",
+            "load_or_detect_tissue",
+            "plan_outputs",
+            "tile_stage",
+            "tissue_stage",
+        )
     },
 )

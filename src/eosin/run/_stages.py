@@ -28,6 +28,7 @@ __all__ = [
     "tissue_stage",
     "tile_stage",
     "tissue_key",
+    "job_store",
     "load_or_detect_tissue",
     "STORE_NAME",
 ]
@@ -114,7 +115,13 @@ def tissue_key(params: dict[str, Any]) -> str:
     return f"{res}_{digest}"
 
 
-def _store_for(job: SlideJob, slide: Any):
+def job_store(job: Any, slide: Any):
+    """The store of ``job`` (anything with ``path`` and ``store_path``: a :class:`SlideJob`, a job of
+    :mod:`eosin.pipeline`) for its open ``slide``: created when absent, recording the slide's metadata and its
+    file's identity; a store made for another slide is refused (:meth:`eosin.io.SlideStore.create`).
+
+    Every per-slide stage opens its store this way (``tissue_stage``, ``tile_stage``, ``eosin.qc.qc_stage``).
+    """
     from eosin.io import SlideStore
     from eosin.slide import diagnose
 
@@ -184,7 +191,7 @@ def tissue_stage(
     t0 = time.perf_counter()
     with _no_leftovers(job), _open(job.path, slide_mpp, backend) as slide:
         job.out_dir.mkdir(parents=True, exist_ok=True)
-        store = _store_for(job, slide)
+        store = job_store(job, slide)
         masks, cached = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)
         save_png(job.out_dir / "tissue.png", masks.tissue.astype(np.uint8) * 255)
         save_png(job.out_dir / "pen.png", masks.pen.astype(np.uint8) * 255)
@@ -284,7 +291,7 @@ def tile_stage(
     t0 = time.perf_counter()
     with _no_leftovers(job), _open(job.path, slide_mpp, backend) as slide:
         job.out_dir.mkdir(parents=True, exist_ok=True)
-        store = _store_for(job, slide)
+        store = job_store(job, slide)
         masks, _ = load_or_detect_tissue(slide, store, tissue_mpp=tissue_mpp)
         grid = make_grid(
             slide,

@@ -87,7 +87,7 @@ def read_class_mask(
     numpy.ndarray
         ``(rows, cols)`` int32.
     """
-    from eosin.evaluate._seg_io import read_aperio_xml, read_mask
+    from eosin.evaluate import read_aperio_xml, read_mask
 
     path = Path(path)
     if path.suffix.lower() == ".xml":

@@ -245,7 +245,7 @@ def save_segmenter(path: str | os.PathLike[str], net: Any, config: SegConfig) ->
     """Write ``net``'s weights (safetensors) and ``config`` (JSON) into the folder ``path``, atomically."""
     from safetensors.torch import save_file
 
-    from eosin.io._atomic import atomic_path, atomic_write_text
+    from eosin.io import atomic_path, atomic_write_text
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)

@@ -96,8 +96,7 @@ def write_segmentation(
     """
     from PIL import Image
 
-    from eosin.io import write_geojson
-    from eosin.io._atomic import atomic_path
+    from eosin.io import atomic_path, write_geojson
     from eosin.viz import save_png
 
     folder = Path(folder)

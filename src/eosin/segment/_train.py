@@ -281,7 +281,7 @@ def train_segmenter(
     meta = Path(out) / "config.json"
     doc = json.loads(meta.read_text())
     doc["training"]["history"] = history
-    from eosin.io._atomic import atomic_write_text
+    from eosin.io import atomic_write_text
 
     atomic_write_text(meta, json.dumps(doc, indent=1))
     return result

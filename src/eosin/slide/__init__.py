@@ -20,6 +20,8 @@ __all__ = [
     "diagnose_path",
     "list_backends",
     "open_slide",
+    "special_file",
+    "unreadable_record",
     "verify_tiles",
 ]
 
@@ -27,11 +29,13 @@ _LAZY = {
     "open_slide": "eosin.slide._open",
     "SLIDE_SUFFIXES": "eosin.slide._suffixes",
     "list_backends": "eosin.slide._open",
+    "special_file": "eosin.slide._open",
     "Slide": "eosin.slide._base",
     "Level": "eosin.slide._base",
     "SlideMpp": "eosin.slide._mpp",
     "diagnose": "eosin.slide._doctor",
     "diagnose_path": "eosin.slide._doctor",
+    "unreadable_record": "eosin.slide._doctor",
     "verify_tiles": "eosin.slide._verify",
     "BadTile": "eosin.slide._verify",
 }
@@ -46,8 +50,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from eosin.slide._base import Level, Slide
-    from eosin.slide._doctor import diagnose, diagnose_path
+    from eosin.slide._doctor import diagnose, diagnose_path, unreadable_record
     from eosin.slide._mpp import SlideMpp
-    from eosin.slide._open import list_backends, open_slide
+    from eosin.slide._open import list_backends, open_slide, special_file
     from eosin.slide._suffixes import SLIDE_SUFFIXES
     from eosin.slide._verify import BadTile, verify_tiles

@@ -24,6 +24,7 @@ _LAZY = {
     "probe_head": "eosin.train._fit",
     "extract_features": "eosin.train._fit",
     "predict_tiles": "eosin.train._fit",
+    "validation_metrics": "eosin.train._fit",
     "save_classifier": "eosin.train._checkpoint",
     "load_classifier": "eosin.train._checkpoint",
     "checkpoint_key": "eosin.train._checkpoint",
@@ -46,6 +47,7 @@ __all__ = [
     "save_classifier",
     "predict_store",
     "heatmap",
+    "validation_metrics",
 ]
 
 
@@ -65,6 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
         fit_tiles,
         predict_tiles,
         probe_head,
+        validation_metrics,
     )
     from eosin.train._handcrafted import colour_texture_features
     from eosin.train._model import TileClassifier

@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from eosin.data._table import TileTable
-from eosin.data._torch import make_loader, to_input
+from eosin.data import TileTable, make_loader, to_input
 from eosin.errors import UsageError
 from eosin.train._model import KNNHead, LinearHead, TileClassifier
 
@@ -220,7 +219,7 @@ def fit_tiles(
             "lr": schedule.get_last_lr()[0],
         }
         if val is not None and len(val):
-            record.update(_validate(model, val, dev, batch_size=batch_size, workers=val_workers))
+            record.update(validation_metrics(model, val, dev, batch_size=batch_size, workers=val_workers))
             score = record[monitor] if monitor == "val_balanced_accuracy" else -record[monitor]
             if best is None or score > best:
                 best, best_state, waited = score, copy.deepcopy(model.state_dict()), 0
@@ -249,7 +248,7 @@ def _loader_plan(table, size, augment, seed, dev, decision, workers):
 
     step_ms = decision.timings_ms.get(decision.choice.name) if workers is None else None
     if step_ms is None:
-        from eosin.data._torch import default_loader_workers
+        from eosin.data import default_loader_workers
 
         n = default_loader_workers() if workers is None else workers
         return None, {"workers": n, "how": "given" if workers is not None else "default"}
@@ -301,7 +300,11 @@ def _choose_precision(
     )
 
 
-def _validate(model: TileClassifier, val: TileTable, dev, *, batch_size: int, workers) -> dict[str, float]:
+def validation_metrics(
+    model: TileClassifier, val: TileTable, dev, *, batch_size: int, workers
+) -> dict[str, float]:
+    """``val_loss`` (mean cross-entropy) and ``val_balanced_accuracy`` of ``model`` on the labelled tiles ``val``,
+    on device ``dev``."""
     from sklearn.metrics import balanced_accuracy_score
 
     proba = predict_tiles(model, val, batch_size=batch_size, workers=workers, device=dev)

@@ -49,11 +49,10 @@ def predict_store(
     """
     import torch
 
-    from eosin.data._torch import to_input
-    from eosin.embed._prepare import TilePrep, reading_grid
+    from eosin.data import to_input
+    from eosin.embed import TilePrep, reading_grid
     from eosin.errors import UsageError
-    from eosin.io import SlideStore
-    from eosin.io._export import pick_key
+    from eosin.io import SlideStore, pick_key
     from eosin.slide import open_slide
     from eosin.tiles import TileGrid, iter_tiles
     from eosin.viz import save_png

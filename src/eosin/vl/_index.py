@@ -23,7 +23,7 @@ import numpy as np
 
 from eosin.errors import DataError, UsageError
 
-__all__ = ["EXACT_MAX", "TileIndex", "build_index", "default_model", "index_sources", "load_index", "search"]
+__all__ = ["EXACT_MAX", "TileIndex", "build_index", "index_model", "index_sources", "load_index", "search"]
 
 #: above this many vectors the index searches an HNSW graph instead of scanning every vector
 EXACT_MAX = 200_000
@@ -197,7 +197,7 @@ def search(
         raise UsageError(
             "search needs one query: a text or an image.", fix="give --text or --image, not both"
         )
-    model = load_vl_model(model if model is not None else default_model(index))
+    model = load_vl_model(model if model is not None else index_model(index))
     check_model(index, model)
     if text is not None:
         from eosin.vl._prompts import class_embeddings
@@ -212,7 +212,7 @@ def search(
     return [index.record(int(r), s, i + 1) for i, (s, r) in enumerate(zip(scores[0], rows[0])) if r >= 0]
 
 
-def default_model(index: TileIndex) -> str:
+def index_model(index: TileIndex) -> str:
     """The model an index was built with: its folder for a trained local model, else its registry name."""
     return index.meta.get("source") or index.meta.get("model")
 

@@ -71,7 +71,7 @@ def evaluate_retrieval(
     Chance levels are reported beside each value: the Recall@K of a random ranking (the probability that K tiles
     drawn without replacement include one of the query's class), averaged over the queries.
     """
-    from eosin.vl._index import check_model, default_model, load_index
+    from eosin.vl._index import check_model, index_model, load_index
     from eosin.vl._models import load_vl_model
     from eosin.vl._prompts import load_prompts
 
@@ -99,7 +99,7 @@ def evaluate_retrieval(
     result["image_to_image"]["chance"] = _chance(labels[labelled], labels[labelled], ks, exclude_self=True)
     if prompts is not None:
         prompts = load_prompts(prompts) if not isinstance(prompts, Mapping) else prompts
-        model = load_vl_model(model if model is not None else default_model(index))
+        model = load_vl_model(model if model is not None else index_model(index))
         check_model(index, model)
         texts = [(c, p) for c, ps in prompts.items() for p in ps if c in set(result["classes"])]
         if not texts:

@@ -14,9 +14,9 @@ number of steps; the held-out predictions of both folds are pooled and scored wi
 its held-out 50 % model are compared with the masks (Dice, IoU). Finally a model on all four images (50 %) is
 saved for ``eosin qc --artefact-model``.
 
-Usage (a few minutes on 2 CPUs; one PyTorch thread is fastest on a shared machine):
+Usage (about 16 minutes on 2 busy CPUs; one PyTorch thread is fastest on a shared machine):
 
-    nice -n 5 python scripts/results_artefacts.py --out results/artefacts [--picture docs/img/qc_learned_map.jpg]
+    nice -n 5 python scripts/results_artefacts.py --out out/artefacts [--picture docs/img/qc_learned_map.jpg]
 
 Writes OUT/results.json, OUT/table.md, OUT/models/<share>-<fold>/ and OUT/artefact-model/ (checkpoints).
 """
@@ -102,6 +102,8 @@ def train(table, fraction: float, args):
     )
     seconds = time.perf_counter() - t0
     model.meta["patch_size"] = args.patch
+    # the longer side of the training thumbnails (median): eosin qc shrinks a QC image to it before the map
+    model.meta["image_side"] = int(np.median([max(read_rgb(Path(p)).shape[:2]) for p in set(table.paths)]))
     model.meta["training_seconds"] = round(seconds, 1)
     return model, seconds
 
@@ -150,7 +152,7 @@ def picture(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: Pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "artefacts")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "artefacts")
     parser.add_argument("--picture", type=Path, default=None, help="image | truth | map picture (e.g. docs/img/)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--patch", type=int, default=32)

@@ -39,6 +39,10 @@ def test_the_map_of_a_red_share_model_reproduces_the_red_region():
     far = np.ones_like(truth)
     far[14:106, 44:146] = False
     assert prob[far].max() < 0.01
+    # shrunk to the scale a model learned at (half here), the map comes back at the image's size, same region
+    half = artefact_map(image, _red_share, patch_size=8, stride=2, image_side=80)
+    assert half.shape == truth.shape
+    assert 2 * ((half >= 0.5) & truth).sum() / ((half >= 0.5).sum() + truth.sum()) > 0.95
 
 
 def test_the_map_rejects_a_stride_beyond_the_patch():

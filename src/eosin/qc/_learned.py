@@ -99,6 +99,7 @@ def artefact_map(
     *,
     patch_size: int | None = None,
     stride: int | None = None,
+    image_side: int | None = None,
     batch_size: int = 256,
 ) -> np.ndarray:
     """Per-pixel artefact probability of ``image`` from a patch classifier on overlapping patches.
@@ -115,6 +116,10 @@ def artefact_map(
         its checkpoint), else its input size.
     stride
         Step between patches (default half the patch); each pixel averages the patches covering it.
+    image_side
+        When given and the image's longer side exceeds it, the image is shrunk to that side first and the map
+        enlarged back: the scale of the thumbnails the model learned from (``eosin qc`` passes the
+        ``image_side`` a checkpoint records). Default: the image as it is.
 
     Returns
     -------
@@ -142,7 +147,16 @@ def artefact_map(
     image = np.asarray(image)[..., :3]
     if image.ndim != 3:
         raise UsageError(f"image must be (rows, cols, 3), got shape {np.shape(image)}.")
+    rows, cols = image.shape[:2]
+    k = max(rows, cols) / image_side if image_side else 1.0
+    if k > 1:
+        import cv2
+
+        small = (max(1, round(cols / k)), max(1, round(rows / k)))
+        image = cv2.resize(np.ascontiguousarray(image, np.uint8), small, interpolation=cv2.INTER_AREA)
     out = patch_probability_map(
         np.ascontiguousarray(image, np.uint8), score, patch_size=patch, stride=step, batch_size=batch_size
     )
+    if k > 1:
+        out = cv2.resize(out, (cols, rows), interpolation=cv2.INTER_LINEAR)
     return np.clip(out, 0.0, 1.0).astype(np.float32)

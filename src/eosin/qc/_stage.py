@@ -104,7 +104,8 @@ def qc_stage(
             stats = {}
         if model is not None:
             if brightfield:
-                learned_prob = artefact_map(rgb, model)
+                side = getattr(model, "meta", {}).get("image_side")  # the training thumbnails' scale
+                learned_prob = artefact_map(rgb, model, image_side=side)
                 layers["learned_artefact"] = learned_prob >= artefact_threshold
             else:
                 warnings.append("not brightfield: the learned artefact detector skipped")

@@ -10,7 +10,7 @@ import numpy as np
 __all__ = ["FLAGS", "TileQC", "tile_qc"]
 
 #: bit of each detector in :attr:`TileQC.flags`
-FLAGS: dict[str, int] = {"blur": 1, "pen": 2, "dark": 4, "edge": 8, "stain": 16}
+FLAGS: dict[str, int] = {"blur": 1, "pen": 2, "dark": 4, "edge": 8, "stain": 16, "learned_artefact": 32}
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,16 +23,21 @@ class TileQC:
         ``(n,)`` float32 focus score (:func:`~eosin.qc.focus_score`; higher is sharper, NaN when not measured).
     fractions
         Detector name → ``(n,)`` float32 fraction of the tile covered by that artefact mask (``pen``, ``dark``,
-        ``edge``, ``stain``).
+        ``edge``, ``stain``; ``learned_artefact`` where a learned detector ran: the share of the tile its map
+        puts at or above its threshold).
     flags
         ``(n,)`` uint8 bitmask (:data:`FLAGS`): ``blur`` when ``blur_score < blur_threshold``, another bit when
         its fraction reaches ``min_fraction``.
+    probabilities
+        Detector name → ``(n,)`` float32 mean probability over the tile of a learned detector's map
+        (``learned_artefact``); empty when none ran.
     """
 
     blur_score: np.ndarray
     fractions: dict[str, np.ndarray]
     flags: np.ndarray
     params: dict[str, Any] = field(default_factory=dict)
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.flags.shape[0])
@@ -50,6 +55,7 @@ class TileQC:
         """Arrays and attributes of the store group ``qc/<grid key>`` (docs/format.md)."""
         arrays = {"blur_score": self.blur_score.astype(np.float32), "flags": self.flags.astype(np.uint8)}
         arrays.update({f"{k}_fraction": v.astype(np.float32) for k, v in self.fractions.items()})
+        arrays.update({f"{k}_probability": v.astype(np.float32) for k, v in self.probabilities.items()})
         attrs = {"n_tiles": len(self), "bits": FLAGS, "params": self.params}
         return arrays, attrs
 
@@ -60,11 +66,17 @@ class TileQC:
             for name in arrays
             if name.endswith("_fraction")
         }
+        probabilities = {
+            name[: -len("_probability")]: np.asarray(arrays[name], np.float32)
+            for name in arrays
+            if name.endswith("_probability")
+        }
         return cls(
             blur_score=np.asarray(arrays["blur_score"], np.float32),
             fractions=fractions,
             flags=np.asarray(arrays["flags"], np.uint8),
             params=dict(attrs.get("params", {})),
+            probabilities=probabilities,
         )
 
 
@@ -77,6 +89,7 @@ def tile_qc(
     blur_score: np.ndarray | None = None,
     blur_threshold: float = 8.0,
     min_fraction: float = 0.25,
+    probabilities: dict[str, np.ndarray] | None = None,
 ) -> TileQC:
     """Flag the tiles of ``grid`` from artefact masks and focus scores.
 
@@ -95,6 +108,9 @@ def tile_qc(
     blur_threshold, min_fraction
         A tile is blurry below ``blur_threshold``; it carries an artefact flag when that artefact covers at
         least ``min_fraction`` of it.
+    probabilities
+        Name → ``(rows, cols)`` float probability map of a learned detector on the same image as ``artefacts``
+        (e.g. ``learned_artefact``, :func:`~eosin.qc.artefact_map`): each tile gets its mean over the tile.
     """
     from eosin.tiles import box_fractions
 
@@ -115,8 +131,12 @@ def tile_qc(
     for name, frac in fractions.items():
         if name in FLAGS:
             flags[frac >= min_fraction] |= FLAGS[name]
+    means = {
+        name: box_fractions(np.asarray(prob, np.float32), mx, my, grid.extent / dx, grid.extent / dy)
+        for name, prob in (probabilities or {}).items()
+    }
     params = {"blur_threshold": blur_threshold, "min_fraction": min_fraction, "grid": grid.key}
-    return TileQC(blur_score=score, fractions=fractions, flags=flags, params=params)
+    return TileQC(blur_score=score, fractions=fractions, flags=flags, params=params, probabilities=means)
 
 
 def _pair(value: Any) -> tuple[float, float]:

@@ -16,6 +16,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "edge": (220, 0, 220),
     "stain": (240, 200, 0),
     "blur": (230, 0, 0),
+    "learned_artefact": (0, 200, 210),
 }
 
 

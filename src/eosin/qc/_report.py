@@ -36,6 +36,8 @@ COLUMNS = (
     "warnings",
     "error",
 )
+#: columns added after ``stain_fraction`` when some slide ran the learned artefact detector (``--artefact-model``)
+LEARNED_COLUMNS = ("learned_artefact_fraction", "tiles_learned_artefact")
 
 #: a value above its limit is highlighted in the report (a slide worth a look)
 ATTENTION = {
@@ -43,6 +45,7 @@ ATTENTION = {
     "dark_fraction": 0.02,
     "edge_fraction": 0.005,
     "stain_fraction": 0.05,
+    "learned_artefact_fraction": 0.01,
     "stain_clipped_fraction": 0.01,
     "blur_fraction": 0.1,
     "flagged_tile_fraction": 0.2,
@@ -94,15 +97,22 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tsv = ["\t".join(COLUMNS)]
+    columns = COLUMNS
+    learned = any("learned_artefact_fraction" in row for row in rows)
+    if learned:
+        at = COLUMNS.index("stain_fraction") + 1
+        columns = (*COLUMNS[:at], *LEARNED_COLUMNS, *COLUMNS[at:])
+    tsv = ["\t".join(columns)]
     for row in rows:
-        tsv.append("\t".join(_cell(row.get(c)).replace("\t", " ").replace("\n", " ") for c in COLUMNS))
+        tsv.append("\t".join(_cell(row.get(c)).replace("\t", " ").replace("\n", " ") for c in columns))
     atomic_write_text(out / "results.tsv", "\n".join(tsv) + "\n")
 
-    shown = [c for c in COLUMNS if c != "error"]  # a failed slide's error fills its picture cells
+    shown = [c for c in columns if c != "error"]  # a failed slide's error fills its picture cells
     n_failed = sum(r.get("status") != "ok" for r in rows)
     legend = "".join(
-        f'<span style="background: rgb{c}">{html.escape(name)}</span>' for name, c in COLOURS.items()
+        f'<span style="background: rgb{c}">{html.escape(name.replace("_", " "))}</span>'
+        for name, c in COLOURS.items()
+        if learned or name != "learned_artefact"
     )
     head = "".join(
         f'<th title="{html.escape(c)}">{html.escape(c.replace("_", " "))}</th>'
@@ -129,12 +139,13 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]
             else:
                 cells.append(f"<td>{text}</td>")
         body.append(f'<tr class="{"ok" if ok else "failed"}">{"".join(pics)}{"".join(cells)}</tr>')
+    learned_note = "; learned artefact: the share of the image the learned detector flags" if learned else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>eosin QC report</title><style>{_CSS}</style></head>
 <body>
 <h1>eosin QC report</h1>
 <p>{len(rows)} slide(s), {n_failed} failed. Fractions: tissue, pen and coverslip edge of the whole image; dark
-(folds), stain (over-stained or clipped) of the tissue; blur and flagged of the tiles. Click a column to sort;
+(folds), stain (over-stained or clipped) of the tissue; blur and flagged of the tiles{learned_note}. Click a column to sort;
 click a picture to open it; highlighted values deserve a look. Metrics per slide: <code>&lt;slide&gt;/metrics.json</code>; all: <a
 href="results.tsv">results.tsv</a>.</p>
 <p class="legend">{legend}</p>

@@ -7,6 +7,7 @@ through :func:`eosin.run.map_slides` on any executor.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -46,11 +47,18 @@ def qc_stage(
     backend: str | None = None,
     blur_threshold: float = 8.0,
     min_fraction: float = 0.25,
+    artefact_model: Any = None,
+    artefact_threshold: float = 0.5,
 ) -> dict[str, Any]:
     """QC one slide; write pictures and ``metrics.json`` into ``job.out_dir`` and ``qc/<grid key>`` into its store.
 
      The tile grid is at ``mpp`` when the slide's resolution is trustworthy (or ``slide_mpp`` overrides it),
      else at the slide's native resolution (downsample 1); the tiles are read to measure their focus.
+
+     ``artefact_model`` (a checkpoint folder or a loaded classifier with an ``artefact`` class, see
+     :func:`~eosin.qc.artefact_map`) adds the learned detector: its per-pixel map over the QC image, thresholded
+     at ``artefact_threshold``, is the ``learned_artefact`` layer, mask and tile flag; each tile's mean
+     probability is stored as ``learned_artefact_probability``.
 
      Returns the slide's metrics (the row of the cohort report).
 
@@ -62,6 +70,7 @@ def qc_stage(
     from eosin.qc._artefacts import coverslip_edges, dark_regions, stain_masks, stain_stats
     from eosin.qc._flags import FLAGS, tile_qc
     from eosin.qc._focus import focus_score
+    from eosin.qc._learned import artefact_map, load_artefact_model
     from eosin.qc._pictures import draw_tile_flags, qc_overlay
     from eosin.errors import NoTissueError
     from eosin.run import job_store, load_or_detect_tissue
@@ -70,6 +79,10 @@ def qc_stage(
 
     t0 = time.perf_counter()
     warnings: list[str] = []
+    model = artefact_model
+    if isinstance(model, (str, os.PathLike)):
+        model = load_artefact_model(model)  # before any work: a bad path fails the slide at once
+    learned_prob = None
     with open_slide(job.path, slide_mpp=slide_mpp, backend=backend) as slide:
         job.out_dir.mkdir(parents=True, exist_ok=True)
         store = job_store(job, slide)
@@ -90,6 +103,14 @@ def qc_stage(
             warnings.append("not brightfield: stain, dark-region and coverslip detectors skipped")
             layers = {"dark": empty, "edge": empty, "stain": empty}
             stats = {}
+        if model is not None:
+            if brightfield:
+                side = getattr(model, "meta", {}).get("image_side")  # the training thumbnails' scale
+                learned_prob = artefact_map(rgb, model, image_side=side)
+                layers["learned_artefact"] = learned_prob >= artefact_threshold
+            else:
+                warnings.append("not brightfield: the learned artefact detector skipped")
+                layers["learned_artefact"] = empty
 
         if slide.mpp_problem() is None:
             grid = make_grid(slide, masks, mpp=mpp, tile_size=tile_size, min_tissue=min_tissue)
@@ -118,6 +139,11 @@ def qc_stage(
             blur_score=scores,
             blur_threshold=blur_threshold,
             min_fraction=min_fraction,
+            probabilities=None
+            if learned_prob is None
+            else {
+                "learned_artefact": cv2.resize(learned_prob, (cols, rows), interpolation=cv2.INTER_AREA)
+            },
         )
         if len(grid):
             arrays, attrs = tiles.to_group()
@@ -146,6 +172,8 @@ def qc_stage(
         )
         for name, mask in {"tissue": tissue, "pen": pen, **layers}.items():
             save_png(job.out_dir / f"{name}.png", mask)
+        if learned_prob is not None:  # the probability itself, 0-255
+            save_png(job.out_dir / "learned_artefact_map.png", np.round(learned_prob * 255).astype(np.uint8))
 
     n_tissue = int(tissue.sum())
 
@@ -153,6 +181,15 @@ def qc_stage(
         return round(float((mask & tissue).sum() / n_tissue), 5) if n_tissue else None
 
     n = len(grid)
+    flag_names = [k for k in FLAGS if k != "learned_artefact" or model is not None]
+    learned: dict[str, Any] = {}
+    if model is not None:
+        learned = {
+            "learned_artefact_fraction": round(float(layers["learned_artefact"].mean()), 5),
+            "learned_artefact_model": (
+                str(artefact_model) if isinstance(artefact_model, (str, os.PathLike)) else None
+            ),
+        }
     metrics: dict[str, Any] = {
         "slide": str(job.path),
         "name": job.path.name,
@@ -165,6 +202,7 @@ def qc_stage(
         "dark_fraction": of_tissue(layers["dark"]),
         "edge_fraction": round(float(layers["edge"].mean()), 5),
         "stain_fraction": of_tissue(layers["stain"]),
+        **learned,
         **{f"stain_{k}": v for k, v in stats.items()},
         "grid": grid.key,
         "grid_mpp": grid.mpp,
@@ -172,7 +210,7 @@ def qc_stage(
         "blur_fraction": round(float(tiles.flagged("blur").mean()), 5) if n else None,
         "blur_score_median": round(float(np.median(scores)), 3) if n else None,
         "flagged_tile_fraction": round(float((~tiles.ok).mean()), 5) if n else None,
-        **{f"tiles_{k}": int(tiles.flagged(k).sum()) for k in FLAGS},
+        **{f"tiles_{k}": int(tiles.flagged(k).sum()) for k in FLAGS if k in flag_names},
         "warnings": warnings,
         "seconds": round(time.perf_counter() - t0, 3),
     }

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Segmentation results on the real data in ../shared/data, for docs/results.md ("## Segmentation").
+
+Each run holds images out **before** training (the model never sees them; its checkpoint is chosen on a validation
+split of the training images), trains a U-Net with ``eosin train seg``, segments the held-out images with
+``eosin segment`` and scores them with ``eosin evaluate segmentation``, exactly the commands a user runs.
+
+- ``monuseg``: MoNuSeg 2018 training images (30 here, 20 with XML nucleus polygons). Held out: 6 images with XML
+  polygons (seeded choice), so AJI and PQ rest on real instances; the other 24 train (20 %) and validate.
+- ``glas``: the 12 GlaS images here; train testA_25–32, test testA_33–36.
+
+Usage:
+    nice python scripts/results_seg.py monuseg --encoder efficientnet_lite0 --weights imagenet --epochs 20 WORK
+    nice python scripts/results_seg.py glas --encoder efficientnet_lite0 --weights none --epochs 20 WORK
+
+Prints one JSON object (the split, the training record's epochs, the scores, the wall time) and writes it to
+WORK/<data set>-<encoder>-<weights>/result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("EOSIN_DATA", ROOT.parent / "shared" / "data")) / "segmentation"
+SEED = 0
+
+
+def eosin(*args: str) -> dict:
+    """Run one eosin command as a user would; its last JSON line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "eosin", *args], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"eosin {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def link(files: list[Path], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        target = folder / f.name
+        if not target.exists():
+            target.symlink_to(f.resolve())
+
+
+def split_monuseg(work: Path) -> dict[str, list[str]]:
+    src = DATA / "monuseg-train"
+    images = sorted((src / "tissue_image").iterdir())
+    with_xml = sorted(p.stem for p in (src / "annotations").glob("*.xml"))
+    rng = np.random.default_rng(SEED)
+    test = sorted(rng.choice(with_xml, size=6, replace=False).tolist())
+    train = sorted(p.stem for p in images if p.stem not in test)
+    for part, stems in (("train", train), ("test", test)):
+        link([p for p in images if p.stem in stems], work / part / "images")
+        link([p for p in (src / "masks").iterdir() if p.stem in stems], work / part / "masks")
+        link([p for p in (src / "annotations").glob("*.xml") if p.stem in stems], work / part / "annotations")
+    return {"train": train, "test": test}
+
+
+def split_glas(work: Path) -> dict[str, list[str]]:
+    src = DATA / "glas"
+    train = [f"testA_{i}" for i in range(25, 33)]
+    test = [f"testA_{i}" for i in range(33, 37)]
+    for part, stems in (("train", train), ("test", test)):
+        link([p for p in (src / "images").iterdir() if p.stem in stems], work / part / "images")
+        link([p for p in (src / "masks").iterdir() if p.stem in stems], work / part / "masks")
+    return {"train": train, "test": test}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dataset", choices=["monuseg", "glas"])
+    ap.add_argument("work", type=Path)
+    ap.add_argument("--encoder", default="efficientnet_lite0")
+    ap.add_argument("--weights", default="imagenet", help="imagenet or none")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--crops", type=int, default=160, help="training crops per epoch")
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    args = ap.parse_args()
+
+    run = args.work / f"{args.dataset}-{args.encoder}-{args.weights}"
+    data = args.work / f"{args.dataset}-data"
+    split = split_monuseg(data) if args.dataset == "monuseg" else split_glas(data)
+    train = [
+        "train", "seg", "--images", str(data / "train" / "images"), "--masks", str(data / "train" / "masks"),
+        "--out", str(run / "model"), "--encoder", args.encoder, "--epochs", str(args.epochs),
+        "--crops-per-epoch", str(args.crops), "--crop", str(args.crop), "--batch-size", "8",
+        "--lr", str(args.lr), "--val-fraction", "0.2" if args.dataset == "monuseg" else "0.25",
+        "--seed", str(SEED), "-q",
+    ]  # fmt: skip
+    if args.weights != "none":
+        train += ["--encoder-weights", args.weights]
+    if args.dataset == "monuseg":
+        train += ["--instances", str(data / "train" / "annotations"), "--mpp", "0.25"]
+    t0 = time.perf_counter()
+    record = eosin(*train)
+    train_s = time.perf_counter() - t0
+    seg = ["segment", str(data / "test" / "images"), "--model", str(run / "model"), "--out", str(run / "pred"), "-q"]
+    if args.dataset == "glas":
+        seg += ["--min-size", "200"]
+    t1 = time.perf_counter()
+    eosin(*seg)
+    segment_s = time.perf_counter() - t1
+    truths = {"masks": data / "test" / "masks"}
+    if args.dataset == "monuseg":
+        truths = {"xml": data / "test" / "annotations", **truths}
+    scores = {
+        name: eosin("evaluate", "segmentation", str(run / "pred"), str(folder), "--json")["overall"]
+        for name, folder in truths.items()
+    }
+    result = {
+        "dataset": args.dataset,
+        "encoder": args.encoder,
+        "weights": args.weights,
+        "split": split,
+        "epochs": args.epochs,
+        "crops_per_epoch": args.crops,
+        "train_seconds": round(train_s, 1),
+        "segment_seconds": round(segment_s, 1),
+        "training": {k: record.get(k) for k in ("history", "best_epoch", "split", "device", "precision")},
+        "scores": scores,
+    }
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,9 +15,7 @@ the group; the summary's ``replaced`` names the hash it had.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import os
 import time
 from typing import Any
@@ -27,6 +25,7 @@ import numpy as np
 from eosin._device import PRECISIONS, select_device
 from eosin._provenance import versions
 from eosin.errors import UsageError
+from eosin.io import param_digest
 
 __all__ = ["PRECISIONS", "check_precision", "embed_store", "features_key", "select_device"]
 
@@ -114,7 +113,7 @@ def embed_store(
     """
 
     from eosin.io import SlideStore
-    from eosin.io._export import pick_key
+    from eosin.io import pick_key
     from eosin.models import Encoder, create_encoder
     from eosin.slide import open_slide
     from eosin.tiles import TileGrid, iter_tiles
@@ -207,7 +206,7 @@ def embed_store(
         "versions": versions(),
         "order": "rows follow the grid's tile order",
     }
-    fingerprint = hashlib.sha1(json.dumps(attrs, sort_keys=True, default=str).encode()).hexdigest()
+    fingerprint = param_digest(attrs, n=None)
     part = store.partial_group("features", key, attrs, fingerprint=fingerprint)
     resumed_from = part.done or None
     # rows per zarr chunk: whole chunks are written, so a resumed run never builds on a chunk cut short

@@ -17,7 +17,6 @@ from eosin.io._features_h5 import (
     store_mpp,
     write_features_h5,
 )
-from eosin.io._export import pick_key
 from eosin.io._geojson import (
     features_from_masks,
     load_geojson,
@@ -27,6 +26,7 @@ from eosin.io._geojson import (
     write_geojson,
 )
 from eosin.io._identity import slide_identity
+from eosin.io._keys import param_digest, pick_key
 from eosin.io._store import SlideStore, StoreGroup
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "import_features",
     "mask_to_polygons",
     "read_features_h5",
+    "param_digest",
     "pick_key",
     "read_geojson",
     "write_features_h5",

@@ -9,45 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from eosin.errors import StoreError, UnknownNameError
+from eosin.io._keys import pick_key
 
-__all__ = ["grid_to_csv", "pick_key", "tissue_to_geojson"]
+__all__ = ["grid_to_csv", "tissue_to_geojson"]
 
 CSV_COLUMNS = ("x", "y", "width", "height", "tissue_fraction", "pen_fraction", "section")
 COLORS = {"Tissue": (0, 170, 0), "Pen": (0, 90, 255)}
-
-
-def pick_key(store: Any, kind: str, key: str | None) -> str:
-    """``key`` if the store has it, else the one key it begins (``mpp0.5_224px`` matches ``mpp0.5_224px_o0_...``);
-    the only key of ``kind`` when ``key`` is None; a clear error otherwise."""
-    keys = store.keys(kind) if kind in store.kinds() else []
-    if not keys:
-        stage = {"grids": "eosin tile", "tissue": "eosin tissue", "annotations": "eosin import geojson"}.get(
-            kind, "the stage"
-        )
-        raise StoreError(f"the store holds no {kind}.", path=store.path, fix=f"run {stage} first")
-    if key is None:
-        if len(keys) > 1:
-            raise StoreError(
-                f"the store holds {len(keys)} {kind}: {', '.join(keys)}.",
-                path=store.path,
-                fix="choose one with --key",
-            )
-        return keys[0]
-    if key in keys:
-        return key
-    # the readable, parameter part of a key (``mpp0.5_224px`` of ``mpp0.5_224px_o0_t0.5_1a2b3c``) is matched in
-    # each store: the digest also covers the slide's own mpp, so one full key does not fit every store
-    matches = [k for k in keys if k.startswith(key + "_")]
-    if len(matches) > 1:
-        raise StoreError(
-            f"{len(matches)} {kind} match {key!r}: {', '.join(matches)}.",
-            path=store.path,
-            fix="give more of the key (e.g. with _o<overlap>_t<min tissue>)",
-        )
-    if not matches:
-        raise UnknownNameError(f"{kind} key", key, keys)
-    return matches[0]
 
 
 def grid_to_csv(store: Any, path: Path, *, key: str | None = None) -> int:

@@ -476,7 +476,7 @@ def export_features(
     file's attributes); the level-0 mpp from ``slide_mpp``, the store's slide record, or the imported file.
     ``patch_size_level0`` states the level-0 tile side for features imported from a file that did not.
     """
-    from eosin.io._export import pick_key
+    from eosin.io._keys import pick_key
 
     group = store.read_group("features", pick_key(store, "features", key))
     attrs = dict(group.attrs)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from eosin.errors import NoTissueError
+from eosin.io import param_digest
 
 __all__ = [
     "SlideJob",
@@ -110,7 +110,7 @@ def tissue_key(params: dict[str, Any]) -> str:
     """Store key of a tissue detection: its resolution and a digest of all its parameters."""
     mpp = params.get("mpp")
     res = f"mpp{mpp:g}" if mpp else "auto"
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    digest = param_digest(params)
     return f"{res}_{digest}"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -13,6 +12,7 @@ import numpy as np
 
 from eosin._provenance import versions
 from eosin.errors import UsageError
+from eosin.io import param_digest
 from eosin.segment._instances import separate_instances
 from eosin.segment._window import BandAccumulator, overlap_pixels, sliding_window
 
@@ -154,7 +154,8 @@ def segment_slide(
     model_id = json.dumps({k: v for k, v in vars(model.config).items() if k != "training"}, sort_keys=True)
     # the weights themselves, not how they were trained: a retrained model (same seed, same epochs) is another model
     weights_id = model.weights_hash
-    digest = hashlib.sha1(json.dumps([params, model_id, weights_id], default=str).encode()).hexdigest()[:6]
+    # key order as given (not sorted): the keys of segmentations stored before stay the same
+    digest = param_digest([params, model_id, weights_id], sort_keys=False)
     key = f"{model.config.encoder}_mpp{mpp:g}_{tile_size}px_o{over}_{digest}"
     if store.has(KIND, key) and not overwrite:
         return key
@@ -188,7 +189,7 @@ def segment_slide(
     stride = tile_size - over
     chunks = (stride, min(shape[1], 4096))
     # a partial group: a run killed half way resumes from the last finished band of rows
-    fingerprint = hashlib.sha1(json.dumps(attrs, sort_keys=True, default=str).encode()).hexdigest()
+    fingerprint = param_digest(attrs, n=None)
     part = store.partial_group(KIND, key, attrs, fingerprint=fingerprint)
     if names[0] not in part.group:
         for n in names:

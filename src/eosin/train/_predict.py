@@ -53,7 +53,7 @@ def predict_store(
     from eosin.embed._prepare import TilePrep, reading_grid
     from eosin.errors import UsageError
     from eosin.io import SlideStore
-    from eosin.io._export import pick_key
+    from eosin.io import pick_key
     from eosin.slide import open_slide
     from eosin.tiles import TileGrid, iter_tiles
     from eosin.viz import save_png

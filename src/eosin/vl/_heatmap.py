@@ -6,8 +6,6 @@ viewer and exports read them like any per-tile array; the picture is one panel p
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,13 +14,14 @@ from typing import Any
 import numpy as np
 
 from eosin.errors import UsageError
+from eosin.io import param_digest
 
 __all__ = ["draw_heatmaps", "heatmap_key", "text_heatmap"]
 
 
 def heatmap_key(model_name: str, grid_key: str, prompts: Sequence[str], weights_id: str) -> str:
     """``<model>--<grid>--<digest>``: the digest (6 hex of SHA-1) covers the prompts and the weights."""
-    digest = hashlib.sha1(json.dumps([list(prompts), weights_id]).encode()).hexdigest()[:6]
+    digest = param_digest([list(prompts), weights_id])
     import re
 
     return f"{re.sub(r'[^A-Za-z0-9._+=-]', '_', model_name)}--{grid_key}--{digest}"

@@ -97,13 +97,12 @@ class CohortBags(Sequence):
 def store_of(slide_path: str | os.PathLike[str], stores: str | os.PathLike[str] | None) -> Path:
     """The store of a cohort row: the path itself when it is a store (or a folder holding ``store.zarr``), else
     ``<stores>/<slide stem>/store.zarr`` as ``eosin tile --out <stores>`` lays stores out."""
-    from eosin.run._stages import STORE_NAME
+    from eosin.run import STORE_NAME, store_in
 
     path = Path(slide_path)
-    if path.is_dir() and ((path / "zarr.json").exists() or path.suffix == ".zarr"):
-        return path
-    if path.is_dir() and (path / STORE_NAME).exists():
-        return path / STORE_NAME
+    found = store_in(path)
+    if found is not None:
+        return found
     base = Path(stores) if stores is not None else path.parent
     return base / path.stem / STORE_NAME
 

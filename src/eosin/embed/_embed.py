@@ -113,19 +113,17 @@ def embed_store(
     """
 
     from eosin.io import SlideStore
-    from eosin.io import pick_key
     from eosin.models import Encoder, create_encoder
     from eosin.slide import open_slide
-    from eosin.tiles import TileGrid, iter_tiles
+    from eosin.tiles import iter_tiles
 
     if dtype not in ("float16", "float32"):
         raise UsageError(f"features are stored as float16 or float32, not {dtype!r}")
     t0 = time.perf_counter()
     store = SlideStore.open(store_path)
     record = store.slide or {}
-    gkey = pick_key(store, "grids", grid_key)
-    group = store.read_group("grids", gkey)
-    grid = TileGrid.from_group(group, group.attrs)
+    gkey = store.pick("grids", grid_key)
+    grid = store.grid(gkey)
     if record.get("path") is not None:
         store.check_source(record["path"])  # the file there is still the slide the grid was made on
     dev = select_device(device)

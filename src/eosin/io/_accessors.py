@@ -70,7 +70,8 @@ class StoreAccessors:
         if "coords" in group:
             coords = np.asarray(group["coords"], np.int64)
         elif attrs.get("grid") in self.keys("grids"):  # type: ignore[attr-defined]
-            coords = np.asarray(self.read_group("grids", attrs["grid"])["coords"], np.int64)  # type: ignore[attr-defined]
+            grid_group = self.read_group("grids", attrs["grid"])  # type: ignore[attr-defined]
+            coords = np.asarray(grid_group["coords"], np.int64)
         else:
             coords = None
         return FeatureBag(np.asarray(group["features"]), coords, attrs.get("names"), attrs)

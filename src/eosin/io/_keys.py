@@ -85,6 +85,5 @@ def pick_key(store: Any, kind: str, key: str | None = None, *, grid: str | None 
         message = f"the store holds {len(found)} {kind}: {', '.join(found)}."
     else:
         message = f"{len(found)} {kind} match {asked.removeprefix('key ')}: {', '.join(found)}."
-    raise StoreError(
-        message, path=store.path, fix="choose one by its key, or give more of it (a longer prefix that picks one)"
-    )
+    fix = "choose one by its key, or give more of it (a longer prefix that picks one)"
+    raise StoreError(message, path=store.path, fix=fix)

@@ -63,7 +63,9 @@ def _model_key(folder: Path, name: str) -> str:
 
 
 def _slide_id(store_path: Path) -> str:
-    return store_path.parent.name if store_path.name == "store.zarr" else store_path.stem
+    from eosin.run import store_name
+
+    return store_name(store_path)
 
 
 def predict_slides(

@@ -65,7 +65,7 @@ def qc_stage(
     from eosin.qc._pictures import draw_tile_flags, qc_overlay
     from eosin.errors import NoTissueError
     from eosin.run._stages import _open, _store_for, load_or_detect_tissue
-    from eosin.tiles import TileGrid, iter_tiles, make_grid
+    from eosin.tiles import iter_tiles, make_grid
 
     t0 = time.perf_counter()
     warnings: list[str] = []
@@ -96,8 +96,7 @@ def qc_stage(
             grid = make_grid(slide, masks, downsample=1.0, tile_size=tile_size, min_tissue=min_tissue)
             warnings.append(f"mpp {slide.mpp_problem()}: tiles at the native resolution (give --slide-mpp)")
         if store.has("grids", grid.key):
-            group = store.read_group("grids", grid.key)
-            grid = TileGrid.from_group(group, group.attrs)
+            grid = store.grid(grid.key)
         elif len(grid):
             store.write_group("grids", grid.key, *grid.to_group())
         scores = np.empty(len(grid), np.float32)

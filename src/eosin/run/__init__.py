@@ -12,6 +12,10 @@ __all__ = [
     "find_slides",
     "map_slides",
     "plan_outputs",
+    "resolve_store",
+    "resolve_stores",
+    "store_in",
+    "store_name",
     "tile_stage",
     "tissue_stage",
 ]
@@ -20,7 +24,10 @@ __all__ = [
 __getattr__ = lazy_getattr(
     __name__,
     {
-        k: "eosin.run._stages"
-        for k in ("STORE_NAME", "SlideJob", "plan_outputs", "tile_stage", "tissue_stage")
+        **{
+            k: "eosin.run._stages"
+            for k in ("STORE_NAME", "SlideJob", "plan_outputs", "tile_stage", "tissue_stage")
+        },
+        **{k: "eosin.run._resolve" for k in ("resolve_store", "resolve_stores", "store_in", "store_name")},
     },
 )

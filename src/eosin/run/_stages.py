@@ -126,22 +126,12 @@ def load_or_detect_tissue(slide: Any, store: Any, *, tissue_mpp: float = 8.0) ->
 
     Returns the masks and whether they came from the store.
     """
-    from eosin.tissue import TissueMasks, detect_tissue
+    from eosin.tissue import detect_tissue
 
     request = {"mpp": tissue_mpp, "slide_mpp": slide.mpp_x if slide.mpp_source == "override" else None}
     for key in store.keys("tissue") if "tissue" in store.kinds() else []:
-        group = store.read_group("tissue", key)
-        if group.attrs.get("request") == request:
-            masks = TissueMasks(
-                tissue=np.asarray(group["tissue"], bool),
-                pen=np.asarray(group["pen"], bool),
-                sections=np.asarray(group["sections"], np.int32),
-                downsample=tuple(group.attrs["downsample"]),
-                origin=tuple(group.attrs["origin"]),
-                mpp=group.attrs.get("mpp"),
-                params=dict(group.attrs.get("params", {})),
-            )
-            return masks, True
+        if store.read_group("tissue", key).attrs.get("request") == request:
+            return store.tissue(key), True
     masks = detect_tissue(slide, mpp=tissue_mpp)
     params = dict(masks.params)
     store.write_group(
@@ -278,7 +268,7 @@ def tile_stage(
 
     Raises :class:`~eosin.errors.NoTissueError` when no tile reaches ``min_tissue``.
     """
-    from eosin.tiles import TileGrid, make_grid
+    from eosin.tiles import make_grid
     from eosin.viz import draw_grid, save_png
 
     t0 = time.perf_counter()
@@ -297,8 +287,7 @@ def tile_stage(
         )
         cached = store.has("grids", grid.key)
         if cached:
-            group = store.read_group("grids", grid.key)
-            grid = TileGrid.from_group(group, group.attrs)
+            grid = store.grid(grid.key)
         if len(grid) == 0:
             raise NoTissueError(
                 f"no tile of {tile_size} px at {grid.mpp} µm/px has at least {min_tissue:.0%} tissue.",

@@ -71,7 +71,9 @@ def resolve_store(
             fix="tile it first (eosin tile SLIDE --out DIR, or eosin run) and pass the store",
         )
     if out is None:
-        raise UsageError("a slide file needs --out (its store is made there).", path=path, fix="add --out DIR")
+        raise UsageError(
+            "a slide file needs --out (its store is made there).", path=path, fix="add --out DIR"
+        )
     job = job or plan_outputs([path], Path(out))[0]
     tile(job)
     return job.store_path, job.out_dir
@@ -105,7 +107,9 @@ def resolve_stores(
     if not slides:
         return direct
     if out is None:
-        raise UsageError("slides were given, so they must be tiled first.", fix="add --out DIR for their stores")
+        raise UsageError(
+            "slides were given, so they must be tiled first.", fix="add --out DIR for their stores"
+        )
     made = []
     for job in plan_outputs(find_slides(slides, on_skipped=on_skipped), Path(out)):
         try:

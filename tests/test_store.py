@@ -252,11 +252,11 @@ def test_picker_errors_name_store_kind_keys_and_fix(real_store):
     with pytest.raises(StoreError) as info:  # an encoder never run on this store
         store.features("uni2")
     text = str(info.value)
-    assert "no features group matching key 'uni2'" in text and f"resnet18--{gkey}" in text
+    assert "holds no features of encoder 'uni2'" in text and f"resnet18--{gkey}" in text
     assert "eosin embed" in text
     with pytest.raises(StoreError, match="holds no attention.*eosin train mil"):
         store.attention()
-    with pytest.raises(StoreError, match="2 features match grid"):
+    with pytest.raises(StoreError, match="2 features match grid 'mpp2"):
         store.features(grid=gkey)
 
 

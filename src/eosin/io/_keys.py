@@ -21,13 +21,15 @@ __all__ = ["param_digest", "pick_key"]
 _MAKERS = {
     "tissue": "eosin tissue",
     "grids": "eosin tile",
-    "features": "eosin embed STORE --encoder NAME",
-    "predictions": "eosin predict STORE --model CHECKPOINT",
+    "features": "eosin embed {store} --encoder {key}",
+    "predictions": "eosin predict {store} --model CHECKPOINT",
     "segmentation": "eosin segment",
     "qc": "eosin qc",
     "annotations": "eosin import geojson",
     "attention": "eosin train mil (an attention model)",
 }
+#: what a key names, for "the store holds no ..."
+_WHAT = {"features": "features of encoder", "predictions": "tile predictions of model"}
 
 
 def param_digest(obj: Any, n: int | None = 6, *, sort_keys: bool = True) -> str:
@@ -55,35 +57,38 @@ def pick_key(store: Any, kind: str, key: str | None = None, *, grid: str | None 
     only group of the kind. ``grid`` keeps the groups whose key contains that grid key (or prefix).
     """
     keys = store.keys(kind) if kind in store.kinds() else []
-    make = _MAKERS.get(kind, f"the stage that writes {kind}")
+    make = _MAKERS.get(kind, f"the stage that writes {kind}").format(
+        store=store.path, key=key.split("--")[0] if key else "NAME"
+    )
+    wanted = f"{_WHAT.get(kind, kind + ' group')} {key!r}" if key is not None else kind
+    wanted += f" on grid {grid!r}" if grid is not None else ""
     if not keys:
-        raise StoreError(f"the store holds no {kind}.", path=store.path, fix=f"run {make} first")
+        what = f"{wanted} (it holds no {kind} at all)" if key is not None or grid is not None else kind
+        raise StoreError(f"the store holds no {what}.", path=store.path, fix=f"run {make} first")
     if key is None:
         found = list(keys)
     elif key in keys:
         found = [key]
-    elif kind == "features" and "--" not in key:
-        found = [k for k in keys if k.startswith(key + "--")]
     else:
-        found = [k for k in keys if k.startswith(key) and k[len(key) : len(key) + 1] in ("_", "-")]
+        # an encoder name picks its own groups first (not those of an encoder whose name begins alike)
+        found = [k for k in keys if k.startswith(key + "--")] if kind == "features" else []
+        found = found or [k for k in keys if k.startswith(key) and k[len(key) : len(key) + 1] in ("_", "-")]
     if grid is not None:
         found = [k for k in found if grid in k]
     if len(found) == 1:
         return found[0]
-    asked = " and ".join(
-        f"{what} {value!r}" for what, value in (("key", key), ("grid", grid)) if value is not None
-    )
     if not found:
         close = difflib.get_close_matches(key or grid or "", keys, n=2, cutoff=0.5)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise StoreError(
-            f"the store holds no {kind} group matching {asked} (it has {kind}: {', '.join(keys)}).{hint}",
+            f"the store holds no {wanted} (it has {kind}: {', '.join(keys)}).{hint}",
             path=store.path,
             fix=f"pick one of those (a prefix that picks one will do), or run {make} to make it",
         )
     if key is None and grid is None:
         message = f"the store holds {len(found)} {kind}: {', '.join(found)}."
     else:
-        message = f"{len(found)} {kind} match {asked.removeprefix('key ')}: {', '.join(found)}."
+        asked = " on ".join(v for v in (key and repr(key), grid and f"grid {grid!r}") if v)
+        message = f"{len(found)} {kind} match {asked}: {', '.join(found)}."
     fix = "choose one by its key, or give more of it (a longer prefix that picks one)"
     raise StoreError(message, path=store.path, fix=fix)

@@ -268,7 +268,7 @@ def tile_stage(
 
     Raises :class:`~eosin.errors.NoTissueError` when no tile reaches ``min_tissue``.
     """
-    from eosin.tiles import make_grid
+    from eosin.tiles import TileGrid, make_grid
     from eosin.viz import draw_grid, save_png
 
     t0 = time.perf_counter()
@@ -287,7 +287,8 @@ def tile_stage(
         )
         cached = store.has("grids", grid.key)
         if cached:
-            grid = store.grid(grid.key)
+            group = store.read_group("grids", grid.key)
+            grid = TileGrid.from_group(group, group.attrs)
         if len(grid) == 0:
             raise NoTissueError(
                 f"no tile of {tile_size} px at {grid.mpp} µm/px has at least {min_tissue:.0%} tissue.",

@@ -25,6 +25,7 @@ import numpy as np
 from eosin._provenance import versions
 from eosin.aggregate._attention import ATTENTION_KIND, write_attention
 from eosin.errors import DataError, StoreError, UsageError
+from eosin.io import param_digest, pick_key
 
 __all__ = [
     "ATTENTION_KIND",
@@ -96,13 +97,12 @@ class CohortBags(Sequence):
 def store_of(slide_path: str | os.PathLike[str], stores: str | os.PathLike[str] | None) -> Path:
     """The store of a cohort row: the path itself when it is a store (or a folder holding ``store.zarr``), else
     ``<stores>/<slide stem>/store.zarr`` as ``eosin tile --out <stores>`` lays stores out."""
-    from eosin.run import STORE_NAME
+    from eosin.run import STORE_NAME, store_in
 
     path = Path(slide_path)
-    if path.is_dir() and ((path / "zarr.json").exists() or path.suffix == ".zarr"):
-        return path
-    if path.is_dir() and (path / STORE_NAME).exists():
-        return path / STORE_NAME
+    found = store_in(path)
+    if found is not None:
+        return found
     base = Path(stores) if stores is not None else path.parent
     return base / path.stem / STORE_NAME
 
@@ -144,7 +144,10 @@ def load_cohort_bags(
                     fix=f"run eosin tile {path} --out {store_path.parent.parent} (or pass --stores)",
                 )
             store = SlideStore.open(store_path)
-            keys.append(_pick_key(store, kind, source, sid))
+            try:  # an encoder name picks its <encoder>--<grid> group; a longer prefix picks one grid
+                keys.append(pick_key(store, kind, source))
+            except StoreError as exc:
+                raise StoreError(f"slide {sid}: {exc.message}", path=exc.path, fix=exc.fix) from None
         except (StoreError, UsageError) as exc:
             failures.append((str(sid), str(exc)))
             continue
@@ -162,34 +165,6 @@ def load_cohort_bags(
         "features" if kind == "features" else "proba",
     )
     return bags, failures
-
-
-def _pick_key(store: Any, kind: str, source: str, slide_id: str) -> str:
-    """The one group of ``kind`` whose key is ``source`` or starts with it (an encoder name matches its
-    ``<encoder>--<grid>`` keys; a longer prefix such as ``resnet18--mpp0.5_224px`` picks one grid)."""
-    keys = store.keys(kind) if kind in store.kinds() else []
-    prefix = f"{source}--" if kind == "features" and "--" not in source else source
-    found = [k for k in keys if k == source] or [k for k in keys if k.startswith(prefix)]
-    if not found:
-        what = "features of encoder" if kind == "features" else "tile predictions of model"
-        fix = (
-            f"eosin embed {store.path} --encoder {source}"
-            if kind == "features"
-            else f"eosin predict {store.path} --model <checkpoint of {source}>"
-        )
-        raise StoreError(
-            f"slide {slide_id}: the store holds no {what} {source!r}"
-            + (f" (it has {kind}: {', '.join(keys)})." if keys else "."),
-            path=store.path,
-            fix=f"run {fix}",
-        )
-    if len(found) > 1:
-        raise StoreError(
-            f"slide {slide_id}: several {kind} groups match {source!r}: {', '.join(found)}.",
-            path=store.path,
-            fix="give a longer prefix that picks one, e.g. the encoder and the grid's resolution and size",
-        )
-    return found[0]
 
 
 def bag_inputs(cohort_path: str | os.PathLike[str], bags: CohortBags) -> dict[str, Any]:
@@ -280,8 +255,7 @@ def predictions_csv(
 
 def model_key(name: str, config: dict[str, Any]) -> str:
     """Store key of a trained aggregator's outputs: its name and 6 hex digits of SHA-1 of its configuration."""
-    digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:6]
-    return f"{name}_{digest}"
+    return f"{name}_{param_digest(config)}"
 
 
 def train_cohort(

@@ -149,29 +149,20 @@ def embed(
 
 def _stores(inputs, out, mpp, size, slide_mpp, quiet) -> tuple[list[Path], int]:
     """Stores named directly, plus stores made by tiling the slides named (into --out)."""
-    from eosin.errors import UsageError
+    from eosin.cli._common import _note_skipped
+    from eosin.run import resolve_stores, tile_stage
 
-    stores = [p for p in inputs if (p / "zarr.json").is_file()]
-    slides = [p for p in inputs if p not in stores]
-    if not slides:
-        return stores, 0
-    if out is None:
-        raise UsageError(
-            "slides were given, so they must be tiled first.", fix="add --out DIR for their stores"
-        )
-    from eosin.cli._common import expand_inputs
-    from eosin.run import plan_outputs, tile_stage
+    failed = []
 
-    failed = 0
-    for job in plan_outputs(expand_inputs(slides), out):
-        try:
-            tile_stage(job, mpp=mpp, tile_size=size, slide_mpp=slide_mpp)
-            stores.append(job.store_path)
-        except Exception as exc:
-            from eosin.errors import EosinError
+    def failure(path: Path, exc: Exception) -> None:
+        failed.append(path)
+        click.echo(f"error: {exc}", err=True)
 
-            if not isinstance(exc, EosinError):
-                raise
-            failed += 1
-            click.echo(f"error: {exc}", err=True)
-    return stores, failed
+    found = resolve_stores(
+        inputs,
+        out,
+        tile=lambda job: tile_stage(job, mpp=mpp, tile_size=size, slide_mpp=slide_mpp),
+        on_error=failure,
+        on_skipped=_note_skipped,
+    )
+    return [store for store, _ in found], len(failed)

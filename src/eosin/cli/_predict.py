@@ -196,7 +196,9 @@ def _predict_slides(paths, model_path, out, grid_key, labels_csv, device) -> int
         raise UsageError(
             "a slide-level model needs --out (predictions.csv and heatmaps go there).", fix="add --out DIR"
         )
-    stores = [_store_for(p, out, None, None, None)[0] if p.is_dir() else p for p in paths]
+    from eosin.run import resolve_store
+
+    stores = [resolve_store(p, out)[0] if p.is_dir() else p for p in paths]
     if any(not p.is_dir() for p in stores):
         raise UsageError(
             "a slide-level model reads stores, not slide files.",
@@ -228,28 +230,19 @@ def _store_for(
 ) -> tuple[Path, Path]:
     """The store to read for an input and the folder its heatmaps go to; tiles slide files first."""
     from eosin.errors import UsageError
-    from eosin.run import STORE_NAME, plan_outputs, tile_stage
+    from eosin.run import resolve_store, tile_stage
 
-    if path.is_dir():
-        store = path if (path / "zarr.json").exists() or path.suffix == ".zarr" else path / STORE_NAME
-        if not store.exists():
-            raise UsageError("no store here.", path=path, fix="pass a store.zarr folder or a slide file")
-        stem = store.parent.name if store.name == STORE_NAME else store.stem
-        return store, (out / stem if out is not None else store.parent)
-    if out is None:
-        raise UsageError(
-            "a slide file needs --out (its store is made there).", path=path, fix="add --out DIR"
-        )
-    mpp = mpp or model.meta.get("mpp")
-    if mpp is None:
-        raise UsageError(
-            "the checkpoint records no mpp, so the resolution to tile the slide at is unknown.",
-            path=path,
-            fix="add --mpp (the resolution of the training tiles), or tile it with eosin tile first",
-        )
-    job = job or plan_outputs([path], out)[0]
-    tile_stage(job, mpp=mpp, tile_size=model.input_size, slide_mpp=slide_mpp)
-    return job.store_path, job.out_dir
+    def tile(job) -> None:
+        tile_mpp = mpp or model.meta.get("mpp")
+        if tile_mpp is None:
+            raise UsageError(
+                "the checkpoint records no mpp, so the resolution to tile the slide at is unknown.",
+                path=path,
+                fix="add --mpp (the resolution of the training tiles), or tile it with eosin tile first",
+            )
+        tile_stage(job, mpp=tile_mpp, tile_size=model.input_size, slide_mpp=slide_mpp)
+
+    return resolve_store(path, out, tile=tile, job=job)
 
 
 def _read_labels(path: Path) -> dict[str, tuple[str, str | None]]:

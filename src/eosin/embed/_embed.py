@@ -15,9 +15,7 @@ the group; the summary's ``replaced`` names the hash it had.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import os
 import time
 from typing import Any
@@ -27,6 +25,7 @@ import numpy as np
 from eosin._device import PRECISIONS, select_device
 from eosin._provenance import versions
 from eosin.errors import UsageError
+from eosin.io import param_digest
 
 __all__ = ["PRECISIONS", "check_precision", "embed_store", "features_key", "select_device"]
 
@@ -116,16 +115,15 @@ def embed_store(
     from eosin.io import SlideStore, pick_key
     from eosin.models import Encoder, create_encoder
     from eosin.slide import open_slide
-    from eosin.tiles import TileGrid, iter_tiles
+    from eosin.tiles import iter_tiles
 
     if dtype not in ("float16", "float32"):
         raise UsageError(f"features are stored as float16 or float32, not {dtype!r}")
     t0 = time.perf_counter()
     store = SlideStore.open(store_path)
     record = store.slide or {}
-    gkey = pick_key(store, "grids", grid_key)
-    group = store.read_group("grids", gkey)
-    grid = TileGrid.from_group(group, group.attrs)
+    gkey = store.pick("grids", grid_key)
+    grid = store.grid(gkey)
     if record.get("path") is not None:
         store.check_source(record["path"])  # the file there is still the slide the grid was made on
     dev = select_device(device)
@@ -206,7 +204,7 @@ def embed_store(
         "versions": versions(),
         "order": "rows follow the grid's tile order",
     }
-    fingerprint = hashlib.sha1(json.dumps(attrs, sort_keys=True, default=str).encode()).hexdigest()
+    fingerprint = param_digest(attrs, n=None)
     part = store.partial_group("features", key, attrs, fingerprint=fingerprint)
     resumed_from = part.done or None
     # rows per zarr chunk: whole chunks are written, so a resumed run never builds on a chunk cut short

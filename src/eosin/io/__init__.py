@@ -11,7 +11,7 @@ from eosin.io._atomic import (
 )
 from eosin.io._features_h5 import FeatureBag, read_features_h5, write_features_h5
 from eosin.io._features_store import export_features, import_features, store_mpp
-from eosin.io._export import grid_to_csv, pick_key, tissue_to_geojson
+from eosin.io._export import grid_to_csv, tissue_to_geojson
 from eosin.io._geojson import (
     features_from_masks,
     load_geojson,
@@ -21,6 +21,7 @@ from eosin.io._geojson import (
     write_geojson,
 )
 from eosin.io._identity import slide_identity
+from eosin.io._keys import param_digest, pick_key
 from eosin.io._store import SlideStore, StoreGroup
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "import_features",
     "mask_to_polygons",
     "read_features_h5",
+    "param_digest",
     "pick_key",
     "read_geojson",
     "write_features_h5",

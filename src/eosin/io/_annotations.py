@@ -58,7 +58,7 @@ def write_annotations(
 
 def read_annotations(store: Any, key: str | None = None) -> list[dict[str, Any]]:
     """The features of ``annotations/<key>`` (the only group when ``key`` is None)."""
-    from eosin.io._export import pick_key
+    from eosin.io._keys import pick_key
 
     group = store.read_group(ANNOTATIONS_KIND, pick_key(store, ANNOTATIONS_KIND, key))
     doc = json.loads(np.asarray(group["geojson"]).tobytes().decode("utf-8"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from eosin.io._export import pick_key
+from eosin.io._keys import pick_key
 from eosin.io._features_h5 import FeatureBag, read_features_h5, write_features_h5
 
 __all__ = ["export_features", "import_features", "store_mpp"]

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from eosin.errors import StoreError
+from eosin.io._accessors import StoreAccessors
 from eosin.io._atomic import atomic_write_text
 from eosin.io._identity import check_identity, slide_identity
 from eosin.io._lock import WriterLock
@@ -70,8 +71,9 @@ class StoreGroup(Mapping[str, Any]):
         return f"StoreGroup({str(self.path)!r}, arrays={list(self)})"
 
 
-class SlideStore:
-    """The store of one slide. Create with :meth:`create`, open an existing one with :meth:`open`."""
+class SlideStore(StoreAccessors):
+    """The store of one slide. Create with :meth:`create`, open an existing one with :meth:`open`; read its groups
+    with the typed accessors (:meth:`grid`, :meth:`tissue`, :meth:`features`, :meth:`predictions`...)."""
 
     def __init__(self, path: Path, attrs: dict[str, Any]):
         self.path = Path(path)

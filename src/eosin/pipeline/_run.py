@@ -217,7 +217,7 @@ def _tile_csv(out: Path, jobs: list, slides: dict, config: RunConfig) -> None:
         key = slides[j.name].get("predictions")
         if key is None:
             continue
-        group = SlideStore.open(j.store_path).read_group("predictions", key)
+        group = SlideStore.open(j.store_path).predictions(key)
         classes = classes or list(group.attrs["classes"])
         proba = np.asarray(group["proba"][...])
         coords = np.asarray(group["coords"][...])

@@ -62,31 +62,10 @@ def _model_key(folder: Path, name: str) -> str:
     return f"{name}-{digest.hexdigest()[:8]}"
 
 
-def _bag_key(store: Any, kind: str, source: str, grid: str | None) -> str:
-    from eosin.errors import StoreError
-
-    keys = store.keys(kind) if kind in store.kinds() else []
-    prefix = f"{source}--" if kind == "features" and "--" not in source else source
-    found = [k for k in keys if k == source] or [k for k in keys if k.startswith(prefix)]
-    if grid is not None:
-        found = [k for k in found if grid in k]
-    if len(found) == 1:
-        return found[0]
-    what = "features of encoder" if kind == "features" else "tile predictions of model"
-    if not found:
-        fix = (
-            f"eosin embed {store.path} --encoder {source}" if kind == "features" else "eosin predict it first"
-        )
-        raise StoreError(f"the store holds no {what} {source!r}.", path=store.path, fix=f"run {fix}")
-    raise StoreError(
-        f"several {kind} groups match {source!r}: {', '.join(found)}.",
-        path=store.path,
-        fix="pick the grid (--grid KEY)",
-    )
-
-
 def _slide_id(store_path: Path) -> str:
-    return store_path.parent.name if store_path.name == "store.zarr" else store_path.stem
+    from eosin.run import store_name
+
+    return store_name(store_path)
 
 
 def predict_slides(
@@ -126,7 +105,7 @@ def predict_slides(
     """
     from eosin.aggregate import CohortBags, load_aggregator, predictions_csv, write_attention
     from eosin.errors import EosinError, UsageError
-    from eosin.io import SlideStore, atomic_write_text
+    from eosin.io import SlideStore, atomic_write_text, pick_key
 
     folder = Path(model)
     if not is_aggregator(folder):
@@ -149,7 +128,7 @@ def predict_slides(
     for s in stores:
         path = Path(s)
         try:
-            keys.append(_bag_key(SlideStore.open(path), kind, source, grid))
+            keys.append(pick_key(SlideStore.open(path), kind, source, grid=grid))
             good.append(path)
         except EosinError as exc:
             failures.append((str(path), str(exc)))

@@ -118,8 +118,7 @@ def qc_stage(
             grid = make_grid(slide, masks, downsample=1.0, tile_size=tile_size, min_tissue=min_tissue)
             warnings.append(f"mpp {slide.mpp_problem()}: tiles at the native resolution (give --slide-mpp)")
         if store.has("grids", grid.key):
-            group = store.read_group("grids", grid.key)
-            grid = TileGrid.from_group(group, group.attrs)
+            grid = store.grid(grid.key)
         elif len(grid):
             store.write_group("grids", grid.key, *grid.to_group())
         scores = np.empty(len(grid), np.float32)

@@ -14,6 +14,10 @@ __all__ = [
     "load_or_detect_tissue",
     "map_slides",
     "plan_outputs",
+    "resolve_store",
+    "resolve_stores",
+    "store_in",
+    "store_name",
     "tile_stage",
     "tissue_stage",
 ]
@@ -22,15 +26,18 @@ __all__ = [
 __getattr__ = lazy_getattr(
     __name__,
     {
-        k: "eosin.run._stages"
-        for k in (
-            "STORE_NAME",
-            "SlideJob",
-            "job_store",
-            "load_or_detect_tissue",
-            "plan_outputs",
-            "tile_stage",
-            "tissue_stage",
-        )
+        **{
+            k: "eosin.run._stages"
+            for k in (
+                "STORE_NAME",
+                "SlideJob",
+                "job_store",
+                "load_or_detect_tissue",
+                "plan_outputs",
+                "tile_stage",
+                "tissue_stage",
+            )
+        },
+        **{k: "eosin.run._resolve" for k in ("resolve_store", "resolve_stores", "store_in", "store_name")},
     },
 )

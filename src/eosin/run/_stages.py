@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from eosin.errors import NoTissueError
+from eosin.io import param_digest
 
 __all__ = [
     "SlideJob",
@@ -111,7 +111,7 @@ def tissue_key(params: dict[str, Any]) -> str:
     """Store key of a tissue detection: its resolution and a digest of all its parameters."""
     mpp = params.get("mpp")
     res = f"mpp{mpp:g}" if mpp else "auto"
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    digest = param_digest(params)
     return f"{res}_{digest}"
 
 
@@ -133,22 +133,12 @@ def load_or_detect_tissue(slide: Any, store: Any, *, tissue_mpp: float = 8.0) ->
 
     Returns the masks and whether they came from the store.
     """
-    from eosin.tissue import TissueMasks, detect_tissue
+    from eosin.tissue import detect_tissue
 
     request = {"mpp": tissue_mpp, "slide_mpp": slide.mpp_x if slide.mpp_source == "override" else None}
     for key in store.keys("tissue") if "tissue" in store.kinds() else []:
-        group = store.read_group("tissue", key)
-        if group.attrs.get("request") == request:
-            masks = TissueMasks(
-                tissue=np.asarray(group["tissue"], bool),
-                pen=np.asarray(group["pen"], bool),
-                sections=np.asarray(group["sections"], np.int32),
-                downsample=tuple(group.attrs["downsample"]),
-                origin=tuple(group.attrs["origin"]),
-                mpp=group.attrs.get("mpp"),
-                params=dict(group.attrs.get("params", {})),
-            )
-            return masks, True
+        if store.read_group("tissue", key).attrs.get("request") == request:
+            return store.tissue(key), True
     masks = detect_tissue(slide, mpp=tissue_mpp)
     params = dict(masks.params)
     store.write_group(

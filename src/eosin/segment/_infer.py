@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -13,6 +12,7 @@ import numpy as np
 
 from eosin._provenance import versions
 from eosin.errors import UsageError
+from eosin.io import param_digest
 from eosin.segment._instances import separate_instances
 from eosin.segment._window import BandAccumulator, overlap_pixels, sliding_window
 
@@ -154,7 +154,8 @@ def segment_slide(
     model_id = json.dumps({k: v for k, v in vars(model.config).items() if k != "training"}, sort_keys=True)
     # the weights themselves, not how they were trained: a retrained model (same seed, same epochs) is another model
     weights_id = model.weights_hash
-    digest = hashlib.sha1(json.dumps([params, model_id, weights_id], default=str).encode()).hexdigest()[:6]
+    # key order as given (not sorted): the keys of segmentations stored before stay the same
+    digest = param_digest([params, model_id, weights_id], sort_keys=False)
     key = f"{model.config.encoder}_mpp{mpp:g}_{tile_size}px_o{over}_{digest}"
     if store.has(KIND, key) and not overwrite:
         return key
@@ -192,7 +193,7 @@ def segment_slide(
     # the precision asked for, not the one ``auto`` settles on, so a resumed ``auto`` run finds the bands of the
     # killed one and goes on with the precision they were made with (never a map of two precisions).
     asked = {**attrs, "precision": model.requested_precision, "calibration": None}
-    fingerprint = hashlib.sha1(json.dumps(asked, sort_keys=True, default=str).encode()).hexdigest()
+    fingerprint = param_digest(asked, n=None)
     part = store.partial_group(KIND, key, attrs, fingerprint=fingerprint)
     made_with = part.group.attrs.get("precision")
     if part.done and model.requested_precision == "auto" and made_with not in (None, "auto"):

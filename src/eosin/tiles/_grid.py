@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from eosin.errors import UsageError
+from eosin.io import param_digest
 
 __all__ = ["TileGrid", "make_grid", "resolve_downsample", "box_fractions"]
 
@@ -80,7 +80,7 @@ class TileGrid:
         """A readable, parameter-derived name for the store, e.g. ``mpp0.5_256px_o0_t0.5_3f9a1c``."""
         res = f"mpp{self.mpp:g}" if self.mpp is not None else f"ds{self.downsample:g}"
         min_tissue = self.params.get("min_tissue", 0)
-        digest = hashlib.sha1(json.dumps(self.params, sort_keys=True, default=str).encode()).hexdigest()[:6]
+        digest = param_digest(self.params)
         return f"{res}_{self.tile_size}px_o{self.overlap}_t{min_tissue:g}_{digest}"
 
     def subset(self, indices: np.ndarray) -> TileGrid:

@@ -54,7 +54,7 @@ def predict_store(
     from eosin.errors import UsageError
     from eosin.io import SlideStore, pick_key
     from eosin.slide import open_slide
-    from eosin.tiles import TileGrid, iter_tiles
+    from eosin.tiles import iter_tiles
     from eosin.viz import save_png
 
     t0 = time.perf_counter()
@@ -64,9 +64,8 @@ def predict_store(
         raise UsageError(
             "the store records no slide path.", path=store.path, fix="make the store with eosin tile"
         )
-    gkey = pick_key(store, "grids", grid_key)
-    group = store.read_group("grids", gkey)
-    grid = TileGrid.from_group(group, group.attrs)
+    gkey = store.pick("grids", grid_key)
+    grid = store.grid(gkey)
     if slide_mpp is None and record.get("mpp_source") == "override":
         slide_mpp = record.get("mpp_x")
     from eosin._device import precision_candidates

@@ -6,8 +6,6 @@ viewer and exports read them like any per-tile array; the picture is one panel p
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,13 +14,14 @@ from typing import Any
 import numpy as np
 
 from eosin.errors import UsageError
+from eosin.io import param_digest
 
 __all__ = ["draw_heatmaps", "heatmap_key", "text_heatmap"]
 
 
 def heatmap_key(model_name: str, grid_key: str, prompts: Sequence[str], weights_id: str) -> str:
     """``<model>--<grid>--<digest>``: the digest (6 hex of SHA-1) covers the prompts and the weights."""
-    digest = hashlib.sha1(json.dumps([list(prompts), weights_id]).encode()).hexdigest()[:6]
+    digest = param_digest([list(prompts), weights_id])
     import re
 
     return f"{re.sub(r'[^A-Za-z0-9._+=-]', '_', model_name)}--{grid_key}--{digest}"
@@ -49,7 +48,7 @@ def text_heatmap(
 
     Returns a summary (store, key, png, per-text top tile) with the model's record.
     """
-    from eosin.io import SlideStore, pick_key
+    from eosin.io import SlideStore
     from eosin.vl._models import load_vl_model
     from eosin.vl._sources import iter_sources
     from eosin.vl._zeroshot import scores
@@ -59,7 +58,7 @@ def text_heatmap(
         raise UsageError("give at least one non-empty --text.", fix='e.g. --text "tumour" --text "stroma"')
     model = load_vl_model(model)
     slide_store = SlideStore.open(store)
-    gkey = pick_key(slide_store, "grids", grid_key)
+    gkey = slide_store.pick("grids", grid_key)
     text_emb = model.encode_text(texts)
     sims, coords = [], []
     for chunk in iter_sources(
@@ -112,12 +111,10 @@ def draw_heatmaps(store: Any, grid_key: str, similarity, proba, texts, path) -> 
     import cv2
 
     from eosin.slide import open_slide
-    from eosin.tiles import TileGrid
     from eosin.viz import save_png
 
     record = store.slide or {}
-    group = store.read_group("grids", grid_key)
-    grid = TileGrid.from_group(group, group.attrs)
+    grid = store.grid(grid_key)
     slide_mpp = record.get("mpp_x") if record.get("mpp_source") == "override" else None
     with open_slide(record["path"], slide_mpp=slide_mpp) as slide:
         thumb = slide.thumbnail(max_size=800)

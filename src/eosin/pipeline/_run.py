@@ -46,7 +46,8 @@ def run(
     -------
     dict
         out, report, the CSVs written, ``n_failed`` and one record per slide (``status`` ok or failed, the stage it
-        failed at and the error, and what each stage found). The same goes to ``OUT/run.json``.
+        failed at and the error, what each stage found, and ``cached``: the stages that found their results
+        stored and skipped the work). The same goes to ``OUT/run.json``.
     """
     from eosin._provenance import versions
     from eosin.io import atomic_write_text
@@ -118,6 +119,8 @@ class _Runner:
         for job, result in zip(alive, results, strict=True):
             if result.ok:
                 done[job.name] = result.value
+                if isinstance(result.value, dict) and result.value.get("cached"):
+                    self.slides[job.name].setdefault("cached", []).append(desc)  # found stored: skipped
             elif fatal:
                 self.slides[job.name].update(status="failed", failed_stage=desc, error=str(result.error))
                 self.log(f"error: {desc}: {result.error}")

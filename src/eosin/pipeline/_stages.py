@@ -62,8 +62,11 @@ def _slide_mpp(config: Any):
 
 
 def _decode_workers(config: Any) -> int | None:
-    """Tile-decoding processes inside a model stage: none on Dask workers (daemonic processes cannot fork a pool)."""
-    return 0 if config.scheduler else None
+    """Tile-decoding processes inside a model stage: none on Dask workers, also when the run was handed a client
+    without ``scheduler`` in its configuration (daemonic processes cannot start a pool)."""
+    import multiprocessing
+
+    return 0 if config.scheduler or multiprocessing.current_process().daemon else None
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:

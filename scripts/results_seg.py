@@ -36,11 +36,10 @@ SEED = 0
 
 def eosin(*args: str) -> dict:
     """Run one eosin command as a user would; its last JSON line."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "eosin", *args], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"eosin {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    print("$ eosin " + " ".join(args), file=sys.stderr, flush=True)
+    proc = subprocess.run([sys.executable, "-m", "eosin", *args], stdout=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:  # its stderr went to ours
+        raise SystemExit(f"eosin {' '.join(args)} failed ({proc.returncode})")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     return json.loads(lines[-1]) if lines else {}
 
@@ -97,7 +96,7 @@ def main() -> int:
         "--out", str(run / "model"), "--encoder", args.encoder, "--epochs", str(args.epochs),
         "--crops-per-epoch", str(args.crops), "--crop", str(args.crop), "--batch-size", "8",
         "--lr", str(args.lr), "--val-fraction", "0.2" if args.dataset == "monuseg" else "0.25",
-        "--seed", str(SEED), "-q",
+        "--seed", str(SEED),
     ]  # fmt: skip
     if args.weights != "none":
         train += ["--encoder-weights", args.weights]

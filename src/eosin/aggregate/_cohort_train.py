@@ -356,7 +356,7 @@ def train_cohort(
             fit_val = (val, val.labels) if len(val) else None
             agg.fit(train, train.labels, val=fit_val)
             dev = agg.device_
-            resolved = {"device": str(dev), "precision": "fp16" if dev.type == "cuda" else "fp32"}
+            resolved = {"device": str(dev), "precision": agg.precision_}
         else:
             agg.fit(train, train.labels)
         classes = [str(c) for c in agg.classes_] if classes is None else classes

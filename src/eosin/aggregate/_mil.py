@@ -1,13 +1,13 @@
 """Attention MIL aggregators on feature bags (ABMIL, CLAM-SB, CLAM-MB, TransMIL) and their shared trainer.
 
 Training follows CLAM: one bag per step (batch size 1), Adam, cross-entropy weighted against class imbalance
-(plus CLAM's instance clustering loss), optional early stopping on validation loss. On CUDA the forward pass
-runs under automatic mixed precision (float16 with a gradient scaler).
+(plus CLAM's instance clustering loss), optional early stopping on validation loss, on the one training loop
+(:func:`eosin.train.fit_loop`). On CUDA the forward pass runs under automatic mixed precision (float16 with a
+gradient scaler; :mod:`eosin._device`).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ class MILAggregator(Aggregator):
         weight_decay: float | None = None,
         seed: int | None = None,
         device: str | None = None,
+        precision: str = "auto",
     ) -> MILAggregator:
         """Train on the bags, one bag per step; returns ``self``.
 
@@ -61,17 +62,22 @@ class MILAggregator(Aggregator):
             and training stops after ``patience`` epochs without improvement.
         epochs, lr, weight_decay, seed, device
             Override the constructor's values for this fit.
+        precision
+            Autocast of training and prediction (:mod:`eosin._device`): ``fp32``, ``bf16``, ``fp16`` (CUDA), or
+            ``auto``: fp16 on CUDA (with a gradient scaler), fp32 elsewhere (one bag per step is too small a
+            workload for bfloat16 to pay on a CPU).
 
         Attributes set
         --------------
         classes_, model_ (the trained network, eval mode), n_features_, history_ (per-epoch ``train_loss`` and
-        ``val_loss``), device_.
+        ``val_loss``), device_, precision_.
         """
         epochs = self.epochs if epochs is None else epochs
         lr = self.lr if lr is None else lr
         weight_decay = self.weight_decay if weight_decay is None else weight_decay
         seed = self.seed if seed is None else seed
         dev = _device(self.device if device is None else device)
+        precision = _precision(dev, precision)
         if len(bags) == 0:
             raise UsageError("no bags given.", fix="pass at least one bag (one slide)")
         classes, codes = check_labels(y, len(bags))
@@ -90,37 +96,38 @@ class MILAggregator(Aggregator):
                 len(codes) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=dev
             )
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-        amp = dev.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=amp)
         rng = np.random.default_rng(seed)
-        history, best, best_state, waited = [], np.inf, None, 0
-        for _ in range(epochs):
-            model.train()
-            total = 0.0
+
+        def epoch_bags(_epoch: int):
             for i in rng.permutation(len(codes)):
-                x = torch.as_tensor(check_bag(bags[i], int(i), n_features), device=dev)
-                label = torch.tensor(codes[i], device=dev)
-                with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
-                    loss = self._loss(model, x, label, weight)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                total += float(loss.detach())
-            record = {"train_loss": total / len(codes)}
-            if val is not None:
-                record["val_loss"] = self._val_loss(model, val_bags, val_codes, n_features, weight, dev)
-                if record["val_loss"] < best:
-                    best, best_state, waited = record["val_loss"], copy.deepcopy(model.state_dict()), 0
-                else:
-                    waited += 1
-            history.append(record)
-            if val is not None and waited >= self.patience:
-                break
-        if best_state is not None:
-            model.load_state_dict(best_state)
+                yield torch.as_tensor(check_bag(bags[i], int(i), n_features), device=dev), codes[i]
+
+        def forward(batch):
+            x, code = batch
+            return self._loss(model, x, torch.tensor(code, device=dev), weight)
+
+        from eosin.train import fit_loop
+
+        history = fit_loop(
+            forward,
+            epoch_bags,
+            optimizer=optimizer,
+            epochs=epochs,
+            device=dev,
+            precision=precision,
+            model=model,
+            validate=(lambda: {"val_loss": self._val_loss(model, val_bags, val_codes, n_features, weight, dev)})
+            if val is not None
+            else None,
+            monitor="val_loss",
+            mode="min",
+            baseline=np.inf if val is not None else None,
+            patience=self.patience,
+            record=lambda stats, v: {"train_loss": stats.loss_sum / len(codes), **(v or {})},
+        ).history
         self.model_ = model.eval()
         self.classes_, self.n_features_, self.history_, self.device_ = classes, n_features, history, dev
+        self.precision_ = precision
         return self
 
     def predict_proba(self, bags: Bags) -> np.ndarray:
@@ -151,9 +158,8 @@ class MILAggregator(Aggregator):
         ``eosin train mil`` records it). The folder is written aside and renamed into place, so ``path`` is
         either the old checkpoint or the new one.
         """
-        from safetensors.torch import save_file
-
-        from eosin.aggregate._persist import base_config, write_folder
+        from eosin.aggregate._persist import _plain, base_config
+        from eosin.io import write_checkpoint
 
         self._check_fitted()
         config = {
@@ -161,13 +167,17 @@ class MILAggregator(Aggregator):
             "n_features": int(self.n_features_),
             "history": self.history_,
             "device": str(self.device_),
+            "precision": getattr(self, "precision_", None),
         }
-
-        def weights(folder: Path) -> None:
-            state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-            save_file(state, folder / "weights.safetensors", metadata={"format": _FORMAT})
-
-        return write_folder(path, config, weights)
+        return write_checkpoint(
+            path,
+            self.model_.state_dict(),
+            config,
+            weights_name="weights.safetensors",
+            metadata={"format": _FORMAT},
+            replace_folder=True,
+            json_default=_plain,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> MILAggregator:
@@ -209,8 +219,11 @@ class MILAggregator(Aggregator):
         return total / len(codes)
 
     def _forward(self, bags: Bags, i: int):
+        from eosin._device import autocast
+
         x = torch.as_tensor(check_bag(bags[i], i, self.n_features_), device=self.device_)
-        with torch.autocast(self.device_.type, dtype=torch.float16, enabled=self.device_.type == "cuda"):
+        precision = getattr(self, "precision_", None) or _precision(self.device_, "auto")
+        with autocast(self.device_, precision):
             return self.model_(x)
 
 
@@ -226,7 +239,8 @@ _TRAIN_DOC = """
     seed
         Seeds the weight initialisation, dropout and the bag order.
     device
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+        ``"auto"`` (CUDA when available, else Apple's MPS, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+        ``"mps"`` (:func:`eosin._device.select_device`).
 """
 
 
@@ -415,7 +429,7 @@ _MIL_CLASSES: dict[str, type[MILAggregator]] = {c.name: c for c in (ABMIL, CLAMS
 def load_mil(folder: Path, config: dict[str, Any], *, device: str = "cpu") -> MILAggregator:
     """The attention-MIL aggregator of a saved folder whose ``config.json`` is ``config`` (see
     :func:`eosin.aggregate.load_aggregator`)."""
-    from safetensors.torch import load_file
+    from eosin.io import read_checkpoint
 
     weights_path = folder / "weights.safetensors"
     if not weights_path.is_file():
@@ -427,8 +441,9 @@ def load_mil(folder: Path, config: dict[str, Any], *, device: str = "cpu") -> MI
     agg = _MIL_CLASSES[config["aggregator"]](**config["params"])
     classes = np.asarray(config["classes"])
     model = agg._network(config["n_features"], len(classes))
+    state, _ = read_checkpoint(folder, weights_name="weights.safetensors", config=config)
     try:
-        model.load_state_dict(load_file(weights_path))
+        model.load_state_dict(state)
     except RuntimeError as err:
         raise StoreError(f"weights do not fit the configured network ({err}).", path=weights_path) from None
     dev = _device(device)
@@ -439,16 +454,19 @@ def load_mil(folder: Path, config: dict[str, Any], *, device: str = "cpu") -> MI
         config["history"],
         dev,
     )
+    agg.precision_ = _precision(dev, "auto")  # inference: the training device's precision may not run here
     return agg
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise UnknownNameError("device", name, ("auto", "cpu", "cuda"))
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(
-            f"device {name!r} asked for, but PyTorch sees no CUDA GPU.", fix="use device='cpu' or 'auto'"
-        )
-    return torch.device(name)
+def _device(name: Any) -> torch.device:
+    """The device of :func:`eosin._device.select_device` (``auto``: CUDA, MPS, CPU)."""
+    from eosin._device import select_device
+
+    return select_device(name)
+
+
+def _precision(dev: torch.device, precision: str) -> str:
+    """:func:`eosin._device.resolve_precision`, except that ``auto`` is fp32 off CUDA (see :meth:`fit`)."""
+    from eosin._device import resolve_precision
+
+    return resolve_precision(dev, precision if precision != "auto" or dev.type == "cuda" else "fp32")

@@ -2,7 +2,8 @@
 
 ``config.json`` holds the format, the registry name, the constructor parameters, the slide classes, the learned
 values that fit in JSON (``fitted``: e.g. the per-class ``thresholds_`` of :class:`Thresholds`), the versions of
-the software that wrote it and, when given, how it was trained (``training``). The learned state that does not fit
+the software that wrote it and, when given, how it was trained (``training``), and the fields of every eosin
+checkpoint (``format_version``, ``eosin_version``, ``weights_sha256``: :func:`eosin.io.write_checkpoint`). The learned state that does not fit
 in JSON is beside it: ``weights.safetensors`` for the attention-MIL networks, ``estimator.skops`` for the
 scikit-learn classifier of :class:`SummaryClassifier` (skops's format, loaded without unpickling arbitrary code:
 only scikit-learn types are accepted). A folder is written aside and renamed into place, so a crash leaves the old
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,29 +47,11 @@ def write_folder(
     target: str | os.PathLike[str], config: dict[str, Any], extra: Callable[[Path], None] | None = None
 ) -> Path:
     """Write ``config.json`` (and whatever ``extra(folder)`` writes) into a folder beside ``target``, then rename it
-    to ``target``, replacing any folder there."""
-    from eosin.io import current_umask
+    to ``target``, replacing any folder there (:func:`eosin.io.write_checkpoint` without tensors: the config also
+    records ``format_version``, ``eosin_version`` and ``weights_sha256: null``)."""
+    from eosin.io import write_checkpoint
 
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: honour the umask
-        if extra is not None:
-            extra(tmp)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_plain), encoding="utf-8")
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return write_checkpoint(target, None, config, extra=extra, replace_folder=True, json_default=_plain)
 
 
 def base_config(agg: Any, training: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from eosin.io._atomic import (
 from eosin.io._features_h5 import FeatureBag, read_features_h5, write_features_h5
 from eosin.io._features_store import export_features, import_features, store_mpp
 from eosin.io._export import grid_to_csv, tissue_to_geojson
+from eosin.io._checkpoint import FORMAT_VERSION as CHECKPOINT_FORMAT_VERSION
+from eosin.io._checkpoint import read_checkpoint, write_checkpoint
 from eosin.io._geojson import (
     features_from_masks,
     load_geojson,
@@ -25,6 +27,7 @@ from eosin.io._keys import param_digest, pick_key
 from eosin.io._store import SlideStore, StoreGroup
 
 __all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
     "FeatureBag",
     "SlideStore",
     "StoreGroup",
@@ -44,10 +47,12 @@ __all__ = [
     "grid_to_csv",
     "import_features",
     "mask_to_polygons",
+    "read_checkpoint",
     "read_features_h5",
     "param_digest",
     "pick_key",
     "read_geojson",
+    "write_checkpoint",
     "write_features_h5",
     "slide_identity",
     "store_mpp",

@@ -242,19 +242,13 @@ class Segmenter:
 
 
 def save_segmenter(path: str | os.PathLike[str], net: Any, config: SegConfig) -> Path:
-    """Write ``net``'s weights (safetensors) and ``config`` (JSON) into the folder ``path``, atomically."""
-    from safetensors.torch import save_file
+    """Write ``net``'s weights (safetensors) and ``config`` (JSON) into the folder ``path``, each file atomically
+    (:func:`eosin.io.write_checkpoint`: the config also records ``format_version``, ``eosin_version`` and the
+    weights' ``weights_sha256``)."""
+    from eosin.io import write_checkpoint
 
-    from eosin.io import atomic_path, atomic_write_text
-
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    with atomic_path(folder / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT})
     record = {"format": FORMAT, "version": 1, **asdict(config)}
-    atomic_write_text(folder / "config.json", json.dumps(record, indent=1, default=_plain))
-    return folder
+    return write_checkpoint(path, net.state_dict(), record, metadata={"format": FORMAT}, json_default=_plain)
 
 
 def _plain(value: Any) -> Any:
@@ -314,7 +308,7 @@ def load_segmenter(
     precisions whose probabilities agree with float32's, measured on the first windows predicted and cached per
     machine and checkpoint: :mod:`eosin._calibrate`); probabilities are computed in float32 from the logits.
     """
-    from safetensors.torch import load_file
+    from eosin.io import read_checkpoint
 
     folder = Path(path)
     meta = folder / "config.json"
@@ -334,14 +328,8 @@ def load_segmenter(
             path=meta,
             fix="give a segmentation model written by eosin train seg",
         ) from None
-    try:
-        state = load_file(str(weights))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for damaged files
-        raise WeightsMismatchError(
-            f"not a readable safetensors file ({' '.join(str(exc).split())[:160]}).",
-            path=weights,
-            fix="the file is truncated or damaged: copy the model folder again, or retrain (eosin train seg)",
-        ) from None
+    # a damaged file, or one that is not the weights config.json was written with: WeightsMismatchError
+    state, _ = read_checkpoint(folder, config=json.loads(meta.read_bytes().decode("utf-8")))
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:

@@ -17,8 +17,9 @@ import numpy as np
 from eosin._provenance import versions
 from eosin.errors import UsageError
 from eosin.segment._data import CropBatches, CropSampler, SegSample, crop_loader, load_pairs, pair_files
-from eosin._device import autocast, precision_candidates, select_device
+from eosin._device import precision_candidates, select_device
 from eosin.segment._model import SegConfig, build_unet, save_segmenter
+from eosin.train import fit_loop
 
 __all__ = ["dice_ce_loss", "split_by_image", "train_segmenter"]
 
@@ -234,35 +235,51 @@ def train_segmenter(
         "train": train_stems,
         "val": val_stems,
     }
-    history: list[dict[str, Any]] = []
-    best, best_epoch = -1.0, 0
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        net.train()
-        losses = []
-        for imgs, tgts in loader:
-            x, y = to_tensors(imgs, tgts)
-            with autocast(dev, precision):
-                logits = net(x)
-            loss = dice_ce_loss(logits.float(), y, class_weights=weights)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            losses.append(float(loss.detach()))
-        record: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses))}
-        if val_x is not None:
-            record.update(_validate(net, val_x, val_y, to_tensors, weights, batch_size))
-        record["seconds"] = round(time.perf_counter() - start, 1)
-        history.append(record)
-        score = record.get("val_dice", -record["loss"])
-        if score > best:
-            best, best_epoch = score, epoch
-            config.training = {**params, "best_epoch": epoch, "history": history}
-            save_segmenter(out, net, config)
-        if log is not None:
-            log(record)
+
+    history: list[dict[str, Any]] = []
+
+    def forward(batch: Any) -> Any:
+        x, y = to_tensors(*batch)
+        return net(x), y  # under autocast; the loss below runs in float32
+
+    def loss(out: Any, batch: Any) -> Any:
+        logits, y = out
+        return dice_ce_loss(logits.float(), y, class_weights=weights)
+
+    def record(stats: Any, val_record: dict | None) -> dict[str, Any]:
+        rec: dict[str, Any] = {"epoch": stats.epoch, "loss": float(np.mean(stats.losses)), **(val_record or {})}
+        rec["seconds"] = round(time.perf_counter() - start, 1)
+        return rec
+
+    def save(rec: dict[str, Any]) -> None:
+        config.training = {**params, "best_epoch": rec["epoch"], "history": history}
+        save_segmenter(out, net, config)
+
+    fitted = fit_loop(
+        forward,
+        loader,
+        loss=loss,
+        optimizer=opt,
+        scheduler=sched,
+        epochs=epochs,
+        device=dev,
+        precision=precision,
+        model=net,
+        validate=(lambda: _validate(net, val_x, val_y, to_tensors, weights, batch_size))
+        if val_x is not None
+        else None,
+        # validation Dice, else the training loss; an epoch must beat -1 to be saved
+        monitor=lambda rec: rec.get("val_dice", -rec["loss"]),
+        mode="max",
+        baseline=-1.0,
+        keep_best=False,  # the best weights are on disk; the network ends as the last epoch left it
+        record=record,
+        history=history,
+        on_best=save,
+        on_epoch=log,
+    )
+    best_epoch = fitted.best_epoch
     result = {
         "checkpoint": os.fspath(out),
         "train": train_stems,

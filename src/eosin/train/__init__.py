@@ -1,4 +1,5 @@
-"""Training tile classifiers: fine-tuning registry encoders, linear/kNN probes, checkpoints.
+"""Training: the one training loop (:func:`fit_loop`) every trainer runs on; tile classifiers (fine-tuning registry
+encoders, linear/kNN probes) and their checkpoints.
 
 >>> from eosin.data import load_tile_table, patient_split
 >>> table = load_tile_table("tiles/")  # doctest: +SKIP
@@ -19,6 +20,9 @@ from eosin._lazy import lazy_getattr
 _LAZY = {
     "TileClassifier": "eosin.train._model",
     "fit_tiles": "eosin.train._fit",
+    "fit_loop": "eosin.train._loop",
+    "EpochStats": "eosin.train._loop",
+    "LoopResult": "eosin.train._loop",
     "fit_probe": "eosin.train._fit",
     "fit_probe_tiles": "eosin.train._fit",
     "probe_head": "eosin.train._fit",
@@ -34,10 +38,13 @@ _LAZY = {
 }
 
 __all__ = [
+    "EpochStats",
+    "LoopResult",
     "TileClassifier",
     "checkpoint_key",
     "colour_texture_features",
     "extract_features",
+    "fit_loop",
     "fit_probe",
     "fit_probe_tiles",
     "fit_tiles",
@@ -69,5 +76,6 @@ if TYPE_CHECKING:  # pragma: no cover
         probe_head,
         validation_metrics,
     )
+    from eosin.train._loop import EpochStats, LoopResult, fit_loop
     from eosin.train._handcrafted import colour_texture_features
     from eosin.train._model import TileClassifier

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +19,10 @@ def save_classifier(model: Any, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` (a :class:`TileClassifier`) to the folder ``path``, replacing it atomically.
 
     ``config.json`` records the registry name, classes, preprocessing (input size, mean, std), the mpp the model
-    was trained at (or None), the head and the training parameters.
+    was trained at (or None), the head and the training parameters, and the fields common to every eosin checkpoint
+    (``format_version``, ``eosin_version``, ``weights_sha256``: :func:`eosin.io.write_checkpoint`).
     """
-    from safetensors.torch import save_file
+    from eosin.io import write_checkpoint
 
     path = Path(path)
     config = {
@@ -36,24 +35,9 @@ def save_classifier(model: Any, path: str | os.PathLike[str]) -> Path:
         "mpp": model.meta.get("mpp"),
         **{k: v for k, v in model.meta.items() if k not in ("mpp", "input_size")},
     }
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    staging.mkdir()
-    try:
-        save_file(state, str(staging / "model.safetensors"), metadata={"format": FORMAT})
-        (staging / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
-        if path.exists():
-            trash = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-            os.rename(path, trash)
-            os.rename(staging, path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(staging, path)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return path
+    return write_checkpoint(
+        path, model.state_dict(), config, metadata={"format": FORMAT}, replace_folder=True, json_default=str
+    )
 
 
 def load_classifier(path: str | os.PathLike[str], *, device: str = "cpu"):
@@ -63,9 +47,10 @@ def load_classifier(path: str | os.PathLike[str], *, device: str = "cpu"):
     ------
     EosinError
         The folder is not a classifier checkpoint (no config.json/model.safetensors, another format).
+    WeightsMismatchError
+        model.safetensors is damaged, or not the file config.json was written with (its SHA-256 differs).
     """
-    from safetensors.torch import load_file
-
+    from eosin.io import read_checkpoint
     from eosin.models import create_encoder
     from eosin.train._model import TileClassifier, make_head
 
@@ -87,18 +72,17 @@ def load_classifier(path: str | os.PathLike[str], *, device: str = "cpu"):
     overrides = config.get("encoder_kwargs") or {}
     encoder = create_encoder(config["encoder"], weights=None, tiny=bool(config.get("tiny")), **overrides)
     encoder.input_size = pre["input_size"]
-    meta = {
-        k: v for k, v in config.items() if k not in ("format", "version", "classes", "head", "preprocess")
-    }
+    envelope = ("format", "version", "classes", "head", "preprocess", "format_version", "eosin_version")
+    meta = {k: v for k, v in config.items() if k not in (*envelope, "weights_sha256")}
     meta["input_size"] = pre["input_size"]
     model = TileClassifier(encoder, make_head(config["head"]), config["classes"], meta)
-    state = load_file(str(weights_path))
+    state, _ = read_checkpoint(path, config=config)
     model.load_state_dict(state, strict=True)
     # the encoder's weights are the checkpoint's, not the seeded initialisation it was built with
     from eosin.models import file_sha256
 
     encoder.seed, encoder.weights_file = None, str(weights_path)
-    encoder.weights_sha256 = file_sha256(weights_path)
+    encoder.weights_sha256 = config.get("weights_sha256") or file_sha256(weights_path)
     return model.eval().to(device)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 import time
@@ -15,6 +14,7 @@ from torch import nn
 
 from eosin.data import TileTable, make_loader, to_input
 from eosin.errors import UsageError
+from eosin.train._loop import fit_loop
 from eosin.train._model import KNNHead, LinearHead, TileClassifier
 
 __all__ = [
@@ -125,7 +125,7 @@ def fit_tiles(
         The model in eval mode on the CPU device it trained on, and one record per epoch (train_loss, tiles_per_s,
         val_loss, val_balanced_accuracy, lr).
     """
-    from eosin._device import autocast, precision_candidates, select_device
+    from eosin._device import precision_candidates, select_device
 
     if monitor not in ("val_loss", "val_balanced_accuracy"):
         raise UsageError(f"monitor must be val_loss or val_balanced_accuracy, not {monitor!r}.")
@@ -189,51 +189,48 @@ def fit_tiles(
     total = max(1, steps_per_epoch * epochs if max_steps is None else min(max_steps, len(loader) * epochs))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")  # bf16 has float32's range: no scaling
     loss_fn = nn.CrossEntropyLoss()
-    history: list[dict[str, Any]] = []
-    best, best_state, waited, step = None, None, 0, 0
-    for epoch in range(epochs):
-        model.train()
-        seen, loss_sum, t0 = 0, 0.0, time.perf_counter()
-        for images, targets in loader:
-            x = to_input(images, model.mean, model.std, dev)
-            y = targets.to(dev)
-            with autocast(dev, precision):
-                loss = loss_fn(model(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            seen += len(y)
-            loss_sum += float(loss.detach()) * len(y)
-            step += 1
-            if max_steps is not None and step >= max_steps:
-                break
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "tiles": seen,
-            "tiles_per_s": seen / max(time.perf_counter() - t0, 1e-9),
+
+    def forward(batch):
+        images, targets = batch
+        return loss_fn(model(to_input(images, model.mean, model.std, dev)).float(), targets.to(dev))
+
+    def record(stats, val_record):
+        return {
+            "epoch": stats.epoch,
+            "train_loss": stats.train_loss,
+            "tiles": stats.seen,
+            "tiles_per_s": stats.seen / max(stats.seconds, 1e-9),
             "lr": schedule.get_last_lr()[0],
+            **(val_record or {}),
         }
-        if val is not None and len(val):
-            record.update(validation_metrics(model, val, dev, batch_size=batch_size, workers=val_workers))
-            score = record[monitor] if monitor == "val_balanced_accuracy" else -record[monitor]
-            if best is None or score > best:
-                best, best_state, waited = score, copy.deepcopy(model.state_dict()), 0
-                record["best"] = True
-            else:
-                waited += 1
-        history.append(record)
-        if progress:
-            line = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
-            print(json.dumps(line), file=sys.stderr, flush=True)
-        if (max_steps is not None and step >= max_steps) or (val is not None and waited >= patience):
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+
+    def show(record):
+        line = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
+        print(json.dumps(line), file=sys.stderr, flush=True)
+
+    validating = val is not None and len(val)
+    history = fit_loop(
+        forward,
+        loader,
+        optimizer=optimizer,
+        scheduler=schedule,
+        epochs=epochs,
+        max_steps=max_steps,
+        device=dev,
+        precision=precision,
+        model=model,
+        size=lambda batch: len(batch[1]),
+        validate=(lambda: validation_metrics(model, val, dev, batch_size=batch_size, workers=val_workers))
+        if validating
+        else None,
+        monitor=monitor,
+        mode="max" if monitor == "val_balanced_accuracy" else "min",
+        patience=patience,
+        mark_best=True,
+        record=record,
+        on_epoch=show if progress else None,
+    ).history
     model.meta["history"] = history
     if threads is not None:
         torch.set_num_threads(threads)

@@ -126,27 +126,23 @@ class _LocalModel(VLModel):
 
 
 def save_local(net, folder: Path, config: dict[str, Any], *, towers: Sequence[str] = ()) -> None:
-    """Write ``model.safetensors`` and ``eosin-vl.json`` into ``folder`` (each file atomically; JSON last).
+    """Write ``model.safetensors`` and ``eosin-vl.json`` into ``folder`` (each file atomically, JSON last:
+    :func:`eosin.io.write_checkpoint`, which adds ``format_version``, ``eosin_version`` and ``weights_sha256``).
 
     ``towers``: which towers' weights go into the file (``"image"``, ``"text"``); the others are rebuilt from
     their names on load."""
-    from safetensors.torch import save_file
-
-    from eosin.io import atomic_path, atomic_write_text
+    from eosin.io import write_checkpoint
 
     skip = tuple(f"{t}." for t in ("image", "text") if t not in towers)
     state = {k: v for k, v in net.state_dict().items() if not (skip and k.startswith(skip))}
-    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "model.safetensors") as tmp:
-        save_file(state, str(tmp))
     config = {**config, "towers_in_file": sorted(towers)}
-    atomic_write_text(folder / LOCAL_CONFIG, json.dumps(config, indent=2, default=str) + "\n")
+    write_checkpoint(folder, state, config, config_name=LOCAL_CONFIG, json_default=str)
 
 
 def load_local(folder: str | os.PathLike[str], *, device="auto", precision="auto") -> VLModel:
     """The model ``eosin train clip`` wrote into ``folder``."""
-    from eosin.models import create_encoder, read_state_dict
+    from eosin.io import read_checkpoint
+    from eosin.models import create_encoder
 
     folder = Path(folder)
     try:
@@ -161,7 +157,9 @@ def load_local(folder: str | os.PathLike[str], *, device="auto", precision="auto
     )
     net = TwoTower(image, resolve_text_encoder(config["text_encoder"]), embed_dim=int(config["embed_dim"]))
     weights = folder / "model.safetensors"
-    state = read_state_dict(weights)
+    state, _ = read_checkpoint(folder, config_name=LOCAL_CONFIG, config=config)  # checks weights_sha256
+    if state is None:
+        raise WeightsMismatchError("the weights file model.safetensors is missing.", path=weights)
     missing, unexpected = net.load_state_dict(state, strict=False)
     rebuilt = tuple(f"{t}." for t in ("image", "text") if t not in towers)
     missing = [k for k in missing if not (rebuilt and k.startswith(rebuilt))]

@@ -178,10 +178,9 @@ def train_clip(
     ]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     n = len(images)
-    losses = []
-    from tqdm.auto import tqdm
+    losses: list[float] = []
 
-    for _epoch in tqdm(range(epochs), desc="train clip", unit="epoch", disable=not progress):
+    def epoch_batches(_epoch: int):
         order = rng.permutation(n)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
@@ -189,33 +188,55 @@ def train_clip(
                 continue
             view = rng.integers(0, views, len(idx))
             caps = [caps_of_label[label_of[i]][rng.integers(len(caps_of_label[label_of[i]]))] for i in idx]
-            with autocast(dev, prec):
-                if freeze_image:
-                    img = net.image_proj(image_feats[row_image[idx], view].to(dev))
-                else:
-                    batch = np.stack([_dihedral(tiles[row_image[i]])[v] for i, v in zip(idx, view)])
-                    img = net.image_features(prep.tensor(batch, dev))
-                if freeze_text:
-                    txt = net.text_proj(text_feats[[cap_index[c] for c in caps]].to(dev))
-                else:
-                    txt = net.text_features(tokens(caps))
-            img = torch.nn.functional.normalize(img.float(), dim=-1)
-            txt = torch.nn.functional.normalize(txt.float(), dim=-1)
-            logits = net.logit_scale.clamp(max=np.log(100.0)).exp() * img @ txt.T
-            same = torch.as_tensor(
-                label_of[idx][:, None] == label_of[idx][None, :], dtype=torch.float32, device=dev
-            )
-            target = same / same.sum(dim=1, keepdim=True)
-            loss = 0.5 * (
-                torch.nn.functional.cross_entropy(logits, target)
-                + torch.nn.functional.cross_entropy(logits.T, target)
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                net.logit_scale.clamp_(max=float(np.log(100.0)))
-            losses.append(float(loss.detach()))
+            yield idx, view, caps
+
+    def forward(batch):  # under autocast: the towers and the projection heads
+        idx, view, caps = batch
+        if freeze_image:
+            img = net.image_proj(image_feats[row_image[idx], view].to(dev))
+        else:
+            tiles_in = np.stack([_dihedral(tiles[row_image[i]])[v] for i, v in zip(idx, view)])
+            img = net.image_features(prep.tensor(tiles_in, dev))
+        if freeze_text:
+            txt = net.text_proj(text_feats[[cap_index[c] for c in caps]].to(dev))
+        else:
+            txt = net.text_features(tokens(caps))
+        return img, txt
+
+    def loss(out, batch):  # in float32: symmetric InfoNCE with the same-class pairs as shared targets
+        idx = batch[0]
+        img = torch.nn.functional.normalize(out[0].float(), dim=-1)
+        txt = torch.nn.functional.normalize(out[1].float(), dim=-1)
+        logits = net.logit_scale.clamp(max=np.log(100.0)).exp() * img @ txt.T
+        same = torch.as_tensor(label_of[idx][:, None] == label_of[idx][None, :], dtype=torch.float32, device=dev)
+        target = same / same.sum(dim=1, keepdim=True)
+        return 0.5 * (
+            torch.nn.functional.cross_entropy(logits, target)
+            + torch.nn.functional.cross_entropy(logits.T, target)
+        )
+
+    def clamp_temperature() -> None:
+        with torch.no_grad():
+            net.logit_scale.clamp_(max=float(np.log(100.0)))
+
+    def record(stats, _val):
+        losses.extend(stats.losses)
+        return {"epoch": stats.epoch, "train_loss": stats.train_loss}
+
+    from eosin.train import fit_loop
+
+    fit_loop(
+        forward,
+        epoch_batches,
+        loss=loss,
+        optimizer=opt,
+        epochs=epochs,
+        device=dev,
+        precision=prec,  # fp16 (CUDA) adds the loop's gradient scaler
+        after_step=clamp_temperature,
+        record=record,
+        progress="train clip" if progress else None,
+    )
     import transformers
 
     import eosin

@@ -76,3 +76,22 @@ def test_a_writer_that_replaces_the_temporary_file_still_honours_the_umask(tmp_p
         os.close(fd)
     for name in ("w.safetensors", "r.bin"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~mask, name
+
+
+@pytest.mark.parametrize("replace_folder", [False, True], ids=["file-by-file", "whole-folder"])
+@pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_checkpoints_honour_the_umask(tmp_path, umask, mask, replace_folder):
+    """Every trained model is written by eosin.io.write_checkpoint: its files and folder follow the umask."""
+    import torch
+
+    from eosin.io import read_checkpoint, write_checkpoint
+
+    umask(mask)
+    folder = write_checkpoint(
+        tmp_path / "model", {"w": torch.arange(4.0)}, {"kind": "test"}, replace_folder=replace_folder
+    )
+    modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in folder.iterdir()}
+    assert modes and all(m == 0o666 & ~mask for m in modes.values()), {k: oct(v) for k, v in modes.items()}
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o777 & ~mask
+    tensors, config = read_checkpoint(folder)
+    assert config["kind"] == "test" and torch.equal(tensors["w"], torch.arange(4.0))

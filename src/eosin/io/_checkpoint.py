@@ -108,6 +108,11 @@ def write_checkpoint(
     try:
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: honour the umask
         write_into(tmp, atomic=False)
+        for root, dirs, files in os.walk(tmp):  # writers such as safetensors' make owner-only files
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o666 & ~current_umask())
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o777 & ~current_umask())
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
             os.replace(folder, old)  # onto the empty folder just made

@@ -300,3 +300,49 @@ def test_trained_two_tower_beats_chance_on_its_classes(tmp_path):
         main(["search", str(tmp_path / "idx.npz"), "--text", "fat", "--k", "1", "--precision", "fp32"]) == 0
     )
     assert record["training"]["seed"] == 0 and record["frozen"] == {"image": True, "text": True}
+
+
+def test_clip_training_precision_is_measured_not_read_from_cpu_flags(tmp_path, monkeypatch):
+    """``train_clip(precision="auto")`` times a training step per candidate precision (as tile and U-Net training
+    do): a CPU whose flags promise bf16 trains in float32 when bf16 measures slower, and the record says so."""
+    require(CRC)
+    from eosin import _calibrate, _device
+    from eosin.vl import train_clip
+
+    monkeypatch.setenv("EOSIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(_calibrate, "load_per_core", lambda: None)
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: True)
+    real, tasks = _calibrate.calibrate, []
+
+    def bf16_slower(task, key, candidates, make, **kw):
+        clock, costs = [0.0], {"torch-fp32": 1.0, "torch-bf16": 3.0}
+
+        def timed(cand):
+            step = make(cand)
+
+            def run():
+                clock[0] += costs[cand.name]
+                return step()
+
+            return run
+
+        tasks.append((task, [c.name for c in candidates]))
+        return real(task, key, candidates, timed, clock=lambda: clock[0], **kw)
+
+    monkeypatch.setattr(_calibrate, "calibrate", bf16_slower)
+    files = [p for p in sorted(CRC.iterdir()) if p.name.split("-")[0] in ("ADI", "TUM")][:4]
+    labels = [f.name.split("-")[0] for f in files]
+    _, record = train_clip(
+        (files, [f"an H&E image of {w}." for w in labels], labels),
+        image_encoder="resnet18",
+        image_weights=None,
+        embed_dim=8,
+        epochs=2,
+        augment=False,
+    )
+    both = ["torch-fp32", "torch-bf16"]
+    assert ("vl-train-images", both) in tasks and ("train-clip", both) in tasks
+    training = record["training"]
+    assert training["precision"] == "fp32" and training["frozen_image_precision"] == "fp32"
+    assert training["calibration"]["choice"] == "torch-fp32"
+    assert set(training["calibration"]["ms_per_item"]) == set(both)

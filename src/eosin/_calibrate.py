@@ -402,6 +402,7 @@ def choose_training_precision(
     weights_id: str | None = None,
     cache: bool = True,
     measure: bool = False,
+    input_shape: Sequence[int] | None = None,
 ) -> Decision:
     """The training precision for ``model``: explicit, or for ``auto`` the fastest training step that agrees.
 
@@ -413,7 +414,8 @@ def choose_training_precision(
     features of ResNet-18 on 8 tiles of 32 px differed by 4-8 % from fp32's while its training followed
     fp32's). ``model`` itself is not changed. ``weights_id`` stands for the weights in the
     cache key (e.g. ``"random"`` for a fresh initialisation; default :func:`weights_hash`). ``measure``: time
-    an explicit precision too (the step time sizes the data loader).
+    an explicit precision too (the step time sizes the data loader). ``input_shape``: the batch's shape, rows
+    first, when ``x`` is not a tensor (a batch that ``forward`` turns into one).
     """
     import copy
 
@@ -424,6 +426,7 @@ def choose_training_precision(
     candidates = [Candidate(p) for p in precision_candidates(device, precision)]
     if len(candidates) == 1 and not measure:
         return calibrate(task, {}, candidates, lambda c: lambda: None, items=1)
+    shape = list(input_shape) if input_shape is not None else list(x.shape)
 
     def make(cand: Candidate) -> Callable[[], Any]:
         net = copy.deepcopy(model).to(device).train()
@@ -446,12 +449,12 @@ def choose_training_precision(
         "device": str(device),
         "model": name,
         "weights": weights_id or weights_hash(model),
-        "input": list(x.shape[1:]),
-        "calibration_rows": len(x),
+        "input": list(shape[1:]),
+        "calibration_rows": shape[0],
         "batch_size": batch_size,
     }
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return calibrate(task, key, candidates, make, items=len(x), cache=cache, measure_single=measure)
+        return calibrate(task, key, candidates, make, items=shape[0], cache=cache, measure_single=measure)
 
 
 def choose_inference_precision(

@@ -108,7 +108,8 @@ def train_clip(
     """
     import torch
 
-    from eosin._device import autocast, resolve_precision, select_device
+    from eosin._calibrate import choose_inference_precision, choose_training_precision, weights_hash
+    from eosin._device import autocast, precision_candidates, select_device
     from eosin.models import create_encoder
     from eosin.vl._local import TwoTower, _LocalModel, resolve_text_encoder, save_local
     from eosin.vl._sources import read_image
@@ -122,7 +123,7 @@ def train_clip(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     dev = select_device(device)
-    prec = resolve_precision(dev, precision)
+    precision_candidates(dev, precision)  # refuses impossible combinations before any work
     encoder = image_encoder
     if isinstance(image_encoder, str):
         encoder = create_encoder(image_encoder, weights=image_weights, device=dev)
@@ -156,7 +157,19 @@ def train_clip(
     if freeze_image:
         net.image.eval()
         feats = []
-        with torch.inference_mode(), autocast(dev, prec):
+        # the frozen tower runs once, at the fastest precision whose features agree with float32's (measured)
+        first = prep.tensor(np.stack(_dihedral(tiles[0])[:views]), dev)
+        frozen = choose_inference_precision(
+            lambda t: net.image(t).float(),
+            first,
+            dev,
+            precision,
+            task="vl-train-images",
+            name=spec.name,
+            weights_id=weights_hash(net.image),
+            batch_size=views,
+        )
+        with torch.inference_mode(), autocast(dev, frozen.precision):
             for tile in tiles:
                 batch = np.stack(_dihedral(tile)[:views])
                 feats.append(net.image(prep.tensor(batch, dev)).float().cpu())
@@ -190,30 +203,54 @@ def train_clip(
             caps = [caps_of_label[label_of[i]][rng.integers(len(caps_of_label[label_of[i]]))] for i in idx]
             yield idx, view, caps
 
-    def forward(batch):  # under autocast: the towers and the projection heads
+    def forward_of(m, batch):  # under autocast: the towers and the projection heads of the two-tower ``m``
         idx, view, caps = batch
         if freeze_image:
-            img = net.image_proj(image_feats[row_image[idx], view].to(dev))
+            img = m.image_proj(image_feats[row_image[idx], view].to(dev))
         else:
             tiles_in = np.stack([_dihedral(tiles[row_image[i]])[v] for i, v in zip(idx, view)])
-            img = net.image_features(prep.tensor(tiles_in, dev))
+            img = m.image_features(prep.tensor(tiles_in, dev))
         if freeze_text:
-            txt = net.text_proj(text_feats[[cap_index[c] for c in caps]].to(dev))
+            txt = m.text_proj(text_feats[[cap_index[c] for c in caps]].to(dev))
         else:
-            txt = net.text_features(tokens(caps))
+            txt = m.text_features(tokens(caps))
         return img, txt
 
-    def loss(out, batch):  # in float32: symmetric InfoNCE with the same-class pairs as shared targets
+    def loss_of(m, out, batch):  # in float32: symmetric InfoNCE with the same-class pairs as shared targets
         idx = batch[0]
         img = torch.nn.functional.normalize(out[0].float(), dim=-1)
         txt = torch.nn.functional.normalize(out[1].float(), dim=-1)
-        logits = net.logit_scale.clamp(max=np.log(100.0)).exp() * img @ txt.T
+        logits = m.logit_scale.clamp(max=np.log(100.0)).exp() * img @ txt.T
         same = torch.as_tensor(label_of[idx][:, None] == label_of[idx][None, :], dtype=torch.float32, device=dev)
         target = same / same.sum(dim=1, keepdim=True)
         return 0.5 * (
             torch.nn.functional.cross_entropy(logits, target)
             + torch.nn.functional.cross_entropy(logits.T, target)
         )
+
+    def forward(batch):
+        return forward_of(net, batch)
+
+    def loss(out, batch):
+        return loss_of(net, out, batch)
+
+    # training precision: the fastest training step that agrees with float32's, measured on a fixed first batch
+    # (the first rows, first view, each row's first caption: no draw from the training's random stream)
+    rows = np.arange(min(n, batch_size, 8 if dev.type == "cpu" else batch_size))
+    probe = (rows, np.zeros(len(rows), dtype=np.int64), [caps_of_label[label_of[i]][0] for i in rows])
+    decision = choose_training_precision(
+        net,
+        lambda m, b: loss_of(m, forward_of(m, b), b),
+        probe,
+        dev,
+        precision,
+        task="train-clip",
+        name=f"clip-{spec.name}-{Path(str(text_encoder)).name}-{embed_dim}",
+        batch_size=batch_size,
+        weights_id=None,
+        input_shape=(len(rows), encoder.input_size, encoder.input_size, 3),
+    )
+    prec = decision.precision
 
     def clamp_temperature() -> None:
         with torch.no_grad():
@@ -263,6 +300,8 @@ def train_clip(
             "seed": seed,
             "device": str(dev),
             "precision": prec,
+            "calibration": decision.record(),
+            "frozen_image_precision": frozen.precision if freeze_image else None,
             "final_loss": round(float(np.mean(losses[-max(1, len(losses) // 10) :])), 4) if losses else None,
             "seconds": round(time.perf_counter() - t0, 1),
             "versions": {
@@ -281,7 +320,8 @@ def train_clip(
         from eosin.vl._models import weights_digest
 
         weights_id = weights_digest(Path(out) / "model.safetensors")
-    model = _LocalModel(net, config, weights_id=weights_id, device=dev, precision=prec)
+    # inference settles its own precision on its first images (``auto``), or keeps the one asked for
+    model = _LocalModel(net, config, weights_id=weights_id, device=dev, precision=precision)
     model.source = str(Path(out).resolve()) if out is not None else None
     return model, config
 

@@ -143,3 +143,22 @@ def test_predict_cam_writes_tile_and_stitched_maps(setup, tmp_path):
     assert group["coords"].shape == (n, 2) and group["stitched"].ndim == 2
     cam = group["cam"][:].astype("float32")
     assert cam.min() >= 0 and cam.max() <= 1 and (cam.reshape(n, -1).max(axis=1) > 0).mean() > 0.5
+
+
+def test_python_train_tiles_is_the_cli_with_the_same_defaults(setup, tmp_path):
+    """``eosin.train.train_tiles`` is ``eosin train tiles`` in one call: the same defaults, the same checkpoint."""
+    import inspect
+
+    from eosin.cli._train import tiles as command
+    from eosin.train import load_classifier, train_tiles
+
+    cli = {p.name: p.default for p in command.params if "Sentinel" not in type(p.default).__name__}  # set ones
+    for name, param in inspect.signature(train_tiles).parameters.items():
+        if name in cli and param.default is not inspect.Parameter.empty:
+            assert param.default == cli[name], name
+    summary = train_tiles(
+        require(CRC), tmp_path / "py", encoder="resnet18", weights="none", probe="linear", input_size=32, workers=0
+    )
+    a, b = load_classifier(setup / "a"), load_classifier(tmp_path / "py")
+    assert summary["classes"] == list(a.classes) and summary["n_train"] > 0
+    assert a.meta["split"] == b.meta["split"] and a.meta.get("validation") == b.meta.get("validation")

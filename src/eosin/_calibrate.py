@@ -414,8 +414,7 @@ def choose_training_precision(
     features of ResNet-18 on 8 tiles of 32 px differed by 4-8 % from fp32's while its training followed
     fp32's). ``model`` itself is not changed. ``weights_id`` stands for the weights in the
     cache key (e.g. ``"random"`` for a fresh initialisation; default :func:`weights_hash`). ``measure``: time
-    an explicit precision too (the step time sizes the data loader). ``input_shape``: the batch's shape, rows
-    first, when ``x`` is not a tensor (a batch that ``forward`` turns into one).
+    an explicit precision too (the step time sizes the data loader). ``input_shape``: ``x``'s shape if not a tensor.
     """
     import copy
 

@@ -141,100 +141,36 @@ def tiles(
     model.safetensors and config.json (encoder, classes, preprocessing, mpp, training parameters, history). One
     JSON summary goes to stdout.
     """
-    from eosin.data import load_tile_table, patient_split
-    from eosin.errors import UsageError
-    from eosin.train import fit_probe_tiles, fit_tiles, save_classifier
+    from eosin.train import train_tiles
 
-    table = load_tile_table(data, label_from=label_from, patient_column=patient_column)
-    w = None if weights.lower() == "none" else weights
-    if val_fraction > 0:
-        tr, va = patient_split(table.labels, table.patients, test_size=val_fraction, seed=seed)
-        train_t, val_t = table.subset(tr), table.subset(va)
-    else:
-        train_t, val_t = table, None
-    tiling: dict = {}
-    if balance == "stride" and tile_size is None:
-        raise UsageError(
-            "--balance stride cuts the images of DATA with per-class strides: give --tile-size N."
-        )
-    if tile_size is not None:
-        from eosin.data import cut_tiles, stride_balanced_tiles
-
-        if balance == "stride":
-            train_t, strides = stride_balanced_tiles(train_t, tile_size=tile_size)
-            balance = "none"  # the tiling balanced the classes
-            tiling = {"tile_size": tile_size, "strides": strides}
-        else:
-            train_t = cut_tiles(train_t, tile_size=tile_size)
-            tiling = {"tile_size": tile_size, "strides": {c: tile_size for c in table.classes}}
-        val_t = cut_tiles(val_t, tile_size=tile_size) if val_t is not None else None
-        click.echo(json.dumps({"tiles": train_t.counts(), **tiling}), err=True)
-    if probe == "finetune":
-        model, history = fit_tiles(
-            train_t,
-            val_t,
-            encoder=encoder,
-            weights=w,
-            tiny=tiny,
-            input_size=input_size,
-            mpp=mpp,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            balance=balance,
-            positive_fraction=positive_fraction,
-            positive_class=positive_class,
-            augment=augment,
-            patience=patience,
-            device=device,
-            precision=precision,
-            workers=workers,
-            seed=seed,
-            progress=not quiet,
-        )
-        last = history[-1]
-    else:
-        model = fit_probe_tiles(
-            train_t,
-            encoder=encoder,
-            weights=w,
-            tiny=tiny,
-            input_size=input_size,
-            mpp=mpp,
-            kind=probe,
-            k=k,
-            batch_size=batch_size,
-            workers=workers,
-            device=device,
-        )
-        last = {}
-        if val_t is not None:
-            from eosin.train import validation_metrics
-
-            last = validation_metrics(
-                model, val_t, next(model.parameters()).device, batch_size=batch_size, workers=workers
-            )
-            model.meta["validation"] = last
-    if tiling:
-        model.meta["tiling"] = tiling
-    model.meta["split"] = {
-        "val_fraction": val_fraction,
-        "train_patients": sorted(set(train_t.patients.tolist()))[:1000],
-        "val_patients": sorted(set(val_t.patients.tolist()))[:1000] if val_t is not None else [],
-    }
-    save_classifier(model, out)
-    summary = {
-        "checkpoint": str(out),
-        "encoder": encoder,
-        "probe": probe,
-        "classes": list(table.classes),
-        "n_train": len(train_t),
-        "train_counts": train_t.counts(),
-        "n_val": 0 if val_t is None else len(val_t),
-        **{k_: round(v, 4) for k_, v in last.items() if k_.startswith("val_")},
-    }
-    if probe == "finetune":
-        summary["precision"] = model.meta["training"]["precision"]
-        summary["calibration"] = model.meta.get("calibration")
+    summary = train_tiles(
+        data,
+        out,
+        encoder=encoder,
+        weights=weights,
+        probe=probe,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        val_fraction=val_fraction,
+        patient_column=patient_column,
+        label_from=label_from,
+        balance=balance,
+        tile_size=tile_size,
+        positive_fraction=positive_fraction,
+        positive_class=positive_class,
+        augment=augment,
+        k=k,
+        input_size=input_size,
+        mpp=mpp,
+        patience=patience,
+        device=device,
+        precision=precision,
+        workers=workers,
+        seed=seed,
+        tiny=tiny,
+        progress=not quiet,
+        on_tiling=lambda record: click.echo(json.dumps(record), err=True),
+    )
     click.echo(json.dumps(summary))
     return 0

@@ -1,5 +1,5 @@
 """Training: the one training loop (:func:`fit_loop`) every trainer runs on; tile classifiers (fine-tuning registry
-encoders, linear/kNN probes) and their checkpoints.
+encoders, linear/kNN probes) and their checkpoints; :func:`train_tiles` is ``eosin train tiles`` in one call.
 
 >>> from eosin.data import load_tile_table, patient_split
 >>> table = load_tile_table("tiles/")  # doctest: +SKIP
@@ -35,6 +35,7 @@ _LAZY = {
     "colour_texture_features": "eosin.train._handcrafted",
     "predict_store": "eosin.train._predict",
     "heatmap": "eosin.train._predict",
+    "train_tiles": "eosin.train._workflow",
 }
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "save_classifier",
     "predict_store",
     "heatmap",
+    "train_tiles",
     "validation_metrics",
 ]
 
@@ -77,5 +79,6 @@ if TYPE_CHECKING:  # pragma: no cover
         validation_metrics,
     )
     from eosin.train._loop import EpochStats, LoopResult, fit_loop
+    from eosin.train._workflow import train_tiles
     from eosin.train._handcrafted import colour_texture_features
     from eosin.train._model import TileClassifier

@@ -19,6 +19,19 @@ def _model_options(f):
     return f
 
 
+def _tile_options(f):
+    """How tiles are read: which grid, batch size, decoding processes, progress bar."""
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")(f)
+    f = click.option(
+        "--workers",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Decoding processes (default: decided by measuring the first batch; 0: in this process).",
+    )(f)
+    f = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)(f)
+    return click.option("--grid", "grid_key", default=None, help="Which stored grid, when a store holds several.")(f)
+
+
 def _load(model, weights, device, precision):
     from eosin.vl import load_vl_model
 
@@ -41,15 +54,7 @@ def _load(model, weights, device, precision):
     "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Predictions CSV."
 )
 @_model_options
-@click.option("--grid", "grid_key", default=None, help="Which stored grid, when a store holds several.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Decoding processes (default: decided by measuring the first batch; 0: in this process).",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_tile_options
 def zeroshot(inputs, model, prompts, out, weights, device, precision, grid_key, batch_size, workers, quiet):
     """Classify tiles (labelled tile folders, image files, slide stores) from text prompts, without training.
 
@@ -83,15 +88,7 @@ def zeroshot(inputs, model, prompts, out, weights, device, precision, grid_key, 
     "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Index file (.npz)."
 )
 @_model_options
-@click.option("--grid", "grid_key", default=None, help="Which stored grid, when a store holds several.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Decoding processes (default: decided by measuring the first batch; 0: in this process).",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_tile_options
 def index_(inputs, model, out, weights, device, precision, grid_key, batch_size, workers, quiet):
     """Build a searchable index of tile embeddings (stores, tile folders, images) with their provenance."""
     from eosin.errors import UsageError
@@ -159,15 +156,7 @@ def search(index, text, image, k, model, sheet, weights, device, precision):
     help="Picture (default: STORE/../text_heatmap.png).",
 )
 @_model_options
-@click.option("--grid", "grid_key", default=None, help="Which stored grid, when a store holds several.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Decoding processes (default: decided by measuring the first batch; 0: in this process).",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_tile_options
 def heatmap(store, texts, model, png, weights, device, precision, grid_key, batch_size, workers, quiet):
     """Score a slide's tiles against typed concepts; write text_heatmap/<key> into the store and a PNG."""
     from eosin.vl import text_heatmap

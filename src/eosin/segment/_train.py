@@ -198,7 +198,6 @@ def train_segmenter(
         net, train, crop, dev, precision, batch_size, to_tensors, weights, encoder, arch, workers is None
     )
     precision = decision.precision
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")  # for the precision chosen
     threads, plan = _loader_plan(crops, dev, decision, workers)
     loader = crop_loader(crops, workers=plan["workers"], pin_memory=pin)
     config = SegConfig(

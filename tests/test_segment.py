@@ -266,6 +266,33 @@ def test_bf16_inference_stays_close_to_fp32(tiny_checkpoint):
 
 
 @pytest.mark.torch
+def test_training_without_validation_keeps_the_lowest_loss_epoch_whatever_the_loss(tmp_path):
+    """With no validation images the training loss picks the epoch to keep: an epoch must be kept even when the
+    loss (Dice + cross-entropy, easily above 1 in the first epochs) never falls below 1."""
+    pytest.importorskip("segmentation_models_pytorch")
+    from PIL import Image
+
+    from eosin.segment import train_segmenter
+    from eosin.segment._data import read_image
+
+    image = read_image(require(MONUSEG / "tissue_image" / f"{STEM}.tif"))
+    mask = np.asarray(Image.open(MONUSEG / "masks" / f"{STEM}.png").convert("L"))
+    (tmp_path / "img").mkdir()
+    (tmp_path / "msk").mkdir()
+    Image.fromarray(image[:96, :96]).save(tmp_path / "img" / "c0.png")
+    Image.fromarray(mask[:96, :96]).save(tmp_path / "msk" / "c0.png")
+    result = train_segmenter(
+        tmp_path / "img", tmp_path / "msk", tmp_path / "ck", epochs=2, crops_per_epoch=2, crop=64, batch_size=2,
+        val_fraction=0, precision="fp32", workers=0, lr=1e-6,
+    )  # fmt: skip
+    losses = [h["loss"] for h in result["history"]]
+    assert min(losses) > 1  # the case of the bug: no epoch scored above the old starting point of -1
+    assert result["best_epoch"] == 1 + int(np.argmin(losses))
+    config = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert config["training"]["best_epoch"] == result["best_epoch"] and (tmp_path / "ck" / "model.safetensors").is_file()
+
+
+@pytest.mark.torch
 def test_train_seg_command_writes_a_checkpoint(tmp_path):
     pytest.importorskip("segmentation_models_pytorch")
     from click.testing import CliRunner

@@ -6,6 +6,7 @@ The same call runs on a laptop CPU and on a GPU (``device="cuda"`` adds mixed pr
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -268,10 +269,10 @@ def train_segmenter(
         validate=(lambda: _validate(net, val_x, val_y, to_tensors, weights, batch_size))
         if val_x is not None
         else None,
-        # validation Dice, else the training loss; an epoch must beat -1 to be saved
+        # validation Dice, else the training loss (Dice + cross-entropy, often above 1): the first epoch is kept
         monitor=lambda rec: rec.get("val_dice", -rec["loss"]),
         mode="max",
-        baseline=-1.0,
+        baseline=-math.inf,
         keep_best=False,  # the best weights are on disk; the network ends as the last epoch left it
         record=record,
         history=history,

@@ -55,7 +55,8 @@ def link(files: list[Path], folder: Path) -> None:
 def split_monuseg(work: Path) -> dict[str, list[str]]:
     src = DATA / "monuseg-train"
     images = sorted((src / "tissue_image").iterdir())
-    with_xml = sorted(p.stem for p in (src / "annotations").glob("*.xml"))
+    stems = {p.stem for p in images}
+    with_xml = sorted(p.stem for p in (src / "annotations").glob("*.xml") if p.stem in stems)
     rng = np.random.default_rng(SEED)
     test = sorted(rng.choice(with_xml, size=6, replace=False).tolist())
     train = sorted(p.stem for p in images if p.stem not in test)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import DATA, require
+from conftest import DATA, fake_calibration_timings, require
 from vl_fixtures import tiny_clip
 
 from eosin.cli import main
@@ -306,30 +306,9 @@ def test_clip_training_precision_is_measured_not_read_from_cpu_flags(tmp_path, m
     """``train_clip(precision="auto")`` times a training step per candidate precision (as tile and U-Net training
     do): a CPU whose flags promise bf16 trains in float32 when bf16 measures slower, and the record says so."""
     require(CRC)
-    from eosin import _calibrate, _device
     from eosin.vl import train_clip
 
-    monkeypatch.setenv("EOSIN_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(_calibrate, "load_per_core", lambda: None)
-    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: True)
-    real, tasks = _calibrate.calibrate, []
-
-    def bf16_slower(task, key, candidates, make, **kw):
-        clock, costs = [0.0], {"torch-fp32": 1.0, "torch-bf16": 3.0}
-
-        def timed(cand):
-            step = make(cand)
-
-            def run():
-                clock[0] += costs[cand.name]
-                return step()
-
-            return run
-
-        tasks.append((task, [c.name for c in candidates]))
-        return real(task, key, candidates, timed, clock=lambda: clock[0], **kw)
-
-    monkeypatch.setattr(_calibrate, "calibrate", bf16_slower)
+    tasks = fake_calibration_timings(monkeypatch, tmp_path / "home", {"torch-fp32": 1.0, "torch-bf16": 3.0})
     files = [p for p in sorted(CRC.iterdir()) if p.name.split("-")[0] in ("ADI", "TUM")][:4]
     labels = [f.name.split("-")[0] for f in files]
     _, record = train_clip(

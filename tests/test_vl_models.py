@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import fake_calibration_timings
 from vl_fixtures import minilm_folder, tiny_clip, tiny_open_clip, tiny_siglip
 
 from eosin.errors import UnknownNameError, UsageError, WeightsMismatchError, WeightsUnavailableError
@@ -125,36 +126,12 @@ def test_registry_and_bad_folders(tmp_path, monkeypatch):
 def test_auto_precision_is_measured_on_the_first_images_not_read_from_cpu_flags(tmp_path, monkeypatch):
     """``precision="auto"`` is settled by a calibration of the image tower (as embed, predict and segment do): a
     CPU whose flags promise bf16 still runs float32 when bf16 measures slower, and the output records say so."""
-    from eosin import _calibrate, _device
-
-    monkeypatch.setenv("EOSIN_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(_calibrate, "load_per_core", lambda: None)
-    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: True)  # the flags say bf16 ...
-    real = _calibrate.calibrate
-    seen = {}
-
-    def slow_bf16(task, key, candidates, make, **kw):  # ... the measurement says bf16 is 3x slower
-        clock = [0.0]
-        costs = {"torch-fp32": 1.0, "torch-bf16": 3.0}
-
-        def timed(cand):
-            step = make(cand)
-
-            def run():
-                clock[0] += costs[cand.name]
-                return step()
-
-            return run
-
-        seen["task"], seen["candidates"] = task, [c.name for c in candidates]
-        return real(task, key, candidates, timed, clock=lambda: clock[0], **kw)
-
-    monkeypatch.setattr(_calibrate, "calibrate", slow_bf16)
+    seen = fake_calibration_timings(monkeypatch, tmp_path / "home", {"torch-fp32": 1.0, "torch-bf16": 3.0})
     folder = tiny_clip(tmp_path / "plip")
     model = load_vl_model("plip", weights=folder, device="cpu")
     assert model.precision == "auto" and model.calibration is None  # nothing measured before images come
     emb = model.encode_images(_tiles(5))
-    assert seen == {"task": "vl-images", "candidates": ["torch-fp32", "torch-bf16"]}
+    assert seen == [("vl-images", ["torch-fp32", "torch-bf16"])]
     assert model.precision == "fp32"
     record = model.describe()
     assert record["precision"] == "fp32" and record["calibration"]["choice"] == "torch-fp32"

@@ -224,8 +224,9 @@ def segment_slide(
             slide, grid, indices=todo, batch_size=batch_size, workers=workers, progress=progress
         ):
             probs = model.predict(batch.images)
-            if part.group.attrs.get("precision") != model.precision:  # ``auto`` settled on the first windows
+            if made_with != model.precision:  # ``auto`` settled on the first windows: record it, once
                 part.group.attrs.update({"precision": model.precision, "calibration": model.calibration})
+                made_with = model.precision
             for (x, y), p in zip(batch.coords, probs):
                 band.add(round((y - by) / ds), round((x - bx) / ds), p)
     band.close()

@@ -134,6 +134,31 @@ def test_index_search_exclusion_and_bad_input(tmp_path):
         load_index(tmp_path / "junk.npz")
 
 
+def test_large_index_scans_codes_and_reranks_to_the_exact_neighbours(monkeypatch):
+    """Above EXACT_MAX the index scans 4-bit PQ codes and re-ranks: the neighbours of unclustered vectors (the
+    hardest case) are nearly all the exact ones, their scores are the exact inner products, and self-exclusion
+    and batch queries still work."""
+    from eosin.vl import _index
+
+    monkeypatch.setattr(_index, "EXACT_MAX", 1_000)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((20_000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[:40] + 0.5 * rng.standard_normal((40, 64)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    index = build_index(x)
+    assert index.method == "pq-fastscan+rerank"
+    scores, rows = index.query(q, 10)
+    exact = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact)])
+    assert recall >= 0.95
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", q, x[rows]), rtol=1e-5, atol=1e-6)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    _, own = index.query(x[:5], 3, exclude_self=True)
+    assert not (own == np.arange(5)[:, None]).any() and own.shape == (5, 3)
+    assert build_index(x[:500]).method == "exact"
+
+
 def test_cli_zeroshot_index_search_retrieval(tmp_path, plip_folder, prompt_file, capsys):
     require(CRC)
     out = tmp_path / "pred.csv"

@@ -1,9 +1,10 @@
 """A searchable index of tile embeddings with their provenance, in one file written atomically.
 
 Search is FAISS inner product on unit vectors (= cosine): exact (``IndexFlatIP``) up to :data:`EXACT_MAX`
-vectors, an HNSW graph (``IndexHNSWFlat``) above, both rebuilt from the stored vectors on load (the exact index
-needs no build; the graph takes minutes for millions of vectors). docs/vision-language.md gives the measurements
-behind the choice.
+vectors; above, a 4-bit product-quantized fast scan (``IndexPQFastScan``, one sub-quantizer per two dimensions)
+picks :data:`RERANK` x k candidates and their exact scores from the stored vectors rank them. Both are rebuilt
+from the stored vectors on load (seconds for a million). docs/vision-language.md gives the measurements behind the
+choice (HNSW graphs needed minutes to build and still missed neighbours of unclustered vectors).
 
 The file (``.npz``, no pickles) holds ``vectors`` (n, d) float16, the provenance columns ``ids``, ``labels``,
 ``slides``, ``stores``, ``x``, ``y``, ``size``, ``mpp``, ``grid_index``, and ``meta``: JSON naming the model,
@@ -25,8 +26,12 @@ from eosin.errors import DataError, UsageError
 
 __all__ = ["EXACT_MAX", "TileIndex", "build_index", "index_model", "index_sources", "load_index", "search"]
 
-#: above this many vectors the index searches an HNSW graph instead of scanning every vector
-EXACT_MAX = 200_000
+#: above this many vectors the index scans 4-bit codes and re-ranks candidates instead of scanning every vector
+EXACT_MAX = 50_000
+#: candidates the quantized scan passes to the exact re-ranking, per result asked for
+RERANK = 40
+_TRAIN_ROWS = 100_000
+_THREADS: int | None = None  # FAISS's own thread count, restored after single-query searches
 _COLUMNS = ("ids", "labels", "slides", "stores", "x", "y", "size", "mpp", "grid_index")
 
 
@@ -46,17 +51,22 @@ class TileIndex:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
+    @property
+    def method(self) -> str:
+        """How this index searches: ``exact`` or ``pq-fastscan+rerank`` (chosen by size, see the module)."""
+        return "exact" if len(self) <= EXACT_MAX or self.dim % 2 else "pq-fastscan+rerank"
+
     def _index(self):
         if self._searcher is None:
             import faiss
 
             x = np.ascontiguousarray(self.vectors, dtype=np.float32)
-            if len(x) <= EXACT_MAX:
+            if self.method == "exact":
                 index = faiss.IndexFlatIP(self.dim)
             else:
-                index = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
-                index.hnsw.efConstruction = 80
-                index.hnsw.efSearch = 256
+                index = faiss.IndexPQFastScan(self.dim, self.dim // 2, 4, faiss.METRIC_INNER_PRODUCT)
+                rows = np.random.default_rng(0).choice(len(x), min(len(x), _TRAIN_ROWS), replace=False)
+                index.train(x[np.sort(rows)])
             index.add(x)
             self._searcher = index
         return self._searcher
@@ -81,17 +91,32 @@ class TileIndex:
         kk = min(len(self), k + (1 if exclude_self else 0))
         import faiss
 
-        if (
-            len(q) < 8
-        ):  # one query: OpenMP start-up costs more than it saves (5.9 vs 56 ms at 20k vectors, 2 CPUs)
-            faiss.omp_set_num_threads(1)
-        scores, rows = self._index().search(q, kk)
+        global _THREADS
+        if _THREADS is None:
+            _THREADS = faiss.omp_get_max_threads()
+        # a few queries: OpenMP start-up costs more than it saves (5.9 vs 56 ms at 20k vectors, 2 CPUs)
+        faiss.omp_set_num_threads(1 if len(q) < 8 else _THREADS)
+        if self.method == "exact":
+            scores, rows = self._index().search(q, kk)
+        else:
+            scores, rows = self._rerank(q, self._index().search(q, min(len(self), RERANK * kk))[1], kk)
         if exclude_self:
             own = np.arange(len(q))[:, None]
             keep = rows != own
             scores = np.stack([s[m][:k] for s, m in zip(scores, keep)]) if len(q) else scores[:, :k]
             rows = np.stack([r[m][:k] for r, m in zip(rows, keep)]) if len(q) else rows[:, :k]
         return scores[:, :k], rows[:, :k]
+
+    def _rerank(self, q: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best of each query's ``candidates`` rows by their exact inner product."""
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        rows = np.full((len(q), k), -1, np.int64)
+        for i, (v, cand) in enumerate(zip(q, candidates)):
+            cand = cand[cand >= 0]
+            exact = self.vectors[cand] @ v
+            best = np.argsort(-exact, kind="stable")[:k]
+            scores[i, : len(best)], rows[i, : len(best)] = exact[best], cand[best]
+        return scores, rows
 
     def record(self, row: int, score: float, rank: int) -> dict[str, Any]:
         """One hit as a JSON-ready dict: rank, score and the tile's provenance."""

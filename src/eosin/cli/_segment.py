@@ -47,6 +47,13 @@ IMAGE_PIXELS = 64_000_000
 @click.option(
     "--min-size", type=click.IntRange(min=0), default=10, show_default=True, help="Smallest object, px."
 )
+@click.option(
+    "--seed-threshold",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Interior probability that seeds an object (boundary models; default: the value chosen on "
+    "validation images in training, else 0.5).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
 @precision_option("Autocast of inference")
@@ -67,6 +74,7 @@ def segment(
     tile_size,
     instance_method,
     min_size,
+    seed_threshold,
     batch_size,
     device,
     precision,
@@ -98,7 +106,7 @@ def segment(
                 overlap,
                 tile_size,
                 instance_method,
-                min_size,
+                (min_size, seed_threshold),
                 batch_size,
                 slide_mpp,
                 workers,
@@ -113,9 +121,13 @@ def segment(
 
 
 def _one(
-    path, model, folder, mpp, overlap, tile_size, method, min_size, batch_size, slide_mpp, workers, quiet
+    path, model, folder, mpp, overlap, tile_size, method, sizes, batch_size, slide_mpp, workers, quiet
 ):
     import numpy as np
+
+    min_size, seed_threshold = sizes
+    if seed_threshold is None:
+        seed_threshold = model.config.instances.get("seed_threshold")
 
     from eosin.segment import segment_image, segment_slide, slide_segmentation, write_segmentation
     from eosin.slide import open_slide
@@ -133,6 +145,7 @@ def _one(
             batch_size=batch_size,
             instance_method=method,
             min_size=min_size,
+            seed_threshold=seed_threshold,
         )
         record = {"input": str(path), "kind": "image"}
     else:
@@ -151,7 +164,9 @@ def _one(
             workers=workers,
             progress=not quiet,
         )
-        seg = slide_segmentation(store, key, instance_method=method, min_size=min_size)
+        seg = slide_segmentation(
+            store, key, instance_method=method, min_size=min_size, seed_threshold=seed_threshold
+        )
         rgb = slide.thumbnail(max_size=4096)
         record = {
             "input": str(path),
@@ -165,6 +180,7 @@ def _one(
         "shape": list(seg.foreground.shape),
         "mpp": seg.mpp,
         "n_objects": int(seg.instances.max()),
+        "seed_threshold": seed_threshold,
         "foreground_fraction": round(float(np.mean(seg.mask)), 4),
         "files": files,
         "device": str(model.device),

@@ -27,6 +27,15 @@ from eosin.cli._common import echo_json, precision_option
     help="Instance annotations (XML or 16-bit labels) by stem, preferred over --masks where present.",
 )
 @click.option(
+    "--binary-masks",
+    type=click.Choice(["auto", "components", "foreground"]),
+    default="auto",
+    show_default=True,
+    help="What an image with only a binary mask teaches the boundary classes. components: its connected "
+    "components are the objects (touching ones merge); foreground: foreground and outlines only, contacts are "
+    "learnt from instance annotations; auto: foreground when some images have instance annotations.",
+)
+@click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Checkpoint folder."
 )
 @click.option(
@@ -91,6 +100,7 @@ def seg(
     images,
     masks,
     instances,
+    binary_masks,
     out,
     encoder,
     arch,
@@ -141,6 +151,7 @@ def seg(
         positive_fraction=positive_fraction,
         boundary=boundary,
         instances=instances,
+        binary_masks=binary_masks,
         palette=palette,
         mpp=mpp,
         device=device,

@@ -17,12 +17,21 @@ __all__ = [
     "CropSampler",
     "SegSample",
     "load_pairs",
+    "BINARY_MASKS",
+    "UNKNOWN_PART",
+    "mask_separates_instances",
     "pair_files",
     "read_class_mask",
     "crop_loader",
     "read_image",
     "target_from_labels",
 ]
+
+#: target value of an object pixel whose part (interior or boundary) is unknown: inside a binary mask's component,
+#: where touching objects may have merged. It counts as foreground; the loss asks only that it is not background.
+UNKNOWN_PART = 3
+#: how binary (8-bit) masks teach a boundary-aware model, see :func:`load_pairs`
+BINARY_MASKS = ("auto", "components", "foreground")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".xml")
@@ -35,6 +44,8 @@ class SegSample:
     stem: str
     image: np.ndarray
     target: np.ndarray
+    contacts_known: bool = True  # False: a binary mask's object pixels are UNKNOWN_PART in the target
+    source: Path | None = None  # the annotation file the target was made from
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -102,21 +113,45 @@ def read_class_mask(
     return np.argmin(dist, axis=-1).astype(np.int32)
 
 
-def target_from_labels(labels: np.ndarray, *, boundary: bool, width: int = 1) -> np.ndarray:
+def target_from_labels(
+    labels: np.ndarray, *, boundary: bool, width: int = 1, contacts_known: bool = True
+) -> np.ndarray:
     """Training target of instance labels: ``0`` background, ``1`` object, and with ``boundary`` ``2`` on the
-    ``width``-pixel inner rim of every object (where touching objects meet, the rim separates them)."""
+    ``width``-pixel inner rim of every object (where touching objects meet, the rim separates them).
+
+    ``contacts_known=False`` (labels that are a binary mask's components, in which touching objects merge): only
+    the rim against the background is ``2``; the rest of each object is :data:`UNKNOWN_PART`, since a contact
+    between two merged objects may run through it."""
     labels = np.asarray(labels)
     target = (labels > 0).astype(np.uint8)
     if boundary:
         from skimage.segmentation import find_boundaries
 
-        rim = find_boundaries(labels, mode="inner")
+        # the rims of the objects, or with unknown contacts only the rim of the foreground against the background
+        rim = find_boundaries(labels if contacts_known else labels > 0, mode="inner")
         if width > 1:
             from scipy import ndimage
 
             rim = ndimage.binary_dilation(rim, iterations=width - 1) & (labels > 0)
+        if not contacts_known:
+            target[labels > 0] = UNKNOWN_PART
         target[rim & (labels > 0)] = 2
     return target
+
+
+def mask_separates_instances(path: str | os.PathLike[str]) -> bool:
+    """Whether a mask file tells touching objects apart: Aperio XML polygons and 16/32-bit label images do; an
+    8-bit (binary) mask does not (its connected components merge objects that touch)."""
+    path = Path(path)
+    if path.suffix.lower() == ".xml":
+        return True
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N")
+    except OSError:
+        return False  # read_class_mask reports the file
 
 
 def load_pairs(
@@ -125,19 +160,36 @@ def load_pairs(
     boundary: bool,
     palette: Mapping[str, Sequence[int]] | None = None,
     instances: str | os.PathLike[str] | None = None,
+    binary_masks: str = "auto",
 ) -> list[SegSample]:
     """Read image/mask pairs into memory as :class:`SegSample` (targets built by :func:`target_from_labels`).
 
     ``instances``: an optional folder of instance annotations (Aperio XML or 16-bit labels) by stem; where one
     exists it replaces the mask for the target, so touching objects are told apart.
+
+    ``binary_masks`` (boundary-aware targets only): how an image whose only annotation is a binary mask teaches.
+    ``components``: its connected components are the objects (touching objects merge, and the model learns that
+    no boundary runs between them). ``foreground``: it teaches foreground and the objects' outline against the
+    background; the boundary between touching objects is learnt from instance annotations alone (its object
+    pixels are :data:`UNKNOWN_PART`). ``auto``: ``foreground`` when some images have instance annotations and
+    others only binary masks (MoNuSeg's binary masks merge 10–45 % of touching nuclei), else ``components``.
     """
+    if binary_masks not in BINARY_MASKS:
+        from eosin.errors import UnknownNameError
+
+        raise UnknownNameError("binary-mask handling", binary_masks, list(BINARY_MASKS))
     extra: dict[str, Path] = {}
     if instances is not None:
         extra = {p.stem: p for p in Path(instances).iterdir() if p.suffix.lower() in MASK_SUFFIXES}
+    sources = {stem: extra.get(stem, mask_path) for stem, _, mask_path in pairs}
+    separates = {stem: mask_separates_instances(src) for stem, src in sources.items()}
+    if binary_masks == "auto":
+        mixed = any(separates.values()) and not all(separates.values())
+        binary_masks = "foreground" if mixed else "components"
     out = []
     for stem, image_path, mask_path in pairs:
         image = read_image(image_path)
-        source = extra.get(stem, mask_path)
+        source = sources[stem]
         values = read_class_mask(source, shape=image.shape[:2], palette=palette)
         if values.shape != image.shape[:2]:
             raise UsageError(
@@ -145,8 +197,14 @@ def load_pairs(
                 path=mask_path,
                 fix="masks must be the size of their images",
             )
-        target = values.astype(np.uint8) if palette else target_from_labels(values, boundary=boundary)
-        out.append(SegSample(stem, image, target))
+        known = separates[stem] or binary_masks == "components"
+        target = (
+            values.astype(np.uint8)
+            if palette
+            else target_from_labels(values, boundary=boundary, contacts_known=known)
+        )
+        known = palette is not None or not boundary or known
+        out.append(SegSample(stem, image, target, contacts_known=known, source=Path(source)))
     return out
 
 
@@ -202,7 +260,7 @@ def _pad_to(s: SegSample, crop: int) -> SegSample:
         return s
     image = np.pad(s.image, ((0, pr), (0, pc), (0, 0)), mode="reflect")
     target = np.pad(s.target, ((0, pr), (0, pc)), mode="reflect")
-    return SegSample(s.stem, image, target)
+    return SegSample(s.stem, image, target, s.contacts_known, s.source)
 
 
 class Augment:

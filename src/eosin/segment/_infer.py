@@ -67,6 +67,7 @@ def segment_image(
     batch_size: int = 8,
     instance_method: str = "auto",
     min_size: int = 10,
+    seed_threshold: float | None = None,
 ) -> Segmentation:
     """Segment an RGB image of any size by blended sliding windows, then separate the objects.
 
@@ -82,15 +83,20 @@ def segment_image(
         Fraction of the window (< 1) or pixels shared by neighbouring windows.
     batch_size
         Windows per forward pass.
-    instance_method, min_size
-        See :func:`~eosin.segment.separate_instances`.
+    instance_method, min_size, seed_threshold
+        See :func:`~eosin.segment.separate_instances`; ``seed_threshold`` defaults to the one chosen on
+        validation images when the model was trained (``model.config.instances``).
     """
     tile = int(tile_size or model.config.tile_size)
     rows, cols = np.asarray(image).shape[:2]
     tile = min(tile, 32 * math.ceil(max(rows, cols) / 32))
     probs = sliding_window(image, model.predict, tile_size=tile, overlap=overlap, batch_size=batch_size)
     foreground, interior = _maps(probs, model.config.classes)
-    instances = separate_instances(foreground, interior=interior, method=instance_method, min_size=min_size)
+    if seed_threshold is None:
+        seed_threshold = model.config.instances.get("seed_threshold")
+    instances = separate_instances(
+        foreground, interior=interior, method=instance_method, min_size=min_size, seed_threshold=seed_threshold
+    )
     return Segmentation(foreground, interior, instances)
 
 
@@ -239,13 +245,20 @@ def _to_u8(p: np.ndarray) -> np.ndarray:
 
 
 def slide_segmentation(
-    store: Any, key: str, *, instance_method: str = "auto", min_size: int = 10
+    store: Any,
+    key: str,
+    *,
+    instance_method: str = "auto",
+    min_size: int = 10,
+    seed_threshold: float | None = None,
 ) -> Segmentation:
     """Read a stored slide segmentation whole and separate its objects (for maps that fit in memory)."""
     group = store.read_group(KIND, key)
     foreground = np.asarray(group["foreground"]).astype(np.float32) / 255
     interior = np.asarray(group["interior"]).astype(np.float32) / 255 if "interior" in group else None
-    instances = separate_instances(foreground, interior=interior, method=instance_method, min_size=min_size)
+    instances = separate_instances(
+        foreground, interior=interior, method=instance_method, min_size=min_size, seed_threshold=seed_threshold
+    )
     a = group.attrs
     return Segmentation(foreground, interior, instances, float(a["downsample"]), tuple(a["origin"]), a["mpp"])
 

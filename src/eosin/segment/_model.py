@@ -50,6 +50,9 @@ class SegConfig:
         Default window side for inference (a multiple of 32).
     training
         The training parameters and outcome (epochs, crop, split, losses...).
+    instances
+        Instance separation chosen on validation images after training (``seed_threshold``, the AJI of each
+        candidate, the images); empty when there were none with instance annotations.
     """
 
     arch: str = "Unet"
@@ -60,6 +63,7 @@ class SegConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     tile_size: int = 256
     training: dict[str, Any] = field(default_factory=dict)
+    instances: dict[str, Any] = field(default_factory=dict)
 
     @property
     def boundary(self) -> bool:
@@ -286,6 +290,7 @@ def _read_config(meta: Path) -> SegConfig:
             and all(v > 0 for v in fields["std"])
             and (fields.get("mpp") is None or float(fields["mpp"]) > 0)
             and int(fields.get("tile_size", 32)) % 32 == 0
+            and isinstance(fields.get("instances", {}), dict)
         )
     except (TypeError, ValueError):
         ok = False

@@ -17,7 +17,15 @@ import numpy as np
 
 from eosin._provenance import versions
 from eosin.errors import UsageError
-from eosin.segment._data import CropBatches, CropSampler, SegSample, crop_loader, load_pairs, pair_files
+from eosin.segment._data import (
+    UNKNOWN_PART,
+    CropBatches,
+    CropSampler,
+    SegSample,
+    crop_loader,
+    load_pairs,
+    pair_files,
+)
 from eosin._device import precision_candidates, select_device
 from eosin.segment._model import SegConfig, build_unet, save_segmenter
 from eosin.train import fit_loop
@@ -28,12 +36,26 @@ __all__ = ["dice_ce_loss", "split_by_image", "train_segmenter"]
 def dice_ce_loss(logits: Any, target: Any, *, class_weights: Any = None, dice_weight: float = 1.0) -> Any:
     """Cross-entropy (optionally class-weighted) plus soft Dice of the foreground (all non-background classes).
 
-    ``logits`` ``(n, classes, rows, cols)``, ``target`` ``(n, rows, cols)`` int64 class ids.
+    ``logits`` ``(n, classes, rows, cols)``, ``target`` ``(n, rows, cols)`` int64 class ids. Pixels whose target is
+    :data:`~eosin.segment._data.UNKNOWN_PART` (an object pixel whose class among the non-background ones is not
+    known) add ``-log p(not background)`` to the cross-entropy, with the first object class's weight.
     """
     import torch
     import torch.nn.functional as F
 
-    ce = F.cross_entropy(logits, target, weight=class_weights)
+    n_classes = logits.shape[1]
+    unknown = target == UNKNOWN_PART if n_classes <= UNKNOWN_PART else None
+    if unknown is None or not bool(unknown.any()):
+        ce = F.cross_entropy(logits, target, weight=class_weights)
+    else:
+        weight = class_weights if class_weights is not None else logits.new_ones(n_classes)
+        known_target = torch.where(unknown, torch.zeros_like(target), target)
+        per_pixel = F.cross_entropy(logits, known_target, reduction="none")
+        log_all = torch.logsumexp(logits, dim=1)
+        not_background = log_all - torch.logsumexp(logits[:, 1:], dim=1)
+        w = torch.where(unknown, weight[1], weight[known_target])
+        per_pixel = torch.where(unknown, not_background, per_pixel)
+        ce = (w * per_pixel).sum() / w.sum()
     probs = torch.softmax(logits.float(), dim=1)
     fg = 1 - probs[:, 0]
     truth = (target > 0).float()
@@ -86,6 +108,7 @@ def train_segmenter(
     boundary: bool = True,
     boundary_weight: float = 3.0,
     instances: str | os.PathLike[str] | None = None,
+    binary_masks: str = "auto",
     palette: Mapping[str, Sequence[int]] | None = None,
     mpp: float | None = None,
     elastic: float = 0.3,
@@ -120,6 +143,10 @@ def train_segmenter(
         weighted ``boundary_weight`` in the cross-entropy; else background / foreground.
     instances
         Optional folder of instance annotations (XML or 16-bit labels) by stem that replace the masks as targets.
+    binary_masks
+        ``auto``, ``components`` or ``foreground``: what an image annotated only by a binary mask teaches a
+        boundary-aware model (see :func:`eosin.segment._data.load_pairs`); ``auto`` keeps its merged contacts out
+        of the targets when other images have instance annotations.
     palette
         ``{class: (r, g, b)}`` for colour-coded masks (background first); multi-class, no boundary class.
     mpp
@@ -157,7 +184,9 @@ def train_segmenter(
     precision_candidates(dev, precision)  # refuses impossible combinations before any work
     pairs = pair_files(images, masks)
     train_stems, val_stems = split_by_image([p[0] for p in pairs], val_fraction, seed=seed)
-    samples = load_pairs(pairs, boundary=boundary, palette=palette, instances=instances)
+    samples = load_pairs(
+        pairs, boundary=boundary, palette=palette, instances=instances, binary_masks=binary_masks
+    )
     train = [s for s in samples if s.stem in train_stems]
     val = [s for s in samples if s.stem in val_stems]
     classes = (
@@ -232,6 +261,9 @@ def train_segmenter(
         "images": os.fspath(images),
         "masks": os.fspath(masks),
         "instances": None if instances is None else os.fspath(instances),
+        "binary_masks": binary_masks,
+        # images whose binary mask taught foreground and outline only (touching objects may merge in it)
+        "contacts_unknown": sorted(s.stem for s in samples if not s.contacts_known),
         "train": train_stems,
         "val": val_stems,
     }
@@ -298,10 +330,27 @@ def train_segmenter(
     meta = Path(out) / "config.json"
     doc = json.loads(meta.read_text())
     doc["training"]["history"] = history
+    if boundary and val:
+        doc["instances"] = result["instances"] = _tune_on_validation(out, val, dev)
     from eosin.io import atomic_write_text
 
     atomic_write_text(meta, json.dumps(doc, indent=1))
     return result
+
+
+def _tune_on_validation(out: str | os.PathLike[str], val: Sequence[SegSample], dev: Any) -> dict[str, Any]:
+    """The seed threshold with the best AJI on the validation images whose annotations tell touching objects
+    apart (:func:`eosin.segment._tune.tune_instances`), with the saved best epoch; ``{}`` when there are none."""
+    from eosin.segment._data import read_class_mask
+    from eosin.segment._model import load_segmenter
+    from eosin.segment._tune import tune_instances
+
+    usable = [s for s in val if s.contacts_known and s.source is not None]
+    if not usable:
+        return {}
+    model = load_segmenter(out, device=str(dev))
+    labels = [read_class_mask(s.source, shape=s.image.shape[:2]) for s in usable]
+    return tune_instances(model, [s.image for s in usable], labels, stems=[s.stem for s in usable])
 
 
 def _loader_plan(crops: CropBatches, dev: Any, decision: Any, workers: int | None) -> tuple[Any, dict]:

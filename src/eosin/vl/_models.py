@@ -377,7 +377,8 @@ class _OpenClipModel(VLModel):
 class _ConchModel(VLModel):
     """CONCH through MahmoodLab's ``conch`` package (its CoCa model is not part of open_clip itself). The weights
     file is read by that package's own loader, not by eosin's safe reader; use it only with the file from the
-    gated MahmoodLab/CONCH repository. Not covered by tests (the package is not on PyPI)."""
+    gated MahmoodLab/CONCH repository. The package is not on PyPI, so the test suite cannot install it:
+    ``scripts/check_conch.py`` compares this class with the package's own forward pass where it is installed."""
 
     def __init__(self, name: str, folder: Path, weights: Path, *, device="auto", precision="auto"):
         super().__init__(device=device, precision=precision)
@@ -409,9 +410,21 @@ class _ConchModel(VLModel):
         return self.model.encode_image(x, proj_contrast=True, normalize=False)
 
     def _text_features(self, texts):
-        from conch.open_clip_custom import tokenize
+        import torch.nn.functional as F
 
-        return self.model.encode_text(tokenize(texts=texts, tokenizer=self.tokenizer).to(self.device))
+        # the package's tokenize() calls batch_encode_plus, which transformers 5 removed; this is the same call:
+        # 127 tokens, then <pad> as the placeholder of the class token CoCa appends (context length 128)
+        ids = self.tokenizer(
+            list(texts),
+            max_length=127,
+            add_special_tokens=True,
+            return_token_type_ids=False,
+            truncation=True,
+            padding="max_length",
+            return_tensors="pt",
+        )["input_ids"]
+        ids = F.pad(ids, (0, 1), value=self.tokenizer.pad_token_id)
+        return self.model.encode_text(ids.to(self.device))
 
 
 def load_vl_model(

@@ -138,10 +138,14 @@ def test_tuning_picks_the_seed_threshold_with_the_best_aji_on_validation_images(
     image = np.zeros(fg.shape + (3,), np.uint8)
     image[..., 0] = np.rint((1 - fg) * 255)
     image[..., 1] = np.rint(np.minimum(interior, fg) * 255)
-    chosen = tune_instances(_MapModel, [image], [truth], stems=["neck"], thresholds=(0.5, 0.7, 0.9))
-    assert chosen["seed_threshold"] == 0.7 and chosen["images"] == ["neck"]
+    chosen = tune_instances(
+        _MapModel, [image, image[:, ::-1]], [truth, truth[:, ::-1]], stems=["neck", "mirror"], thresholds=(0.5, 0.7, 0.9)
+    )
+    assert chosen["seed_threshold"] == 0.7 and chosen["images"] == ["neck", "mirror"]
     assert chosen["aji"][0.7] > 0.9 > chosen["aji"][0.5]
     assert chosen["aji"][0.5] == pytest.approx(aji(truth, (truth > 0).astype(np.int32)), abs=1e-3)
+    one = tune_instances(_MapModel, [image], [truth], stems=["neck"], thresholds=(0.5, 0.7, 0.9))
+    assert one["seed_threshold"] is None and "2 or more" in one["why"] and one["aji"] == chosen["aji"]
 
 
 @pytest.mark.torch
@@ -177,10 +181,17 @@ def test_training_records_the_partial_targets_and_the_chosen_seed_threshold(tmp_
     assert record["val"] == ["c2"]
     assert config["training"]["contacts_unknown"] == ["c1"] and config["training"]["binary_masks"] == "auto"
     chosen = config["instances"]
-    assert chosen["images"] == ["c2"] and chosen["seed_threshold"] in SEED_THRESHOLDS
-    assert set(map(float, chosen["aji"])) == set(SEED_THRESHOLDS)
-    result = CliRunner().invoke(
-        segment, [str(tmp_path / "img" / "c0.png"), "--model", str(tmp_path / "ck"), "--out", str(tmp_path / "o")]
-    )
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output.strip().splitlines()[-1])["seed_threshold"] == chosen["seed_threshold"]
+    assert chosen["images"] == ["c2"] and set(map(float, chosen["aji"])) == set(SEED_THRESHOLDS)
+    assert chosen["seed_threshold"] is None and "why" in chosen  # one validation image: scores only
+
+    def segment_once(name):
+        result = CliRunner().invoke(
+            segment, [str(tmp_path / "img" / "c0.png"), "--model", str(tmp_path / "ck"), "--out", str(tmp_path / name)]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output.strip().splitlines()[-1])["seed_threshold"]
+
+    assert segment_once("o1") is None
+    config["instances"]["seed_threshold"] = 0.7  # as chosen on two or more validation images
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(config))
+    assert segment_once("o2") == 0.7

@@ -87,6 +87,11 @@ def main() -> int:
     ap.add_argument("--crops", type=int, default=160, help="training crops per epoch")
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--tta", action="store_true", help="eosin segment --tta (flip averaging)")
+    ap.add_argument("--seed-threshold", type=float, help="eosin segment --seed-threshold (default: the model's)")
+    ap.add_argument(
+        "--reuse-model", action="store_true", help="segment and score with WORK's trained model, if there is one"
+    )
     args = ap.parse_args()
 
     run = args.work / f"{args.dataset}-{args.encoder}-{args.weights}"
@@ -104,11 +109,22 @@ def main() -> int:
     if args.dataset == "monuseg":
         train += ["--instances", str(data / "train" / "annotations"), "--mpp", "0.25"]
     t0 = time.perf_counter()
-    record = eosin(*train)
-    train_s = time.perf_counter() - t0
-    seg = ["segment", str(data / "test" / "images"), "--model", str(run / "model"), "--out", str(run / "pred"), "-q"]
+    saved = run / "model" / "config.json"
+    if args.reuse_model and saved.is_file():
+        record = json.loads(saved.read_text())["training"]
+        previous = run / "result.json"
+        train_s = json.loads(previous.read_text())["train_seconds"] if previous.is_file() else None
+    else:
+        record = eosin(*train)
+        train_s = time.perf_counter() - t0
+    pred = run / ("pred-tta" if args.tta else "pred")
+    seg = ["segment", str(data / "test" / "images"), "--model", str(run / "model"), "--out", str(pred), "-q"]
     if args.dataset == "glas":
         seg += ["--min-size", "200"]
+    if args.tta:
+        seg += ["--tta"]
+    if args.seed_threshold is not None:
+        seg += ["--seed-threshold", str(args.seed_threshold)]
     t1 = time.perf_counter()
     eosin(*seg)
     segment_s = time.perf_counter() - t1
@@ -116,7 +132,7 @@ def main() -> int:
     if args.dataset == "monuseg":
         truths = {"xml": data / "test" / "annotations", **truths}
     scores = {
-        name: eosin("evaluate", "segmentation", str(run / "pred"), str(folder), "--json")["overall"]
+        name: eosin("evaluate", "segmentation", str(pred), str(folder), "--json")["overall"]
         for name, folder in truths.items()
     }
     result = {
@@ -126,13 +142,16 @@ def main() -> int:
         "split": split,
         "epochs": args.epochs,
         "crops_per_epoch": args.crops,
-        "train_seconds": round(train_s, 1),
+        "train_seconds": None if train_s is None else round(train_s, 1),
+        "tta": args.tta,
+        "seed_threshold": args.seed_threshold,
         "segment_seconds": round(segment_s, 1),
         "training": {k: record.get(k) for k in ("history", "best_epoch", "split", "device", "precision")},
+        "instances": json.loads(saved.read_text()).get("instances") if saved.is_file() else None,
         "scores": scores,
     }
     run.mkdir(parents=True, exist_ok=True)
-    (run / "result.json").write_text(json.dumps(result, indent=1))
+    (run / ("result-tta.json" if args.tta else "result.json")).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return 0
 

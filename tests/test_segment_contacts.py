@@ -195,3 +195,32 @@ def test_training_records_the_partial_targets_and_the_chosen_seed_threshold(tmp_
     config["instances"]["seed_threshold"] = 0.7  # as chosen on two or more validation images
     (tmp_path / "ck" / "config.json").write_text(json.dumps(config))
     assert segment_once("o2") == 0.7
+
+
+def test_flip_average_undoes_each_flip_and_averages():
+    from eosin.segment import flip_average
+
+    tiles = np.random.default_rng(0).integers(0, 256, (2, 6, 9, 3), dtype=np.uint8)
+    identity = lambda t: t.transpose(0, 3, 1, 2).astype(np.float32)  # noqa: E731 - an equivariant "model"
+    np.testing.assert_array_equal(flip_average(identity)(tiles), identity(tiles))
+    column = lambda t: np.broadcast_to(np.arange(t.shape[2], dtype=np.float32), (len(t), 1, *t.shape[1:3]))  # noqa: E731
+    np.testing.assert_allclose(flip_average(column)(tiles), 4.0)  # (c + 8 - c) / 2 everywhere
+
+
+@pytest.mark.torch
+def test_slide_map_key_follows_tta_but_not_the_instance_separation(tmp_path):
+    pytest.importorskip("segmentation_models_pytorch")
+    import torch
+
+    from eosin.segment import SegConfig, build_unet, load_segmenter, save_segmenter
+    from eosin.segment._infer import slide_key
+
+    torch.manual_seed(0)
+    config = SegConfig(classes=["background", "interior", "boundary"], mpp=0.5, tile_size=256)
+    save_segmenter(tmp_path / "m", build_unet(encoder="resnet18", n_classes=3), config)
+    model = load_segmenter(tmp_path / "m")
+    args = {"mpp": 0.5, "tile_size": 512, "overlap": 64, "min_tissue": 0.01}
+    plain, params = slide_key(model, **args)
+    assert "tta" not in params and slide_key(model, **args, tta=True)[0] != plain
+    model.config.instances = {"seed_threshold": 0.7}  # separation happens after the map: same map, same key
+    assert slide_key(model, **args)[0] == plain

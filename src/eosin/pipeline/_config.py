@@ -139,6 +139,14 @@ class SegmentConfig:
         choices=["auto", "components", "distance", "boundary"],
     )
     min_size: int = _opt(10, "smallest object kept, in pixels", type=int, min=0)
+    seed_threshold: float | None = _opt(
+        None,
+        "interior probability that seeds an object (null: the model's, chosen on validation images, else 0.5)",
+        type=float,
+        gt=0,
+        max=1,
+    )
+    tta: bool = _opt(False, "average each window over its four flips (4x the compute)", type=bool)
 
 
 @dataclass

@@ -285,12 +285,21 @@ def segment_stage(job: PipelineJob, config: Any) -> dict[str, Any]:
             min_tissue=cfg.min_tissue,
             batch_size=cfg.batch_size,
             workers=_decode_workers(config),
+            tta=cfg.tta,
         )
-        settings = {"key": key, "instance_method": cfg.instance_method, "min_size": cfg.min_size}
+        seed = cfg.seed_threshold if cfg.seed_threshold is not None else model.config.instances.get("seed_threshold")
+        settings = {
+            "key": key,
+            "instance_method": cfg.instance_method,
+            "min_size": cfg.min_size,
+            "seed_threshold": seed,
+        }
         done = _read_record(job.out_dir / "segment.json")
         if done and all(done.get(k) == v for k, v in settings.items()):
             return {**done, "cached": True}
-        seg = slide_segmentation(store, key, instance_method=cfg.instance_method, min_size=cfg.min_size)
+        seg = slide_segmentation(
+            store, key, instance_method=cfg.instance_method, min_size=cfg.min_size, seed_threshold=seed
+        )
         rgb = slide.thumbnail(max_size=4096)
     name = "nucleus" if model.config.boundary else "object"
     files = write_segmentation(job.out_dir / "segmentation", seg, rgb, name=name)

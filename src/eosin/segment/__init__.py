@@ -27,6 +27,7 @@ _LAZY = {
     "read_class_mask": "_data",
     "target_from_labels": "_data",
     "sliding_window": "_window",
+    "flip_average": "_window",
     "blend_window": "_window",
     "BandAccumulator": "_window",
     "separate_instances": "_instances",

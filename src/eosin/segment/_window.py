@@ -14,7 +14,7 @@ import numpy as np
 
 from eosin.errors import UsageError
 
-__all__ = ["BandAccumulator", "blend_window", "sliding_window", "window_starts"]
+__all__ = ["BandAccumulator", "blend_window", "flip_average", "sliding_window", "window_starts"]
 
 _FLOOR = 1e-3
 
@@ -183,3 +183,22 @@ class BandAccumulator:
             self.wsum[-k:] = 0
             self.top += k
             n -= k
+
+
+def flip_average(predict: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Test-time augmentation: ``predict`` of ``(n, rows, cols, 3)`` tiles averaged over the tiles as they are,
+    flipped left-right, upside down and both, each output flipped back (``(n, channels, rows, cols)``)."""
+
+    def averaged(tiles: np.ndarray) -> np.ndarray:
+        tiles = np.asarray(tiles)
+        total = None
+        for rows, cols in ((False, False), (False, True), (True, False), (True, True)):
+            view = tiles[:, ::-1] if rows else tiles
+            view = view[:, :, ::-1] if cols else view
+            out = np.asarray(predict(np.ascontiguousarray(view)), np.float32)
+            out = out[:, :, ::-1] if rows else out
+            out = out[:, :, :, ::-1] if cols else out
+            total = out if total is None else total + out
+        return total / 4
+
+    return averaged

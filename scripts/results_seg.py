@@ -87,6 +87,8 @@ def main() -> int:
     ap.add_argument("--crops", type=int, default=160, help="training crops per epoch")
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--hed", type=float, default=0.05, help="eosin train seg --hed (stain jitter)")
+    ap.add_argument("--tag", default="", help="suffix of the run folder (for variants of one encoder)")
     ap.add_argument("--tta", action="store_true", help="eosin segment --tta (flip averaging)")
     ap.add_argument("--seed-threshold", type=float, help="eosin segment --seed-threshold (default: the model's)")
     ap.add_argument(
@@ -94,7 +96,7 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    run = args.work / f"{args.dataset}-{args.encoder}-{args.weights}"
+    run = args.work / f"{args.dataset}-{args.encoder}-{args.weights}{args.tag}"
     data = args.work / f"{args.dataset}-data"
     split = split_monuseg(data) if args.dataset == "monuseg" else split_glas(data)
     train = [
@@ -102,7 +104,7 @@ def main() -> int:
         "--out", str(run / "model"), "--encoder", args.encoder, "--epochs", str(args.epochs),
         "--crops-per-epoch", str(args.crops), "--crop", str(args.crop), "--batch-size", "8",
         "--lr", str(args.lr), "--val-fraction", "0.2" if args.dataset == "monuseg" else "0.25",
-        "--seed", str(SEED),
+        "--seed", str(SEED), "--hed", str(args.hed),
     ]  # fmt: skip
     if args.weights != "none":
         train += ["--encoder-weights", args.weights]
@@ -142,6 +144,7 @@ def main() -> int:
         "split": split,
         "epochs": args.epochs,
         "crops_per_epoch": args.crops,
+        "hed": args.hed,
         "train_seconds": None if train_s is None else round(train_s, 1),
         "tta": args.tta,
         "seed_threshold": args.seed_threshold,

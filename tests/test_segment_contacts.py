@@ -173,13 +173,14 @@ def test_training_records_the_partial_targets_and_the_chosen_seed_threshold(tmp_
             Image.fromarray(xml[r : r + 96, c : c + 96].astype(np.uint16)).save(tmp_path / "inst" / f"c{i}.png")
     args = ["--images", tmp_path / "img", "--masks", tmp_path / "msk", "--instances", tmp_path / "inst"]
     args += ["--out", tmp_path / "ck", "--epochs", "1", "--crops-per-epoch", "4", "--crop", "64"]
-    args += ["--batch-size", "2", "--val-fraction", "0.34", "--encoder", "resnet18", "-q"]
+    args += ["--batch-size", "2", "--val-fraction", "0.34", "--encoder", "resnet18", "--hed", "0.2", "-q"]
     result = CliRunner().invoke(seg, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     record = json.loads(result.output.strip().splitlines()[-1])
     config = json.loads((tmp_path / "ck" / "config.json").read_text())
     assert record["val"] == ["c2"]
     assert config["training"]["contacts_unknown"] == ["c1"] and config["training"]["binary_masks"] == "auto"
+    assert config["training"]["hed"] == 0.2
     chosen = config["instances"]
     assert chosen["images"] == ["c2"] and set(map(float, chosen["aji"])) == set(SEED_THRESHOLDS)
     assert chosen["seed_threshold"] is None and "why" in chosen  # one validation image: scores only

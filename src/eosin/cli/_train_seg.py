@@ -70,6 +70,20 @@ from eosin.cli._common import echo_json, precision_option
     help="Target share of training crops holding foreground.",
 )
 @click.option(
+    "--hed",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="HED stain jitter: each stain scaled by 1 ± this (sd) and shifted by a fifth of it; 0: off.",
+)
+@click.option(
+    "--elastic",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="Probability of an elastic deformation of a crop.",
+)
+@click.option(
     "--boundary/--no-boundary",
     default=True,
     show_default=True,
@@ -112,6 +126,8 @@ def seg(
     lr,
     val_fraction,
     positive_fraction,
+    hed,
+    elastic,
     boundary,
     palette,
     mpp,
@@ -149,6 +165,8 @@ def seg(
         lr=lr,
         val_fraction=val_fraction,
         positive_fraction=positive_fraction,
+        hed=hed,
+        elastic=elastic,
         boundary=boundary,
         instances=instances,
         binary_masks=binary_masks,

@@ -350,3 +350,45 @@ def test_clip_training_precision_is_measured_not_read_from_cpu_flags(tmp_path, m
     assert training["precision"] == "fp32" and training["frozen_image_precision"] == "fp32"
     assert training["calibration"]["choice"] == "torch-fp32"
     assert set(training["calibration"]["ms_per_item"]) == set(both)
+
+
+def test_a_single_query_does_not_leave_faiss_on_one_thread_for_later_batches(monkeypatch):
+    faiss = pytest.importorskip("faiss")
+    from eosin.vl import _index
+
+    before = faiss.omp_get_max_threads()
+    monkeypatch.setattr(_index, "_THREADS", None)
+    faiss.omp_set_num_threads(3)
+    try:
+        x = np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32)
+        index = build_index(x / np.linalg.norm(x, axis=1, keepdims=True))
+        index.query(x[:1], 3)  # one query runs on one thread...
+        assert faiss.omp_get_max_threads() == 1
+        index.query(x[:16], 3)  # ...and a batch on all of them again
+        assert faiss.omp_get_max_threads() == 3
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def test_conch_prompts_become_127_tokens_and_the_class_token_placeholder():
+    """The `conch` package's tokenize() (batch_encode_plus) is gone in transformers 5; eosin's call gives the same
+    layout: <start_of_text> words <end_of_text> <pad>... truncated to 127, then one <pad> for CoCa's class token."""
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from eosin.vl._models import conch_token_ids
+
+    vocab = {"<pad>": 0, "<start_of_text>": 1, "<end_of_text>": 2, "[UNK]": 3, "tumor": 4, "stroma": 5}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(
+        single="<start_of_text> $A <end_of_text>", special_tokens=[("<start_of_text>", 1), ("<end_of_text>", 2)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<start_of_text>", eos_token="<end_of_text>", pad_token="<pad>"
+    )
+    ids = conch_token_ids(tok, ["tumor stroma", "stroma " * 300]).numpy()
+    assert ids.shape == (2, 128)
+    assert ids[0, :4].tolist() == [1, 4, 5, 2] and not ids[0, 4:].any()
+    assert ids[1, 0] == 1 and ids[1, 126] == 2 and (ids[1, 1:126] == 5).all() and ids[1, 127] == 0

@@ -410,21 +410,25 @@ class _ConchModel(VLModel):
         return self.model.encode_image(x, proj_contrast=True, normalize=False)
 
     def _text_features(self, texts):
-        import torch.nn.functional as F
+        return self.model.encode_text(conch_token_ids(self.tokenizer, texts).to(self.device))
 
-        # the package's tokenize() calls batch_encode_plus, which transformers 5 removed; this is the same call:
-        # 127 tokens, then <pad> as the placeholder of the class token CoCa appends (context length 128)
-        ids = self.tokenizer(
-            list(texts),
-            max_length=127,
-            add_special_tokens=True,
-            return_token_type_ids=False,
-            truncation=True,
-            padding="max_length",
-            return_tensors="pt",
-        )["input_ids"]
-        ids = F.pad(ids, (0, 1), value=self.tokenizer.pad_token_id)
-        return self.model.encode_text(ids.to(self.device))
+
+def conch_token_ids(tokenizer: Any, texts: list[str]) -> Any:
+    """CONCH's text input: 127 tokens (special tokens added, truncated, padded), then ``<pad>`` as the placeholder
+    of the class token CoCa appends (context length 128). The same as the ``conch`` package's ``tokenize()``,
+    which calls ``batch_encode_plus``, gone in transformers 5."""
+    import torch.nn.functional as F
+
+    ids = tokenizer(
+        list(texts),
+        max_length=127,
+        add_special_tokens=True,
+        return_token_type_ids=False,
+        truncation=True,
+        padding="max_length",
+        return_tensors="pt",
+    )["input_ids"]
+    return F.pad(ids, (0, 1), value=tokenizer.pad_token_id)
 
 
 def load_vl_model(

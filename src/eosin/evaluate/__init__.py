@@ -31,6 +31,7 @@ _LAZY = {
     "metrics_table": "eosin.evaluate._report",
     "caveats": "eosin.evaluate._report",
     "read_mask": "eosin.evaluate._seg_io",
+    "mask_separates_instances": "eosin.evaluate._seg_io",
     "read_aperio_xml": "eosin.evaluate._seg_io",
     "evaluate_robustness": "eosin.evaluate._robustness",
     "plot_robustness": "eosin.evaluate._robustness",

@@ -11,10 +11,29 @@ import numpy as np
 from eosin.errors import CorruptSlideError, UnsupportedFormatError, UsageError
 from eosin.evaluate._seg_overlap import label_instances
 
-__all__ = ["MASK_SUFFIXES", "pair_masks", "read_aperio_xml", "read_mask"]
+__all__ = ["LABEL_MODES", "MASK_SUFFIXES", "mask_separates_instances", "pair_masks", "read_aperio_xml", "read_mask"]
 
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _PRED_LAYOUT = ("instances.png", "mask.png")  # what ``eosin segment`` writes in DIR/<stem>/, preferred first
+
+
+#: PIL modes of single-channel images read as instance labels (16 and 32 bits); 8-bit masks are binary
+LABEL_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def mask_separates_instances(path: str | os.PathLike[str]) -> bool:
+    """Whether a mask file tells touching objects apart: Aperio XML polygons and 16/32-bit label images do; an
+    8-bit (binary) mask does not (its connected components merge objects that touch)."""
+    path = Path(path)
+    if path.suffix.lower() == ".xml":
+        return True
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.mode in LABEL_MODES
+    except OSError:
+        return False  # read_mask reports the file
 
 
 def read_mask(path: str | os.PathLike[str], *, threshold: int = 127) -> np.ndarray:
@@ -41,7 +60,7 @@ def read_mask(path: str | os.PathLike[str], *, threshold: int = 127) -> np.ndarr
     path = Path(path)
     try:
         with Image.open(path) as img:
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            if img.mode in LABEL_MODES:
                 labels = np.asarray(img).astype(np.int64)
                 if labels.size and labels.min() < 0:
                     raise UsageError("instance labels are negative.", path=path, fix="write labels >= 0")

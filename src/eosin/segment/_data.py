@@ -19,7 +19,6 @@ __all__ = [
     "load_pairs",
     "BINARY_MASKS",
     "UNKNOWN_PART",
-    "mask_separates_instances",
     "pair_files",
     "read_class_mask",
     "crop_loader",
@@ -139,21 +138,6 @@ def target_from_labels(
     return target
 
 
-def mask_separates_instances(path: str | os.PathLike[str]) -> bool:
-    """Whether a mask file tells touching objects apart: Aperio XML polygons and 16/32-bit label images do; an
-    8-bit (binary) mask does not (its connected components merge objects that touch)."""
-    path = Path(path)
-    if path.suffix.lower() == ".xml":
-        return True
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N")
-    except OSError:
-        return False  # read_class_mask reports the file
-
-
 def load_pairs(
     pairs: Sequence[tuple[str, Path, Path]],
     *,
@@ -181,6 +165,8 @@ def load_pairs(
     extra: dict[str, Path] = {}
     if instances is not None:
         extra = {p.stem: p for p in Path(instances).iterdir() if p.suffix.lower() in MASK_SUFFIXES}
+    from eosin.evaluate import mask_separates_instances
+
     sources = {stem: extra.get(stem, mask_path) for stem, _, mask_path in pairs}
     separates = {stem: mask_separates_instances(src) for stem, src in sources.items()}
     if binary_masks == "auto":
@@ -197,13 +183,13 @@ def load_pairs(
                 path=mask_path,
                 fix="masks must be the size of their images",
             )
-        known = separates[stem] or binary_masks == "components"
+        # class masks and plain foreground models have no contacts to know
+        known = palette is not None or not boundary or separates[stem] or binary_masks == "components"
         target = (
             values.astype(np.uint8)
             if palette
             else target_from_labels(values, boundary=boundary, contacts_known=known)
         )
-        known = palette is not None or not boundary or known
         out.append(SegSample(stem, image, target, contacts_known=known, source=Path(source)))
     return out
 

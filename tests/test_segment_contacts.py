@@ -225,3 +225,16 @@ def test_slide_map_key_follows_tta_but_not_the_instance_separation(tmp_path):
     assert "tta" not in params and slide_key(model, **args, tta=True)[0] != plain
     model.config.instances = {"seed_threshold": 0.7}  # separation happens after the map: same map, same key
     assert slide_key(model, **args)[0] == plain
+
+
+def test_crops_are_drawn_in_proportion_to_image_area():
+    """Every pixel is equally likely to be trained on: a data set mixing 1000-px fields with 300-px crops (MoNuSeg
+    with MoNuSAC) must not draw the small images as often as the large ones."""
+    from eosin.segment._data import CropSampler, SegSample
+
+    big = SegSample("big", np.zeros((400, 400, 3), np.uint8), np.zeros((400, 400), np.uint8))
+    small = SegSample("small", np.full((100, 100, 3), 255, np.uint8), np.zeros((100, 100), np.uint8))
+    sampler = CropSampler([big, small], crop=64, positive_fraction=0.0, seed=1)
+    draws = [int(sampler.sample()[0].mean() > 127) for _ in range(3400)]
+    share_small = np.mean(draws)
+    assert abs(share_small - 1 / 17) < 0.02, share_small  # area 10,000 of 170,000, not one in two

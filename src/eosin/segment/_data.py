@@ -197,8 +197,10 @@ def load_pairs(
 class CropSampler:
     """Random crops with a target fraction of positive crops (Foucart et al.'s balancing).
 
-    With probability ``positive_fraction`` a crop is centred (with jitter) on a random foreground pixel, else
-    it is placed uniformly; images smaller than the crop are padded by reflection.
+    An image is drawn with probability proportional to its area (every pixel equally likely to be trained on,
+    whatever the mix of image sizes); with probability ``positive_fraction`` a crop is then centred (with jitter)
+    on a random foreground pixel of it, else placed uniformly; images smaller than the crop are padded by
+    reflection.
 
     Parameters
     ----------
@@ -217,6 +219,9 @@ class CropSampler:
     ):
         if not 0 <= positive_fraction <= 1:
             raise UsageError(f"positive_fraction must lie in [0, 1], got {positive_fraction!r}.")
+        areas = np.array([s.target.size for s in samples], float)
+        # equal sizes keep the plain uniform draw (and with it the crops of runs made before area weighting)
+        self.p = None if np.all(areas == areas[0]) else areas / areas.sum()
         self.samples = [_pad_to(s, crop) for s in samples]
         self.crop = crop
         self.positive_fraction = positive_fraction
@@ -225,7 +230,8 @@ class CropSampler:
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """One ``(crop, crop, 3)`` uint8 image and its ``(crop, crop)`` target."""
-        i = int(self.rng.integers(len(self.samples)))
+        n = len(self.samples)
+        i = int(self.rng.integers(n)) if self.p is None else int(self.rng.choice(n, p=self.p))
         s = self.samples[i]
         rows, cols = s.target.shape
         c = self.crop

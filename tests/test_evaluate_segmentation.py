@@ -410,3 +410,63 @@ def test_evaluate_dirs_pools_pixels_and_averages_objects(tmp_path):
     assert result.overall["pixel_dice"] == pytest.approx(800 / 804)
     assert result.overall["object_f1"] == 0.5 and result.overall["object_hausdorff"] == math.inf
     assert result.to_json()["overall"]["object_hausdorff"] is None
+
+
+def _rows(n: int, seed: int) -> list[dict]:
+    """Per-image metric rows of n made-up images (what segmentation_metrics returns, the keys aggregate reads)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        t, p = (int(v) for v in rng.integers(1_000, 50_000, 2))
+        inter = int(rng.integers(0, min(t, p)))
+        row = {"id": f"img{i}", "overlap_pixels": inter, "truth_pixels": t, "pred_pixels": p}
+        row.update({k: float(rng.random()) for k in ("object_f1", "object_dice", "aji", "pq", "dq", "sq")})
+        row.update({"object_hausdorff": float(rng.random() * 30), "n_truth": 5, "n_pred": 5, "tp": 4, "fp": 1, "fn": 1})
+        rows.append(row)
+    return rows
+
+
+def test_image_bootstrap_intervals_match_scipy_and_a_loop():
+    """The 95 % intervals over images: for a mean-over-images metric (AJI) against scipy.stats.bootstrap's
+    percentile interval (an independent resampler, so within Monte-Carlo error), and for the pooled pixel Dice
+    against a loop that re-pools the drawn images' pixel counts, replicate by replicate, with the same draws."""
+    from scipy.stats import bootstrap
+
+    from eosin.evaluate._segmentation import aggregate, image_bootstrap
+
+    rows = _rows(25, seed=3)
+    ci = image_bootstrap(rows, n_bootstrap=4000, seed=0)
+    aji_values = np.array([r["aji"] for r in rows])
+    ref = bootstrap((aji_values,), np.mean, n_resamples=4000, method="percentile", random_state=1)
+    assert ci["aji"][0] == pytest.approx(ref.confidence_interval.low, abs=0.012)
+    assert ci["aji"][1] == pytest.approx(ref.confidence_interval.high, abs=0.012)
+    overall = aggregate(rows)
+    for name in ("pixel_dice", "pixel_iou", "aji", "pq", "object_f1"):
+        assert ci[name][0] < overall[name] < ci[name][1]
+
+    draws = np.random.default_rng(0).integers(0, 25, (4000, 25))  # the draws image_bootstrap makes with seed 0
+    dice = [aggregate([rows[i] for i in d])["pixel_dice"] for d in draws]
+    assert ci["pixel_dice"] == pytest.approx(list(np.percentile(dice, [2.5, 97.5])), rel=1e-9)
+
+    rows[7]["object_hausdorff"] = math.inf  # a missed object: the mean is infinite in every replicate that draws it
+    low, high = image_bootstrap(rows, n_bootstrap=4000, seed=0)["object_hausdorff"]
+    assert math.isfinite(low) and high == math.inf  # 36 % of replicates miss image 7: the lower bound is finite
+
+
+def test_image_bootstrap_needs_two_images_and_is_in_the_cli_json(tmp_path, capsys):
+    from eosin.evaluate._segmentation import image_bootstrap
+
+    assert image_bootstrap(_rows(1, seed=0)) == {}
+    same = _rows(1, seed=0) * 5
+    assert image_bootstrap(same)["aji"] == pytest.approx([same[0]["aji"]] * 2)  # identical images: no spread
+
+    masks = require(GLAS / "masks")
+    pred = tmp_path / "pred"
+    _write_eroded_glas(pred, radius=3)
+    assert main(["evaluate", "segmentation", str(pred), str(masks), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    low, high = out["ci"]["pixel_dice"]
+    assert low <= out["overall"]["pixel_dice"] <= high < 1.0
+    assert out["ci_method"] == {"level": 0.95, "n_bootstrap": 2000, "seed": 0, "unit": "image", "method": "percentile"}
+    assert main(["evaluate", "segmentation", str(pred), str(masks)]) == 0
+    assert "95% CI" in capsys.readouterr().out

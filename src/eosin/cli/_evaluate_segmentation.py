@@ -36,7 +36,8 @@ def segmentation(pred_dir: str, truth_dir: str, as_json: bool, threshold: int) -
     components are the objects; 16-bit masks are instance labels, used as they are. PRED_DIR may also hold one
     folder per image with instances.png or mask.png in it (what `eosin segment` writes); TRUTH_DIR may hold Aperio
     XML polygons (MoNuSeg). Printed per image and overall: pixel Dice and IoU (overall: over the pooled pixels),
-    the GlaS object F1, object Dice and object Hausdorff (pixels), AJI and PQ (overall: mean over images).
+    the GlaS object F1, object Dice and object Hausdorff (pixels), AJI and PQ (overall: mean over images), and
+    each overall value's 95% interval from a bootstrap over images (2,000 replicates, seed 0).
     """
     from eosin.evaluate import evaluate_segmentation_dirs
 
@@ -81,6 +82,9 @@ def _print_table(result) -> None:
                 v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True))
             )
         )
+    if result.ci:
+        bounds = ", ".join(f"{h} [{_fmt(result.ci[k][0])}, {_fmt(result.ci[k][1])}]" for k, h in _COLUMNS)
+        click.echo(f"overall 95% CI (bootstrap over images): {bounds}")
     click.echo(
         "overall: dice, iou over the pooled pixels; object metrics, aji, pq: mean over images (obj_hd in pixels)"
     )

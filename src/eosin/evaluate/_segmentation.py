@@ -45,6 +45,7 @@ __all__ = [
     "SegmentationEvaluation",
     "aji",
     "evaluate_segmentation_dirs",
+    "image_bootstrap",
     "label_instances",
     "object_counts",
     "object_dice",
@@ -131,6 +132,9 @@ class SegmentationEvaluation:
         Files without a partner of the same stem.
     errors
         ``(id, message)`` of the pairs that could not be evaluated (unreadable mask, shapes that differ).
+    ci
+        ``{metric: [low, high]}``, the 95 % bootstrap interval of each ``overall`` metric over images
+        (:func:`image_bootstrap`); empty with fewer than two images.
     """
 
     per_image: list[dict[str, Any]]
@@ -138,12 +142,16 @@ class SegmentationEvaluation:
     pred_only: list[Path] = field(default_factory=list)
     truth_only: list[Path] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    ci: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict: ``per_image``, ``overall``, ``unpaired`` and ``errors``; inf and NaN become None."""
+        """A JSON-ready dict: ``per_image``, ``overall``, ``ci``, ``ci_method``, ``unpaired`` and ``errors``; inf
+        and NaN become None."""
         return {
             "per_image": [{k: _finite(v) for k, v in row.items()} for row in self.per_image],
             "overall": {k: _finite(v) for k, v in self.overall.items()},
+            "ci": {k: [_finite(v) for v in pair] for k, pair in self.ci.items()},
+            "ci_method": {**CI_METHOD, "unit": "image", "method": "percentile"},
             "aggregation": "pixel metrics over pooled pixels; object metrics, aji and pq: mean over images",
             "unpaired": {
                 "pred": [str(p) for p in self.pred_only],
@@ -172,6 +180,66 @@ def aggregate(per_image: list[dict[str, Any]]) -> dict[str, float | int]:
         out[name] = float(np.mean([r[name] for r in per_image]))
     for name in ("n_truth", "n_pred", "tp", "fp", "fn"):
         out[name] = int(sum(r[name] for r in per_image))
+    return out
+
+
+#: How :func:`evaluate_segmentation_dirs` bootstraps its intervals.
+CI_METHOD = {"level": 0.95, "n_bootstrap": 2000, "seed": 0}
+
+
+def image_bootstrap(
+    per_image: list[dict[str, Any]], *, n_bootstrap: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of the ``overall`` metrics, resampling whole images with replacement.
+
+    The image is the unit because pixels and nuclei of one image are not independent (one stain, one organ, one
+    annotator's habit): an interval over pixels would be far too narrow. Each replicate draws as many images as
+    there are and aggregates them exactly as :func:`aggregate` does (pixel metrics from the pooled counts of the
+    drawn images, the others as their mean), so with few images the interval is wide, as it should be.
+
+    Parameters
+    ----------
+    per_image
+        Rows of :func:`segmentation_metrics` (with ``overlap_pixels``, ``truth_pixels``, ``pred_pixels``).
+    n_bootstrap, level, seed
+        Replicates, coverage and the seed of the draws (``numpy.random.default_rng(seed).integers(0, n,
+        (n_bootstrap, n))``).
+
+    Returns
+    -------
+    dict
+        ``{metric: [low, high]}`` for ``pixel_dice``, ``pixel_iou`` and the mean-over-image metrics; empty with
+        fewer than two images.
+    """
+    n = len(per_image)
+    if n < 2:
+        return {}
+    draws = np.random.default_rng(seed).integers(0, n, (n_bootstrap, n))
+    weights = np.zeros((n_bootstrap, n))
+    np.add.at(weights, (np.repeat(np.arange(n_bootstrap), n), draws.ravel()), 1.0)
+
+    def column(name: str) -> np.ndarray:
+        return np.array([float(r[name]) for r in per_image])
+
+    inter, t_px, p_px = (weights @ column(k) for k in ("overlap_pixels", "truth_pixels", "pred_pixels"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        replicates = {
+            "pixel_dice": np.where(t_px + p_px == 0, 1.0, 2 * inter / (t_px + p_px)),
+            "pixel_iou": np.where(t_px + p_px - inter == 0, 1.0, inter / (t_px + p_px - inter)),
+        }
+        for name in _MEAN_OVER_IMAGES:
+            values = column(name)
+            # an infinite value (a missed object's Hausdorff) makes every replicate that draws it infinite
+            finite = np.where(np.isfinite(values), values, 0.0)
+            mean = weights @ finite / n
+            drew_inf = weights[:, ~np.isfinite(values)].sum(axis=1) > 0
+            replicates[name] = np.where(drew_inf, np.inf, mean)
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for name, r in replicates.items():
+        top = r[np.isfinite(r)].max(initial=0.0)
+        q = np.percentile(np.where(np.isinf(r), np.finfo(float).max, r), [tail, 100 - tail])
+        out[name] = [float(v) if v <= top else math.inf for v in q]  # a bound among the infinite replicates
     return out
 
 
@@ -228,4 +296,5 @@ def evaluate_segmentation_dirs(
             errors.append((stem, str(exc)))
             continue
         per_image.append({"id": stem, **segmentation_metrics(truth, pred)})
-    return SegmentationEvaluation(per_image, aggregate(per_image), pred_only, truth_only, errors)
+    ci = image_bootstrap(per_image, **CI_METHOD)
+    return SegmentationEvaluation(per_image, aggregate(per_image), pred_only, truth_only, errors, ci)

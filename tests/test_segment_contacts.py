@@ -238,3 +238,48 @@ def test_crops_are_drawn_in_proportion_to_image_area():
     draws = [int(sampler.sample()[0].mean() > 127) for _ in range(3400)]
     share_small = np.mean(draws)
     assert abs(share_small - 1 / 17) < 0.02, share_small  # area 10,000 of 170,000, not one in two
+
+
+@pytest.mark.torch
+def test_encoder_learning_rate_is_a_fraction_of_the_decoders(tmp_path, monkeypatch):
+    """--encoder-lr 0.1: the optimizer holds the encoder's parameters, all of them and nothing else, at a tenth of
+    --lr through the whole one-cycle schedule, and the checkpoint records it."""
+    pytest.importorskip("segmentation_models_pytorch")
+    import torch
+    from click.testing import CliRunner
+
+    from PIL import Image
+
+    from eosin.cli._train_seg import seg
+    from eosin.segment import build_unet
+
+    seen, sizes = [], []
+
+    class Spy(torch.optim.AdamW):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            sizes.append([sum(p.numel() for p in g["params"]) for g in self.param_groups])
+
+        def step(self, *args, **kwargs):
+            seen.append([g["lr"] for g in self.param_groups])
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Spy)
+    rng = np.random.default_rng(0)
+    for d in ("img", "msk"):
+        (tmp_path / d).mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "img" / f"c{i}.png")
+        Image.fromarray(((rng.random((64, 64)) > 0.6) * 255).astype(np.uint8)).save(tmp_path / "msk" / f"c{i}.png")
+    args = ["--images", str(tmp_path / "img"), "--masks", str(tmp_path / "msk"), "--out", str(tmp_path / "ck"),
+            "--epochs", "2", "--crops-per-epoch", "4", "--crop", "64", "--batch-size", "2", "--val-fraction", "0",
+            "--precision", "fp32", "--workers", "0", "--lr", "0.002", "--encoder-lr", "0.1", "-q"]  # fmt: skip
+    result = CliRunner().invoke(seg, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 4 and all(enc == pytest.approx(0.1 * dec) for enc, dec in seen)
+    assert max(dec for _, dec in seen) <= 0.002
+    config = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert config["training"]["encoder_lr"] == 0.1 and config["training"]["lr"] == 0.002
+    net = build_unet(encoder="resnet18", n_classes=3)  # the command's default encoder
+    encoder = sum(p.numel() for p in net.encoder.parameters())
+    assert sizes[-1] == [encoder, sum(p.numel() for p in net.parameters()) - encoder]

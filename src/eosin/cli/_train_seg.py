@@ -61,6 +61,14 @@ from eosin.cli._common import echo_json, precision_option
 @click.option("--crop", type=click.IntRange(min=32), default=256, show_default=True, help="Multiple of 32.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option(
+    "--encoder-lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="The encoder's learning rate as a fraction of --lr (e.g. 0.1: a pretrained encoder moves less than "
+    "the new decoder).",
+)
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True)
 @click.option(
     "--positive-fraction",
@@ -124,6 +132,7 @@ def seg(
     crop,
     batch_size,
     lr,
+    encoder_lr,
     val_fraction,
     positive_fraction,
     hed,
@@ -163,6 +172,7 @@ def seg(
         crop=crop,
         batch_size=batch_size,
         lr=lr,
+        encoder_lr=encoder_lr,
         val_fraction=val_fraction,
         positive_fraction=positive_fraction,
         hed=hed,

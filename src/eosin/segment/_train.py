@@ -103,6 +103,7 @@ def train_segmenter(
     crop: int = 256,
     batch_size: int = 8,
     lr: float = 1e-3,
+    encoder_lr: float = 1.0,
     val_fraction: float = 0.2,
     positive_fraction: float = 0.5,
     boundary: bool = True,
@@ -134,6 +135,9 @@ def train_segmenter(
         come with a package; smp's own encoders download them). See :func:`eosin.segment.build_unet`.
     epochs, crops_per_epoch, crop, batch_size, lr
         Schedule: ``epochs`` passes of ``crops_per_epoch`` random ``crop``-pixel crops, AdamW with cosine decay.
+    encoder_lr
+        The encoder's learning rate as a fraction of ``lr`` (1: one rate for all; below 1 a pretrained encoder
+        moves less than the new decoder).
     val_fraction
         Share of images held out for validation (split by image, seeded).
     positive_fraction
@@ -210,8 +214,15 @@ def train_segmenter(
         augment={"elastic": elastic, "hed_sigma": hed, "hed_bias": hed / 5},
         seed=seed,
     )
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
+    encoder_ids = {id(p) for p in net.encoder.parameters()}
+    groups = [
+        {"params": list(net.encoder.parameters()), "lr": lr * encoder_lr},
+        {"params": [p for p in net.parameters() if id(p) not in encoder_ids], "lr": lr},
+    ]
+    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[g["lr"] for g in groups], total_steps=epochs * steps, pct_start=0.1
+    )
     norm_mean, norm_std = getattr(net, "eosin_preprocess", ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     mean = torch.tensor(norm_mean, device=dev).view(1, 3, 1, 1) * 255
     std = torch.tensor(norm_std, device=dev).view(1, 3, 1, 1) * 255
@@ -245,6 +256,7 @@ def train_segmenter(
         "crop": crop,
         "batch_size": batch_size,
         "lr": lr,
+        "encoder_lr": encoder_lr,
         "positive_fraction": positive_fraction,
         "boundary_weight": boundary_weight if boundary else None,
         "elastic": elastic,

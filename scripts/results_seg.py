@@ -52,13 +52,15 @@ def link(files: list[Path], folder: Path) -> None:
             target.symlink_to(f.resolve())
 
 
-def split_monuseg(work: Path) -> dict[str, list[str]]:
+def split_monuseg(work: Path, fold: int = 1) -> dict[str, list[str]]:
     src = DATA / "monuseg-train"
     images = sorted((src / "tissue_image").iterdir())
     stems = {p.stem for p in images}
     with_xml = sorted(p.stem for p in (src / "annotations").glob("*.xml") if p.stem in stems)
     rng = np.random.default_rng(SEED)
     test = sorted(rng.choice(with_xml, size=6, replace=False).tolist())
+    if fold == 2:  # the other images with XML polygons: the two folds test every one of them once
+        test = [s for s in with_xml if s not in test]
     train = sorted(p.stem for p in images if p.stem not in test)
     for part, stems in (("train", train), ("test", test)):
         link([p for p in images if p.stem in stems], work / part / "images")
@@ -87,7 +89,16 @@ def main() -> int:
     ap.add_argument("--crops", type=int, default=160, help="training crops per epoch")
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--encoder-lr", type=float, default=1.0, help="eosin train seg --encoder-lr")
     ap.add_argument("--hed", type=float, default=0.05, help="eosin train seg --hed (stain jitter)")
+    ap.add_argument(
+        "--extra", action="append", default=[], choices=["monusac", "pannuke", "lizard-consep"],
+        help="also train on this data set's images and binary masks (repeatable); the test images stay MoNuSeg's",
+    )
+    ap.add_argument(
+        "--fold", type=int, choices=[1, 2], default=1,
+        help="MoNuSeg: 1 tests 6 seeded images with XML, 2 the other XML images (training on the rest, fold 1's too)",
+    )
     ap.add_argument("--tag", default="", help="suffix of the run folder (for variants of one encoder)")
     ap.add_argument("--tta", action="store_true", help="eosin segment --tta (flip averaging)")
     ap.add_argument("--seed-threshold", type=float, help="eosin segment --seed-threshold (default: the model's)")
@@ -96,15 +107,22 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    run = args.work / f"{args.dataset}-{args.encoder}-{args.weights}{args.tag}"
-    data = args.work / f"{args.dataset}-data"
-    split = split_monuseg(data) if args.dataset == "monuseg" else split_glas(data)
+    fold = "-fold2" if args.fold == 2 else ""
+    run = args.work / f"{args.dataset}-{args.encoder}-{args.weights}{fold}{args.tag}"
+    data_name = "+".join([args.dataset, *args.extra]) + fold
+    data = args.work / f"{data_name}-data"
+    split = split_monuseg(data, args.fold) if args.dataset == "monuseg" else split_glas(data)
+    for name in args.extra:
+        extra = sorted((DATA / name / "images").iterdir())
+        link(extra, data / "train" / "images")
+        link(sorted((DATA / name / "masks").iterdir()), data / "train" / "masks")
+        split[name] = [p.stem for p in extra]
     train = [
         "train", "seg", "--images", str(data / "train" / "images"), "--masks", str(data / "train" / "masks"),
         "--out", str(run / "model"), "--encoder", args.encoder, "--epochs", str(args.epochs),
         "--crops-per-epoch", str(args.crops), "--crop", str(args.crop), "--batch-size", "8",
         "--lr", str(args.lr), "--val-fraction", "0.2" if args.dataset == "monuseg" else "0.25",
-        "--seed", str(SEED), "--hed", str(args.hed),
+        "--seed", str(SEED), "--hed", str(args.hed), "--encoder-lr", str(args.encoder_lr),
     ]  # fmt: skip
     if args.weights != "none":
         train += ["--encoder-weights", args.weights]
@@ -133,10 +151,10 @@ def main() -> int:
     truths = {"masks": data / "test" / "masks"}
     if args.dataset == "monuseg":
         truths = {"xml": data / "test" / "annotations", **truths}
-    scores = {
-        name: eosin("evaluate", "segmentation", str(pred), str(folder), "--json")["overall"]
-        for name, folder in truths.items()
+    evaluated = {
+        name: eosin("evaluate", "segmentation", str(pred), str(folder), "--json") for name, folder in truths.items()
     }
+    scores = {name: {**e["overall"], "ci95": e["ci"]} for name, e in evaluated.items()}
     result = {
         "dataset": args.dataset,
         "encoder": args.encoder,
@@ -145,6 +163,9 @@ def main() -> int:
         "epochs": args.epochs,
         "crops_per_epoch": args.crops,
         "hed": args.hed,
+        "encoder_lr": args.encoder_lr,
+        "extra_training_data": args.extra,
+        "fold": args.fold,
         "train_seconds": None if train_s is None else round(train_s, 1),
         "tta": args.tta,
         "seed_threshold": args.seed_threshold,

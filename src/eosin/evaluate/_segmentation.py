@@ -215,8 +215,9 @@ def image_bootstrap(
     if n < 2:
         return {}
     draws = np.random.default_rng(seed).integers(0, n, (n_bootstrap, n))
-    weights = np.zeros((n_bootstrap, n))
-    np.add.at(weights, (np.repeat(np.arange(n_bootstrap), n), draws.ravel()), 1.0)
+    # how often each replicate drew each image (one bincount over replicate-offset indices)
+    offsets = draws + n * np.arange(n_bootstrap)[:, None]
+    weights = np.bincount(offsets.ravel(), minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(float)
 
     def column(name: str) -> np.ndarray:
         return np.array([float(r[name]) for r in per_image])

@@ -221,7 +221,7 @@ class CropSampler:
             raise UsageError(f"positive_fraction must lie in [0, 1], got {positive_fraction!r}.")
         areas = np.array([s.target.size for s in samples], float)
         # equal sizes keep the plain uniform draw (and with it the crops of runs made before area weighting)
-        self.p = None if np.all(areas == areas[0]) else areas / areas.sum()
+        self.p = None if np.unique(areas).size <= 1 else areas / areas.sum()
         self.samples = [_pad_to(s, crop) for s in samples]
         self.crop = crop
         self.positive_fraction = positive_fraction

@@ -283,3 +283,13 @@ def test_encoder_learning_rate_is_a_fraction_of_the_decoders(tmp_path, monkeypat
     net = build_unet(encoder="resnet18", n_classes=3)  # the command's default encoder
     encoder = sum(p.numel() for p in net.encoder.parameters())
     assert sizes[-1] == [encoder, sum(p.numel() for p in net.parameters()) - encoder]
+
+
+def test_crop_sampler_of_no_images_is_built_and_one_size_keeps_the_uniform_draw():
+    """The area weights must neither fail on an empty list (what a caller validating later passes) nor change the
+    crops of a data set whose images share one size (the published MoNuSeg runs)."""
+    from eosin.segment._data import CropSampler, SegSample
+
+    assert CropSampler([], crop=32).p is None
+    same = [SegSample(f"s{i}", np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8)) for i in range(3)]
+    assert CropSampler(same, crop=32).p is None
